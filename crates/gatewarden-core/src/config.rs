@@ -1,0 +1,466 @@
+//! Every number the supervisor uses, as config fields with the documented defaults.
+//!
+//! Durations are plain milliseconds (`*_ms`): they serialise as numbers in TOML and JSON, read the
+//! same way the gateway's own config does (`debounceMs`), and need no unit parser. Each field's
+//! doc names the BEHAVIOUR.md rule it comes from.
+
+use serde::{Deserialize, Serialize};
+
+/// The platform whose quirks the supervisor follows.
+///
+/// Windows is a preset, not a build target: its different numbers and guards (H1, H2, N1, P3, L5
+/// step 3) are plain data, so they are testable on Linux.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    /// Linux and macOS: POSIX signals, heartbeat recovery, reconnect on socket close.
+    #[default]
+    Unix,
+    /// Windows: no reload signal, no heartbeat restart, reconnect only on exit or close 1012.
+    Windows,
+}
+
+/// What to do with a foreign gateway (one that answers the probe but was not spawned by us).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ForeignGatewayPolicy {
+    /// Connect to it as an external gateway, as the original does (L5 step 1).
+    #[default]
+    Attach,
+    /// Terminate it and spawn our own.
+    Replace,
+    /// Refuse to start, with a message naming the process.
+    Fail,
+}
+
+/// The whole supervisor configuration. `Default` gives the Unix defaults of BEHAVIOUR.md;
+/// [`SupervisorConfig::windows`] gives the Windows preset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SupervisorConfig {
+    /// Platform quirks to follow (H1, H2, N1, P3, L5 step 3).
+    pub platform: Platform,
+    /// S2: the gateway port.
+    pub port: u16,
+    /// Start sequence (L5–L7).
+    pub start: StartConfig,
+    /// Readiness and handshake (W1, C1, C2).
+    pub connect: ConnectConfig,
+    /// RPC defaults (M1).
+    pub rpc: RpcConfig,
+    /// Heartbeat and health checks (H1–H6).
+    pub heartbeat: HeartbeatConfig,
+    /// Gateway-ready fallback (G2).
+    pub ready: ReadyConfig,
+    /// Stopping (T2, T4).
+    pub stop: StopConfig,
+    /// Restart governor and debounce (R3, R7).
+    pub restart: RestartConfig,
+    /// Reload (P1–P5).
+    pub reload: ReloadConfig,
+    /// Auto-reconnect (N1–N5).
+    pub reconnect: ReconnectConfig,
+    /// Stderr handling (X3).
+    pub stderr: StderrConfig,
+    /// Orphan handling (O1).
+    pub orphans: OrphanConfig,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        SupervisorConfig {
+            platform: Platform::Unix,
+            port: 18789,
+            start: StartConfig::default(),
+            connect: ConnectConfig::default(),
+            rpc: RpcConfig::default(),
+            heartbeat: HeartbeatConfig::default(),
+            ready: ReadyConfig::default(),
+            stop: StopConfig::default(),
+            restart: RestartConfig::default(),
+            reload: ReloadConfig::default(),
+            reconnect: ReconnectConfig::default(),
+            stderr: StderrConfig::default(),
+            orphans: OrphanConfig::default(),
+        }
+    }
+}
+
+impl SupervisorConfig {
+    /// The Windows preset: longer, more lenient heartbeat (H1, H2) and the Windows guards.
+    pub fn windows() -> Self {
+        SupervisorConfig {
+            platform: Platform::Windows,
+            heartbeat: HeartbeatConfig::windows(),
+            ..SupervisorConfig::default()
+        }
+    }
+
+    /// True when the Windows quirks apply.
+    pub fn is_windows(&self) -> bool {
+        self.platform == Platform::Windows
+    }
+}
+
+/// L5–L7: the start sequence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StartConfig {
+    /// L5: how many times the start sequence is attempted.
+    pub max_attempts: u32,
+    /// L6: wait before a `retry`.
+    pub retry_delay_ms: u64,
+    /// L6: time limit of the doctor repair run.
+    pub repair_timeout_ms: u64,
+    /// L5 step 3 (Windows): poll interval while waiting for the port to be free.
+    pub port_free_poll_ms: u64,
+    /// L5 step 3 (Windows): give up waiting for the port after this long.
+    pub port_free_timeout_ms: u64,
+    /// X3/L7: startup stderr lines kept for the recovery choice.
+    pub stderr_lines_kept: usize,
+}
+
+impl Default for StartConfig {
+    fn default() -> Self {
+        StartConfig {
+            max_attempts: 3,
+            retry_delay_ms: 1_000,
+            repair_timeout_ms: 120_000,
+            port_free_poll_ms: 500,
+            port_free_timeout_ms: 30_000,
+            stderr_lines_kept: 120,
+        }
+    }
+}
+
+/// W1, C1, C2: readiness, handshake and protocol.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectConfig {
+    /// W1 (beyond): first readiness probe interval; it doubles up to `probe_interval_max_ms`.
+    pub probe_interval_initial_ms: u64,
+    /// W1: the cap of the growing probe interval (the seed polls at a fixed 200 ms).
+    pub probe_interval_max_ms: u64,
+    /// W1: the time limit of one readiness probe.
+    pub probe_timeout_ms: u64,
+    /// W1: give up waiting for readiness after this long (seed: 2400 tries × 200 ms).
+    pub ready_timeout_ms: u64,
+    /// C1: wait this long for `connect.challenge`.
+    pub challenge_timeout_ms: u64,
+    /// C1: wait this long for the reply to `connect`.
+    pub handshake_timeout_ms: u64,
+    /// C2: lowest protocol offered.
+    pub min_protocol: u32,
+    /// C2: highest protocol offered.
+    pub max_protocol: u32,
+    /// W1: the startup window answer (UNAVAILABLE + 1013) is retried after this long when the
+    /// gateway gives no `retryAfterMs`.
+    pub startup_window_retry_ms: u64,
+}
+
+impl Default for ConnectConfig {
+    fn default() -> Self {
+        ConnectConfig {
+            probe_interval_initial_ms: 2,
+            probe_interval_max_ms: 100,
+            probe_timeout_ms: 1_500,
+            ready_timeout_ms: 480_000,
+            challenge_timeout_ms: 10_000,
+            handshake_timeout_ms: 20_000,
+            min_protocol: 3,
+            max_protocol: 4,
+            startup_window_retry_ms: 500,
+        }
+    }
+}
+
+/// M1: RPC defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RpcConfig {
+    /// M1: default time limit of one call.
+    pub default_timeout_ms: u64,
+}
+
+impl Default for RpcConfig {
+    fn default() -> Self {
+        RpcConfig {
+            default_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// H1–H6: heartbeat and health.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    /// H1: ping interval.
+    pub interval_ms: u64,
+    /// H1: a ping with no pong or message this long after it counts as missed.
+    pub timeout_ms: u64,
+    /// H2: consecutive misses that trigger recovery (and H6 `unresponsive`).
+    pub max_misses: u32,
+    /// H4: health check interval while `running`.
+    pub health_check_interval_ms: u64,
+    /// H6: a channel-status failure this recent (and newer than the last success) degrades health.
+    pub channel_failure_window_ms: u64,
+    /// Current gateways: no inbound traffic for this many × `tickIntervalMs` counts as dead
+    /// (0 disables the rule).
+    pub tick_silence_factor: u32,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig {
+            interval_ms: 30_000,
+            timeout_ms: 12_000,
+            max_misses: 3,
+            health_check_interval_ms: 30_000,
+            channel_failure_window_ms: 120_000,
+            tick_silence_factor: 2,
+        }
+    }
+}
+
+impl HeartbeatConfig {
+    /// H1/H2 Windows variant: 60 s interval, 25 s timeout, 5 misses.
+    pub fn windows() -> Self {
+        HeartbeatConfig {
+            interval_ms: 60_000,
+            timeout_ms: 25_000,
+            max_misses: 5,
+            ..HeartbeatConfig::default()
+        }
+    }
+}
+
+/// G1–G2: gateway readiness of subsystems.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReadyConfig {
+    /// G2: after the handshake, assume ready after this long without a ready signal.
+    pub fallback_ms: u64,
+    /// G2 (beyond): treat a handshake snapshot as the ready signal.
+    pub snapshot_counts_as_ready: bool,
+    /// G2 (beyond): treat the first `health` event as the ready signal.
+    pub health_event_counts_as_ready: bool,
+}
+
+impl Default for ReadyConfig {
+    fn default() -> Self {
+        ReadyConfig {
+            fallback_ms: 30_000,
+            snapshot_counts_as_ready: true,
+            health_event_counts_as_ready: true,
+        }
+    }
+}
+
+/// T2, T4: stopping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StopConfig {
+    /// T2: time limit of the `shutdown` request to an external gateway.
+    pub external_shutdown_timeout_ms: u64,
+    /// T4: grace between SIGTERM and SIGKILL.
+    pub kill_grace_ms: u64,
+}
+
+impl Default for StopConfig {
+    fn default() -> Self {
+        StopConfig {
+            external_shutdown_timeout_ms: 5_000,
+            kill_grace_ms: 5_000,
+        }
+    }
+}
+
+/// R3, R7: restart governor and debounce.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RestartConfig {
+    /// R3: executed restarts are at least this far apart.
+    pub cooldown_ms: u64,
+    /// R7: default debounce of `DebouncedRestart`.
+    pub debounce_ms: u64,
+}
+
+impl Default for RestartConfig {
+    fn default() -> Self {
+        RestartConfig {
+            cooldown_ms: 2_500,
+            debounce_ms: 2_000,
+        }
+    }
+}
+
+/// The reload signal (P4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ReloadSignal {
+    /// What current OpenClaw handles: an in-place restart.
+    #[default]
+    Sigusr2,
+    /// What the seed sent. Current OpenClaw opens the inspector on it: never send it to them.
+    Sigusr1,
+    /// SIGHUP, for gateways that reload on it.
+    Sighup,
+}
+
+/// P1–P5: reload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// P2: the reload policy read from the gateway config is cached this long.
+    pub policy_cache_ms: u64,
+    /// P1: default debounce when the config file gives none.
+    pub default_debounce_ms: u64,
+    /// P1: the largest debounce the config file may ask for.
+    pub max_debounce_ms: u64,
+    /// P3: skip a reload when connected less than this long ago.
+    pub recent_connect_skip_ms: u64,
+    /// P3: after signalling, check the process after this long (gateways without in-place restart).
+    pub post_signal_check_ms: u64,
+    /// P4: added to the gateway's announced `restartExpectedMs` while waiting for the reconnect.
+    pub restart_expected_margin_ms: u64,
+    /// P4: the signal that asks the gateway to reload.
+    pub signal: ReloadSignal,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig {
+            policy_cache_ms: 15_000,
+            default_debounce_ms: 1_200,
+            max_debounce_ms: 60_000,
+            recent_connect_skip_ms: 8_000,
+            post_signal_check_ms: 1_500,
+            restart_expected_margin_ms: 10_000,
+            signal: ReloadSignal::Sigusr2,
+        }
+    }
+}
+
+/// N1–N5: auto-reconnect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReconnectConfig {
+    /// N2: attempts before giving up with `error`.
+    pub max_attempts: u32,
+    /// N2: delay of the first attempt; doubles each attempt.
+    pub base_delay_ms: u64,
+    /// N2: the delay cap.
+    pub max_delay_ms: u64,
+    /// N5: jitter as a fraction of the delay (0 disables it; 0.2 means ±20 %).
+    pub jitter: f64,
+    /// N5: seed of the jitter generator, so runs are reproducible.
+    pub jitter_seed: u64,
+    /// N5: a gateway that stayed up this long crashed in isolation: restart at once and reset the
+    /// attempt count.
+    pub stable_uptime_ms: u64,
+    /// N5: at most this many automatic restarts within `intensity_window_ms` (0 disables).
+    pub intensity_max_restarts: u32,
+    /// N5: the window of the restart intensity limit.
+    pub intensity_window_ms: u64,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        ReconnectConfig {
+            max_attempts: 10,
+            base_delay_ms: 1_000,
+            max_delay_ms: 30_000,
+            jitter: 0.2,
+            jitter_seed: 0x6761_7465_7761_7264,
+            stable_uptime_ms: 10_000,
+            intensity_max_restarts: 20,
+            intensity_window_ms: 300_000,
+        }
+    }
+}
+
+/// X3: stderr handling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StderrConfig {
+    /// X3: a repeated line is summarised at every this-many-th repeat.
+    pub repeat_summary_every: u64,
+    /// X3: at most this many distinct lines are remembered for dedup per process (bounded
+    /// memory under a flood of distinct lines).
+    pub dedup_capacity: usize,
+}
+
+impl Default for StderrConfig {
+    fn default() -> Self {
+        StderrConfig {
+            repeat_summary_every: 50,
+            dedup_capacity: 4_096,
+        }
+    }
+}
+
+/// O1: orphans and foreign listeners.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OrphanConfig {
+    /// O1: wait after SIGTERM to orphans.
+    pub term_wait_ms: u64,
+    /// O1: wait after SIGKILL to survivors.
+    pub kill_wait_ms: u64,
+    /// O1: time limit of the gateway probe of an existing listener.
+    pub probe_timeout_ms: u64,
+    /// O1 (beyond): what to do with a foreign gateway on the port.
+    pub foreign_gateway: ForeignGatewayPolicy,
+}
+
+impl Default for OrphanConfig {
+    fn default() -> Self {
+        OrphanConfig {
+            term_wait_ms: 3_000,
+            kill_wait_ms: 1_000,
+            probe_timeout_ms: 5_000,
+            foreign_gateway: ForeignGatewayPolicy::Attach,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn h1_windows_preset_uses_lenient_heartbeat() {
+        let config = SupervisorConfig::windows();
+        assert_eq!(config.heartbeat.interval_ms, 60_000);
+        assert_eq!(config.heartbeat.timeout_ms, 25_000);
+        assert_eq!(config.heartbeat.max_misses, 5);
+        assert!(config.is_windows());
+    }
+
+    #[test]
+    fn h1_unix_defaults_match_the_seed() {
+        let config = SupervisorConfig::default();
+        assert_eq!(config.heartbeat.interval_ms, 30_000);
+        assert_eq!(config.heartbeat.timeout_ms, 12_000);
+        assert_eq!(config.heartbeat.max_misses, 3);
+        assert_eq!(config.port, 18789);
+        assert_eq!(config.reconnect.max_attempts, 10);
+        assert_eq!(config.restart.cooldown_ms, 2_500);
+        assert_eq!(config.rpc.default_timeout_ms, 30_000);
+    }
+
+    #[test]
+    fn config_rejects_unknown_keys() {
+        let error = serde_json::from_str::<SupervisorConfig>(r#"{"heartbeat":{"intervall_ms":1}}"#)
+            .unwrap_err();
+        assert!(error.to_string().contains("intervall_ms"), "{error}");
+    }
+
+    #[test]
+    fn config_round_trips_through_json() {
+        let config = SupervisorConfig::windows();
+        let text = serde_json::to_string(&config).unwrap();
+        let back: SupervisorConfig = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, config);
+    }
+}

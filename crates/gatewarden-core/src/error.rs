@@ -1,0 +1,209 @@
+//! Why a start step failed: the typed reasons the recovery choice (L7) and the status (L8) read.
+
+use serde::{Deserialize, Serialize};
+
+/// A failed step of the start sequence (L5). `Display` gives the messages of the original, which
+/// users see in `status.error`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum StartFailure {
+    /// C1: the socket closed before the reply to `connect`.
+    #[error("WebSocket closed before handshake: {reason}")]
+    SocketClosedBeforeHandshake {
+        /// Close code, when the gateway sent one.
+        code: Option<u16>,
+        /// Close reason or transport error.
+        reason: String,
+    },
+    /// W1/C1: nothing listens on the port.
+    #[error("connection refused on port {port}")]
+    ConnectionRefused {
+        /// The gateway port.
+        port: u16,
+    },
+    /// W1: the owned process exited while we waited for it to become ready.
+    #[error("process exited before becoming ready (code={})", display_code(*.code))]
+    ExitedBeforeReady {
+        /// Exit code, if it exited normally.
+        code: Option<i32>,
+    },
+    /// W1: the gateway did not become ready within the configured time.
+    #[error("gateway did not become ready within {waited_ms} ms")]
+    ReadyTimeout {
+        /// How long we waited.
+        waited_ms: u64,
+    },
+    /// C1: no `connect.challenge` in time.
+    #[error("Timed out waiting for connect.challenge")]
+    ChallengeTimeout,
+    /// C1: no reply to `connect` in time.
+    #[error("Connect handshake timeout")]
+    HandshakeTimeout,
+    /// C1: the gateway answered `connect` with an error (bad token, protocol, device auth, ...).
+    #[error("Gateway rejected connect: {message}{}", details_suffix(.details_code))]
+    HandshakeRejected {
+        /// Top-level error code (`INVALID_REQUEST`, ...).
+        code: String,
+        /// `error.details.code` (`AUTH_TOKEN_MISMATCH`, `PROTOCOL_MISMATCH`, ...).
+        details_code: Option<String>,
+        /// The gateway's message.
+        message: String,
+    },
+    /// L5 step 3 (Windows): the port stayed busy.
+    #[error("Port {port} still occupied")]
+    PortStillOccupied {
+        /// The gateway port.
+        port: u16,
+    },
+    /// O1 (beyond): something that is not a gateway holds the port; it is never signalled.
+    #[error("Port {port} is held by pid {} ({}), which is not a gateway; it was left alone", display_pid(*.pid), .program.as_deref().unwrap_or("unknown program"))]
+    PortHeldByOther {
+        /// The gateway port.
+        port: u16,
+        /// The listener's pid, when visible.
+        pid: Option<u32>,
+        /// The listener's program name, when visible.
+        program: Option<String>,
+    },
+    /// O1 (beyond): a foreign gateway holds the port and the policy says fail.
+    #[error("Port {port} is held by another gateway (pid {}); configured not to touch it", display_pid(*.pid))]
+    ForeignGateway {
+        /// The gateway port.
+        port: u16,
+        /// The foreign gateway's pid, when visible.
+        pid: Option<u32>,
+    },
+    /// X1: the process could not be spawned (program missing, permission, ...).
+    #[error("failed to spawn gateway: {message}")]
+    SpawnFailed {
+        /// What went wrong, naming the program and what was tried.
+        message: String,
+    },
+    /// L6: the doctor repair failed.
+    #[error("doctor repair failed: {message}")]
+    RepairFailed {
+        /// What went wrong.
+        message: String,
+    },
+    /// Anything else reported by the actor layer.
+    #[error("{message}")]
+    Other {
+        /// The message.
+        message: String,
+    },
+}
+
+fn display_code(code: Option<i32>) -> String {
+    code.map_or_else(|| "null".to_string(), |code| code.to_string())
+}
+
+fn display_pid(pid: Option<u32>) -> String {
+    pid.map_or_else(|| "unknown".to_string(), |pid| pid.to_string())
+}
+
+fn details_suffix(details_code: &Option<String>) -> String {
+    details_code
+        .as_ref()
+        .map(|code| format!(" ({code})"))
+        .unwrap_or_default()
+}
+
+impl StartFailure {
+    /// L7: the transient failures, worth another attempt.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StartFailure::SocketClosedBeforeHandshake { .. }
+                | StartFailure::ConnectionRefused { .. }
+                | StartFailure::ExitedBeforeReady { .. }
+                | StartFailure::ChallengeTimeout
+                | StartFailure::HandshakeTimeout
+                | StartFailure::PortStillOccupied { .. }
+        )
+    }
+
+    /// A rejection no retry can fix (bad token, protocol mismatch, device auth): it must not
+    /// turn into a restart storm.
+    pub fn is_auth_rejection(&self) -> bool {
+        match self {
+            StartFailure::HandshakeRejected { details_code, .. } => details_code
+                .as_deref()
+                .is_some_and(|code| code.starts_with("AUTH_") || code.starts_with("DEVICE_")),
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn l7_transient_failures_are_the_listed_ones() {
+        assert!(StartFailure::ChallengeTimeout.is_transient());
+        assert!(StartFailure::HandshakeTimeout.is_transient());
+        assert!(StartFailure::ExitedBeforeReady { code: Some(1) }.is_transient());
+        assert!(StartFailure::ConnectionRefused { port: 1 }.is_transient());
+        assert!(StartFailure::PortStillOccupied { port: 1 }.is_transient());
+        assert!(StartFailure::SocketClosedBeforeHandshake {
+            code: None,
+            reason: "eof".into()
+        }
+        .is_transient());
+        assert!(!StartFailure::SpawnFailed {
+            message: "no such file".into()
+        }
+        .is_transient());
+        assert!(!StartFailure::HandshakeRejected {
+            code: "INVALID_REQUEST".into(),
+            details_code: Some("AUTH_TOKEN_MISMATCH".into()),
+            message: "unauthorized".into()
+        }
+        .is_transient());
+    }
+
+    #[test]
+    fn w1_exit_before_ready_message_matches_the_original() {
+        let failure = StartFailure::ExitedBeforeReady { code: Some(78) };
+        assert_eq!(
+            failure.to_string(),
+            "process exited before becoming ready (code=78)"
+        );
+        let failure = StartFailure::ExitedBeforeReady { code: None };
+        assert_eq!(
+            failure.to_string(),
+            "process exited before becoming ready (code=null)"
+        );
+    }
+
+    #[test]
+    fn c1_handshake_messages_match_the_original() {
+        assert_eq!(
+            StartFailure::ChallengeTimeout.to_string(),
+            "Timed out waiting for connect.challenge"
+        );
+        assert_eq!(
+            StartFailure::HandshakeTimeout.to_string(),
+            "Connect handshake timeout"
+        );
+        assert_eq!(
+            StartFailure::SocketClosedBeforeHandshake {
+                code: Some(1008),
+                reason: "invalid token".into()
+            }
+            .to_string(),
+            "WebSocket closed before handshake: invalid token"
+        );
+    }
+
+    #[test]
+    fn o1_unrelated_listener_message_names_pid_and_program() {
+        let failure = StartFailure::PortHeldByOther {
+            port: 18791,
+            pid: Some(4242),
+            program: Some("python3".into()),
+        };
+        let text = failure.to_string();
+        assert!(text.contains("4242") && text.contains("python3"), "{text}");
+    }
+}

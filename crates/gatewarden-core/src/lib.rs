@@ -1,0 +1,31 @@
+//! The functional core of gatewarden: the lifecycle state machine and every supervisor policy.
+//!
+//! # Layout
+//!
+//! Nothing in this crate touches an async runtime, a socket, a process, a clock or a file. Time
+//! comes in as an argument (`now_ms`, milliseconds on a monotonic clock chosen by the caller), and
+//! decisions go out as values. The actor crate (`gatewarden`) carries out those values and feeds
+//! every result back in as an event.
+//!
+//! - [`config`]: every number, with the defaults of BEHAVIOUR.md and the Windows preset.
+//! - [`machine`]: the statig lifecycle machine (`(now, event) -> effects`).
+//! - Policies, each plain code with its own tests: [`reconnect`] (N2, N5), [`governor`] (R3),
+//!   [`heartbeat`] (H1–H3), [`recovery`] (L7), [`reload_policy`] (P1, P2), [`stderr`] (X3),
+//!   [`health`] (H5, H6, M6), [`rpc`] (M1), [`frame`] (C1, M2–M5), [`device_auth`] (A1, A2).
+//! - [`diagram`]: explores the real machine and renders the state diagrams.
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod device_auth;
+pub mod diagram;
+pub mod error;
+pub mod frame;
+pub mod governor;
+pub mod health;
+pub mod heartbeat;
+pub mod machine;
+pub mod reconnect;
+pub mod recovery;
+pub mod reload_policy;
+pub mod rpc;
+pub mod stderr;
