@@ -1,0 +1,1844 @@
+//! The lifecycle state machine, written with statig.
+//!
+//! ```text
+//! supervised
+//! ├── idle ─────────── stopped, failed (S1 "error")
+//! ├── active
+//! │   ├── starting ─── probing_port, killing_orphans, waiting_port_free, spawning,
+//! │   │                awaiting_ready, connecting, repairing, retry_waiting
+//! │   ├── running
+//! │   └── reconnecting
+//! └── stopping
+//! ```
+//!
+//! Per-state data lives in state-local storage: the start flow (`flow`: epoch, attempt, whether
+//! the doctor already ran, timestamps for the startup metric), the running connection (`run`:
+//! its epoch and heartbeat tracker), the pending reconnect (`pending`) and the stop in progress
+//! (`stop`). Everything shared lives in [`Core`], statig's context.
+//!
+//! Handlers only decide; they push effects into the context. Stale results (an old epoch, an old
+//! timer generation, another pid) never reach these handlers: the wrapper in `mod.rs` drops them.
+
+use statig::prelude::*;
+
+use crate::error::StartFailure;
+use crate::heartbeat::{DeadReason, HeartbeatTracker};
+use crate::machine::core::{Core, ReloadInFlight};
+use crate::machine::types::{
+    Command, CommandOutcome, Effect, Event, ExternalShutdownOutcome, Handshake, LifecycleState,
+    LogLevel, Notice, PortProbe, ReplyId, TimerKind,
+};
+use crate::reconnect::{GiveUpReason, ReconnectDecision};
+use crate::recovery::{choose_recovery, Recovery, RecoveryInput};
+use crate::reload_policy::{ReloadMode, ReloadPolicy};
+use crate::rpc::RpcError;
+
+use crate::config::ForeignGatewayPolicy;
+use crate::governor::GovernorDecision;
+
+/// Why a start flow runs: it decides L3 (attempts), N3 (metrics) and R4/R5 (restart bookkeeping).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartKind {
+    /// A user's `Start`.
+    Manual,
+    /// The reconnect timer (N3).
+    AutoReconnect,
+    /// The start half of a restart (R4).
+    Restart,
+}
+
+/// State-local data of the start sequence (L5).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartFlow {
+    /// E1: the epoch this flow began in.
+    pub epoch: u64,
+    /// L5: 1-based attempt.
+    pub attempt: u32,
+    /// L6: the doctor repair ran in this flow.
+    pub repair_tried: bool,
+    /// Why the flow runs.
+    pub kind: StartKind,
+    /// L5 step 2 (or a retry): we connect to a process we already own.
+    pub own_process: bool,
+    /// L5 step 1: attached to a gateway we do not own.
+    pub external: bool,
+    /// L5 step 4 metric: when the flow began.
+    pub requested_at: u64,
+    /// L5 step 4 metric: when the spawn completed.
+    pub spawned_at: Option<u64>,
+    /// L5 step 4 metric: when readiness was confirmed.
+    pub ready_at: Option<u64>,
+    /// N4: the delay that preceded this auto-reconnect attempt.
+    pub reconnect_delay_ms: u64,
+}
+
+/// State-local data of `running`.
+#[derive(Debug, Clone)]
+pub struct RunState {
+    /// Epoch of the connection.
+    pub epoch: u64,
+    /// H1–H3.
+    pub heartbeat: HeartbeatTracker,
+}
+
+/// State-local data of `reconnecting`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingReconnect {
+    /// N3: the epoch when it was scheduled.
+    pub epoch: u64,
+    /// The delay chosen (N2/N5).
+    pub delay_ms: u64,
+}
+
+/// What follows a stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterStop {
+    /// Stay stopped.
+    Nothing,
+    /// A start asked for while stopping.
+    Start,
+    /// The second half of a restart.
+    Restart,
+}
+
+/// State-local data of `stopping`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopFlow {
+    /// The state shown while stopping (the original keeps the previous state until stopped).
+    pub shown: LifecycleState,
+    /// What follows.
+    pub then: AfterStop,
+    /// T2: waiting for the external gateway's answer to `shutdown`.
+    pub awaiting_external: bool,
+    /// T4: waiting for this owned process to exit.
+    pub awaiting_pid: Option<u32>,
+}
+
+/// statig's storage: empty on purpose; shared data lives in [`Core`], the context.
+#[derive(Debug, Default, Clone)]
+pub struct Lifecycle;
+
+#[state_machine(
+    initial = "State::stopped()",
+    state(derive(Debug, Clone)),
+    superstate(derive(Debug)),
+    after_transition = "Self::after_transition"
+)]
+impl Lifecycle {
+    // ----------------------------------------------------------------------------------------
+    // Top: handling shared by every state.
+    // ----------------------------------------------------------------------------------------
+
+    /// Debounced requests (R7, P5) and emergency termination (T6) work in every state; anything
+    /// unhandled below ends here and is dropped with a debug log.
+    #[superstate]
+    fn supervised(context: &mut Core, event: &Event) -> Outcome<State> {
+        match event {
+            Event::Command { command, reply } => match command {
+                Command::DebouncedRestart { delay_ms } => {
+                    let delay = delay_ms.unwrap_or(context.config.restart.debounce_ms);
+                    context.arm(TimerKind::RestartDebounce, delay);
+                    context.reply(*reply, CommandOutcome::Scheduled);
+                    Handled
+                }
+                Command::DebouncedReload { delay_ms, policy } => {
+                    debounce_reload(context, *delay_ms, policy.clone(), *reply);
+                    Handled
+                }
+                Command::ForceTerminate => {
+                    force_terminate(context, *reply);
+                    Handled
+                }
+                other => {
+                    context.log(
+                        LogLevel::Debug,
+                        format!("{} ignored in this state", other.name()),
+                    );
+                    context.reply(
+                        *reply,
+                        CommandOutcome::Ignored {
+                            reason: "not applicable in this state".into(),
+                        },
+                    );
+                    Handled
+                }
+            },
+            Event::ProcessExited { pid, code } => {
+                // An owned process exited while nothing waited for it (idle states).
+                record_exit(context, *pid, *code);
+                ask_reconnect(context);
+                Handled
+            }
+            Event::SignalSent { outcome, .. } => {
+                // P3: the reload signal's outcome matters in whatever state it arrives.
+                match reload_signal_sent(context, outcome.clone()) {
+                    Some(state) => Transition(state),
+                    None => Handled,
+                }
+            }
+            Event::StderrLine { .. } | Event::ProofOfLife { .. } => Handled,
+            other => {
+                context.log(
+                    LogLevel::Debug,
+                    format!("late or unexpected event dropped: {}", other.name()),
+                );
+                Handled
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Idle: stopped and failed.
+    // ----------------------------------------------------------------------------------------
+
+    /// Shared by `stopped` and `failed`: start, stop, restart and reload from rest.
+    #[superstate(superstate = "supervised")]
+    fn idle(context: &mut Core, event: &Event) -> Outcome<State> {
+        match event {
+            Event::Command { command, reply } => match command {
+                Command::Start => {
+                    context.waiters.start.extend(*reply);
+                    Transition(begin_start(context, StartKind::Manual, 0))
+                }
+                Command::Stop => {
+                    match begin_stop(context, LifecycleState::Stopped, AfterStop::Nothing, *reply) {
+                        Some(state) => Transition(state),
+                        None => Handled,
+                    }
+                }
+                Command::Restart => match request_restart(context, LifecycleState::Stopped, *reply)
+                {
+                    Some(state) => Transition(state),
+                    None => Handled,
+                },
+                Command::Reload { policy } => {
+                    // P3: not running → restart.
+                    match request_reload(context, LifecycleState::Stopped, policy, *reply) {
+                        Some(state) => Transition(state),
+                        None => Handled,
+                    }
+                }
+                _ => Super,
+            },
+            Event::TimerFired { timer, .. } => {
+                match handle_common_timer(context, *timer, LifecycleState::Stopped) {
+                    Some(state) => Transition(state),
+                    None => Handled,
+                }
+            }
+            Event::ProcessExited { .. } => {
+                // N1: an exit always asks; the guards decide (a failed manual start left
+                // auto-reconnect on, as in the original).
+                if let Event::ProcessExited { pid, code } = event {
+                    record_exit(context, *pid, *code);
+                }
+                match ask_reconnect(context) {
+                    Some(state) => Transition(state),
+                    None => Handled,
+                }
+            }
+            _ => Super,
+        }
+    }
+
+    /// S1 `stopped`. Transitions: Start → starting; Restart → starting (via an instant stop);
+    /// Reload → restart; a debounce timer → restart or reload.
+    #[state(superstate = "idle")]
+    fn stopped(event: &Event) -> Outcome<State> {
+        let _ = event;
+        Super
+    }
+
+    /// S1 `error`: a start failed (L8) or reconnecting gave up (N2). Same exits as `stopped`.
+    #[state(superstate = "idle")]
+    fn failed(event: &Event) -> Outcome<State> {
+        let _ = event;
+        Super
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Active: starting, running, reconnecting.
+    // ----------------------------------------------------------------------------------------
+
+    /// Shared by every active state: stop (T1–T5) and the debounce timers.
+    #[superstate(superstate = "supervised")]
+    fn active(context: &mut Core, event: &Event) -> Outcome<State> {
+        match event {
+            Event::Command {
+                command: Command::Stop,
+                reply,
+            } => {
+                let shown = context.shown_state;
+                match begin_stop(context, shown, AfterStop::Nothing, *reply) {
+                    Some(state) => Transition(state),
+                    None => Handled,
+                }
+            }
+            Event::TimerFired { timer, .. } => {
+                let shown = context.shown_state;
+                match handle_common_timer(context, *timer, shown) {
+                    Some(state) => Transition(state),
+                    None => Handled,
+                }
+            }
+            _ => Super,
+        }
+    }
+
+    /// The start flow (L1–L8). Shared by its steps: failures go through L7, restarts and
+    /// reloads are deferred (R1), a second start is ignored (L1), the owned process's exit ends
+    /// the attempt, stderr lines are kept for L7.
+    #[superstate(superstate = "active")]
+    fn starting(context: &mut Core, flow: &mut StartFlow, event: &Event) -> Outcome<State> {
+        match event {
+            Event::Command { command, reply } => match command {
+                Command::Start => {
+                    context.log(
+                        LogLevel::Debug,
+                        "start ignored: a start flow is already in progress",
+                    );
+                    context.reply(
+                        *reply,
+                        CommandOutcome::Ignored {
+                            reason: "a start is already in progress".into(),
+                        },
+                    );
+                    Handled
+                }
+                Command::Restart => {
+                    defer_restart(context, *reply);
+                    Handled
+                }
+                Command::Reload { policy } => {
+                    match request_reload(context, LifecycleState::Starting, policy, *reply) {
+                        Some(state) => Transition(state),
+                        None => Handled,
+                    }
+                }
+                _ => Super,
+            },
+            Event::StepFailed { failure, .. } => {
+                Transition(step_failed(context, flow, failure.clone()))
+            }
+            Event::StderrLine { line, .. } => {
+                context.stderr_tail.push(line);
+                Handled
+            }
+            Event::ProcessExited { pid, code } => {
+                record_exit(context, *pid, *code);
+                Transition(step_failed(
+                    context,
+                    flow,
+                    StartFailure::ExitedBeforeReady { code: *code },
+                ))
+            }
+            _ => Super,
+        }
+    }
+
+    /// L5 step 1 / O1: look at the port. → connecting (a gateway answers: ours or attach),
+    /// awaiting_ready (our own process, not listening yet), killing_orphans, waiting_port_free
+    /// (Windows), spawning, or a failed step (an unrelated program holds the port).
+    #[state(superstate = "starting", entry_action = "enter_probing_port")]
+    fn probing_port(context: &mut Core, flow: &mut StartFlow, event: &Event) -> Outcome<State> {
+        match event {
+            Event::PortProbed { probe, .. } => Transition(after_probe(context, flow, probe)),
+            _ => Super,
+        }
+    }
+
+    #[action]
+    fn enter_probing_port(context: &mut Core, flow: &mut StartFlow) {
+        let port = context.config.port;
+        context.push(Effect::ProbePort {
+            epoch: flow.epoch,
+            port,
+        });
+    }
+
+    /// O1: our own orphans are being terminated. → spawning (or waiting_port_free), or a failed
+    /// step when some survive.
+    #[state(superstate = "starting")]
+    fn killing_orphans(context: &mut Core, flow: &mut StartFlow, event: &Event) -> Outcome<State> {
+        match event {
+            Event::OrphansKilled { survivors, .. } => {
+                if survivors.is_empty() {
+                    Transition(before_spawn(context, flow))
+                } else {
+                    let port = context.config.port;
+                    Transition(step_failed(
+                        context,
+                        flow,
+                        StartFailure::PortStillOccupied { port },
+                    ))
+                }
+            }
+            _ => Super,
+        }
+    }
+
+    /// L5 step 3 (Windows): wait for the port to be free. → spawning.
+    #[state(superstate = "starting", entry_action = "enter_waiting_port_free")]
+    fn waiting_port_free(flow: &mut StartFlow, event: &Event) -> Outcome<State> {
+        match event {
+            Event::PortFreed { .. } => Transition(State::spawning(flow.clone())),
+            _ => Super,
+        }
+    }
+
+    #[action]
+    fn enter_waiting_port_free(context: &mut Core, flow: &mut StartFlow) {
+        let port = context.config.port;
+        context.push(Effect::WaitPortFree {
+            epoch: flow.epoch,
+            port,
+        });
+    }
+
+    /// X1: spawn the gateway. → awaiting_ready.
+    #[state(superstate = "starting", entry_action = "enter_spawning")]
+    fn spawning(context: &mut Core, flow: &mut StartFlow, event: &Event) -> Outcome<State> {
+        match event {
+            Event::ProcessSpawned { pid, .. } => {
+                context.owned_pid = Some(*pid);
+                context.process_starts = context.process_starts.wrapping_add(1);
+                flow.spawned_at = Some(context.now_ms);
+                flow.own_process = false;
+                context.log(LogLevel::Info, format!("gateway spawned (pid={pid})"));
+                Transition(State::awaiting_ready(flow.clone()))
+            }
+            _ => Super,
+        }
+    }
+
+    #[action]
+    fn enter_spawning(context: &mut Core, flow: &mut StartFlow) {
+        context.stderr_tail.clear();
+        let port = context.config.port;
+        context.push(Effect::SpawnProcess {
+            epoch: flow.epoch,
+            port,
+        });
+    }
+
+    /// W1: wait until the gateway sends `connect.challenge`. → connecting. The owned process's
+    /// exit fails the attempt, except when we were waiting for a process that restarted in place
+    /// (L5 step 2): then it is gone for good and the flow probes again and spawns at once.
+    #[state(superstate = "starting", entry_action = "enter_awaiting_ready")]
+    fn awaiting_ready(context: &mut Core, flow: &mut StartFlow, event: &Event) -> Outcome<State> {
+        match event {
+            Event::ReadinessConfirmed { .. } => {
+                flow.ready_at = Some(context.now_ms);
+                Transition(State::connecting(flow.clone()))
+            }
+            Event::ProcessExited { pid, code } if flow.own_process => {
+                record_exit(context, *pid, *code);
+                flow.own_process = false;
+                context.log(
+                    LogLevel::Info,
+                    "the owned gateway exited while we waited for it; spawning a new one",
+                );
+                Transition(State::probing_port(flow.clone()))
+            }
+            _ => Super,
+        }
+    }
+
+    #[action]
+    fn enter_awaiting_ready(context: &mut Core, flow: &mut StartFlow) {
+        let port = context.config.port;
+        context.push(Effect::AwaitReadiness {
+            epoch: flow.epoch,
+            port,
+        });
+    }
+
+    /// C1: handshake. → running; the startup-window answer retries after `retryAfterMs`
+    /// without using an attempt (W1 beyond).
+    #[state(
+        superstate = "starting",
+        entry_action = "enter_connecting",
+        exit_action = "exit_connecting"
+    )]
+    fn connecting(context: &mut Core, flow: &mut StartFlow, event: &Event) -> Outcome<State> {
+        match event {
+            Event::HandshakeCompleted { handshake, .. } => {
+                Transition(handshake_completed(context, flow, handshake))
+            }
+            Event::StartupWindow { retry_after_ms, .. } => {
+                let delay =
+                    retry_after_ms.unwrap_or(context.config.connect.startup_window_retry_ms);
+                context.log(
+                    LogLevel::Debug,
+                    format!("gateway still starting; retrying connect in {delay} ms"),
+                );
+                context.arm(TimerKind::ConnectRetry, delay);
+                Handled
+            }
+            Event::TimerFired {
+                timer: TimerKind::ConnectRetry,
+                ..
+            } => {
+                let port = context.config.port;
+                context.push(Effect::OpenConnection {
+                    epoch: flow.epoch,
+                    port,
+                });
+                Handled
+            }
+            _ => Super,
+        }
+    }
+
+    #[action]
+    fn enter_connecting(context: &mut Core, flow: &mut StartFlow) {
+        let port = context.config.port;
+        context.push(Effect::OpenConnection {
+            epoch: flow.epoch,
+            port,
+        });
+    }
+
+    #[action]
+    fn exit_connecting(context: &mut Core) {
+        context.cancel(TimerKind::ConnectRetry);
+    }
+
+    /// L6: the doctor repair runs. → probing_port with error cleared and attempts reset, or the
+    /// start fails.
+    #[state(superstate = "starting", entry_action = "enter_repairing")]
+    fn repairing(context: &mut Core, flow: &mut StartFlow, event: &Event) -> Outcome<State> {
+        match event {
+            Event::RepairFinished { outcome, .. } => match outcome {
+                Ok(()) => {
+                    context.log(LogLevel::Info, "doctor repair succeeded; starting again");
+                    context.error = None;
+                    context.reconnect_attempts = 0;
+                    flow.attempt = 1;
+                    Transition(State::probing_port(flow.clone()))
+                }
+                Err(message) => Transition(finish_start_failed(
+                    context,
+                    flow,
+                    StartFailure::RepairFailed {
+                        message: message.clone(),
+                    },
+                )),
+            },
+            _ => Super,
+        }
+    }
+
+    #[action]
+    fn enter_repairing(context: &mut Core, flow: &mut StartFlow) {
+        flow.repair_tried = true;
+        let timeout_ms = context.config.start.repair_timeout_ms;
+        context.log(
+            LogLevel::Warn,
+            "gateway config looks invalid; running doctor repair",
+        );
+        context.push(Effect::RunDoctorRepair {
+            epoch: flow.epoch,
+            timeout_ms,
+        });
+    }
+
+    /// L6: wait before the next attempt. → probing_port.
+    #[state(superstate = "starting", entry_action = "enter_retry_waiting")]
+    fn retry_waiting(flow: &mut StartFlow, event: &Event) -> Outcome<State> {
+        match event {
+            Event::TimerFired {
+                timer: TimerKind::StartRetry,
+                ..
+            } => {
+                flow.attempt += 1;
+                Transition(State::probing_port(flow.clone()))
+            }
+            _ => Super,
+        }
+    }
+
+    #[action]
+    fn enter_retry_waiting(context: &mut Core) {
+        let delay = context.config.start.retry_delay_ms;
+        context.arm(TimerKind::StartRetry, delay);
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Running.
+    // ----------------------------------------------------------------------------------------
+
+    /// S1 `running`. Heartbeat (H1–H3), health checks (H4), ready signals (G1, G2), stable-run
+    /// reset (N5), restart (R1–R5) and reload (P3, P4). Leaves on socket close or process exit
+    /// (X2, N1) → reconnecting, stopped or (Windows, not 1012) stopped awaiting the exit.
+    #[state(
+        superstate = "active",
+        entry_action = "enter_running",
+        exit_action = "exit_running"
+    )]
+    fn running(context: &mut Core, run: &mut RunState, event: &Event) -> Outcome<State> {
+        match event {
+            Event::Command { command, reply } => match command {
+                Command::Start => {
+                    context.log(LogLevel::Debug, "gateway already running; start skipped");
+                    context.reply(
+                        *reply,
+                        CommandOutcome::Ignored {
+                            reason: "already running".into(),
+                        },
+                    );
+                    Handled
+                }
+                Command::Restart => match request_restart(context, LifecycleState::Running, *reply)
+                {
+                    Some(state) => Transition(state),
+                    None => Handled,
+                },
+                Command::Reload { policy } => {
+                    match request_reload(context, LifecycleState::Running, policy, *reply) {
+                        Some(state) => Transition(state),
+                        None => Handled,
+                    }
+                }
+                _ => Super,
+            },
+            Event::ProofOfLife { .. } => {
+                let now = context.now_ms;
+                run.heartbeat.record_alive(now);
+                context.diagnostics.record_alive(now);
+                Handled
+            }
+            Event::TimerFired { timer, .. } => match timer {
+                TimerKind::Heartbeat => match heartbeat_tick(context, run) {
+                    Some(state) => Transition(state),
+                    None => Handled,
+                },
+                TimerKind::HealthCheck => {
+                    context.push(Effect::CheckSocket { epoch: run.epoch });
+                    let interval = context.config.heartbeat.health_check_interval_ms;
+                    context.arm(TimerKind::HealthCheck, interval);
+                    Handled
+                }
+                TimerKind::ReadyFallback => {
+                    if !context.gateway_ready {
+                        context.log(
+                            LogLevel::Info,
+                            "gateway ready fallback triggered (no ready signal within timeout)",
+                        );
+                        mark_ready(context);
+                    }
+                    Handled
+                }
+                TimerKind::StableRun => {
+                    // N5: the gateway stayed up long enough; backoff starts over.
+                    context.reconnect_attempts = 0;
+                    Handled
+                }
+                _ => Super,
+            },
+            Event::SocketChecked { open, .. } => {
+                if !*open {
+                    context.publish(Notice::Error {
+                        message: "Gateway health check failed: WebSocket not connected".into(),
+                    });
+                }
+                Handled
+            }
+            Event::GatewayReadySignal { source, .. } => {
+                if !context.gateway_ready {
+                    context.log(
+                        LogLevel::Info,
+                        format!("gateway subsystems ready ({source:?})"),
+                    );
+                    mark_ready(context);
+                }
+                Handled
+            }
+            Event::ShutdownAnnounced {
+                restart_expected_ms,
+                ..
+            } => {
+                shutdown_announced(context, *restart_expected_ms);
+                Handled
+            }
+            Event::SocketClosed { code, .. } => Transition(socket_closed(context, *code)),
+            Event::ProcessExited { pid, code } => {
+                record_exit(context, *pid, *code);
+                context.push(Effect::CloseConnection);
+                context.push(Effect::FailPendingRpcs {
+                    error: RpcError::NotConnected,
+                });
+                context.stable_run = ran_stable(context);
+                context.clear_connection();
+                Transition(ask_reconnect(context).unwrap_or_else(State::stopped))
+            }
+            _ => Super,
+        }
+    }
+
+    #[action]
+    fn enter_running(context: &mut Core) {
+        let heartbeat = context.config.heartbeat.interval_ms;
+        let health = context.config.heartbeat.health_check_interval_ms;
+        context.arm(TimerKind::Heartbeat, heartbeat);
+        context.arm(TimerKind::HealthCheck, health);
+        if !context.gateway_ready {
+            let fallback = context.config.ready.fallback_ms;
+            context.arm(TimerKind::ReadyFallback, fallback);
+        }
+        let stable = context.config.reconnect.stable_uptime_ms;
+        if stable > 0 {
+            context.arm(TimerKind::StableRun, stable);
+        } else {
+            // N3 as in the original: success resets attempts at once.
+            context.reconnect_attempts = 0;
+        }
+    }
+
+    #[action]
+    fn exit_running(context: &mut Core) {
+        // X2: stop heartbeat and health checks; the fallback and stable-run timers die too.
+        context.cancel(TimerKind::Heartbeat);
+        context.cancel(TimerKind::HealthCheck);
+        context.cancel(TimerKind::ReadyFallback);
+        context.cancel(TimerKind::StableRun);
+        context.diagnostics.consecutive_heartbeat_misses = 0;
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Reconnecting.
+    // ----------------------------------------------------------------------------------------
+
+    /// S1 `reconnecting`: waits for the reconnect timer (N2/N3). → starting (auto-reconnect);
+    /// a manual start cancels the timer and resets attempts (L3).
+    #[state(
+        superstate = "active",
+        entry_action = "enter_reconnecting",
+        exit_action = "exit_reconnecting"
+    )]
+    fn reconnecting(
+        context: &mut Core,
+        pending: &mut PendingReconnect,
+        event: &Event,
+    ) -> Outcome<State> {
+        match event {
+            Event::Command { command, reply } => match command {
+                Command::Start => {
+                    context.log(
+                        LogLevel::Debug,
+                        "manual start cancels the pending reconnect",
+                    );
+                    context.waiters.start.extend(*reply);
+                    Transition(begin_start(context, StartKind::Manual, 0))
+                }
+                Command::Restart => {
+                    defer_restart(context, *reply);
+                    Handled
+                }
+                Command::Reload { policy } => {
+                    match request_reload(context, LifecycleState::Reconnecting, policy, *reply) {
+                        Some(state) => Transition(state),
+                        None => Handled,
+                    }
+                }
+                _ => Super,
+            },
+            Event::TimerFired {
+                timer: TimerKind::Reconnect,
+                ..
+            } => {
+                // N3: skip when the epoch moved or auto-reconnect is off.
+                if pending.epoch != context.epoch || !context.auto_reconnect {
+                    context.log(LogLevel::Debug, "skipping reconnect attempt: superseded");
+                    return Transition(State::stopped());
+                }
+                context.reconnect_attempts_total = context.reconnect_attempts_total.wrapping_add(1);
+                let delay = pending.delay_ms;
+                Transition(begin_start(context, StartKind::AutoReconnect, delay))
+            }
+            Event::ProcessExited { pid, code } => {
+                record_exit(context, *pid, *code);
+                Handled
+            }
+            _ => Super,
+        }
+    }
+
+    #[action]
+    fn enter_reconnecting(context: &mut Core, pending: &mut PendingReconnect) {
+        context.arm(TimerKind::Reconnect, pending.delay_ms);
+    }
+
+    #[action]
+    fn exit_reconnecting(context: &mut Core) {
+        context.cancel(TimerKind::Reconnect);
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Stopping.
+    // ----------------------------------------------------------------------------------------
+
+    /// T2–T5 in progress: waiting for the external gateway's `shutdown` answer and/or the owned
+    /// process's exit. → stopped, or starting when a start or restart follows.
+    #[state(superstate = "supervised")]
+    fn stopping(context: &mut Core, stop: &mut StopFlow, event: &Event) -> Outcome<State> {
+        match event {
+            Event::Command { command, reply } => match command {
+                Command::Stop => {
+                    if stop.then != AfterStop::Nothing {
+                        // A stop cancels the start or restart that was to follow.
+                        let restarts = std::mem::take(&mut context.waiters.restart);
+                        context.reply_all(restarts, CommandOutcome::Superseded);
+                        let starts = std::mem::take(&mut context.waiters.start);
+                        context.reply_all(starts, CommandOutcome::Superseded);
+                        context.restart_in_flight = false;
+                        stop.then = AfterStop::Nothing;
+                    }
+                    context.waiters.stop.extend(*reply);
+                    Handled
+                }
+                Command::Start => {
+                    context.waiters.start.extend(*reply);
+                    if stop.then == AfterStop::Nothing {
+                        stop.then = AfterStop::Start;
+                    }
+                    Handled
+                }
+                Command::Restart | Command::Reload { .. } => {
+                    stop_then_restart(context, stop, *reply);
+                    Handled
+                }
+                Command::ForceTerminate => {
+                    // T6 during T4: kill now, but keep waiting for the exit so the stop ends.
+                    match stop.awaiting_pid {
+                        Some(pid) => {
+                            context.push(Effect::ForceKillProcess { pid });
+                            context.reply(*reply, CommandOutcome::Completed);
+                        }
+                        None => context.reply(
+                            *reply,
+                            CommandOutcome::Ignored {
+                                reason: "no owned process".into(),
+                            },
+                        ),
+                    }
+                    Handled
+                }
+                _ => Super,
+            },
+            Event::ExternalShutdownFinished { outcome, .. } => {
+                match outcome {
+                    ExternalShutdownOutcome::Accepted => {
+                        context.external_shutdown_supported = Some(true);
+                    }
+                    ExternalShutdownOutcome::Unsupported => {
+                        context.external_shutdown_supported = Some(false);
+                        context.log(
+                            LogLevel::Info,
+                            "external gateway does not support \"shutdown\"; not asking again",
+                        );
+                    }
+                    ExternalShutdownOutcome::Failed(reason) => {
+                        context.log(
+                            LogLevel::Warn,
+                            format!("shutdown request to the external gateway failed: {reason}"),
+                        );
+                    }
+                }
+                stop.awaiting_external = false;
+                // T3 after T2.
+                context.push(Effect::CloseConnection);
+                Transition(continue_stop(context, stop))
+            }
+            Event::ProcessExited { pid, code } => {
+                record_exit(context, *pid, *code);
+                if stop.awaiting_pid == Some(*pid) {
+                    stop.awaiting_pid = None;
+                }
+                Transition(continue_stop(context, stop))
+            }
+            Event::TimerFired {
+                timer: TimerKind::RestartDebounce | TimerKind::ReloadDebounce,
+                ..
+            } => {
+                // R7/P5: a debounce that fires while stopping restarts after the stop.
+                stop_then_restart(context, stop, None);
+                Handled
+            }
+            Event::TimerFired { .. } => Handled,
+            _ => Super,
+        }
+    }
+}
+
+/// A restart (or reload) asked for while stopping: join the restart that follows, or make the
+/// stop's continuation a restart when the governor allows it.
+fn stop_then_restart(core: &mut Core, stop: &mut StopFlow, reply: Option<ReplyId>) {
+    if stop.then == AfterStop::Restart {
+        // R2: join the restart in progress.
+        core.waiters.restart.extend(reply);
+        return;
+    }
+    match core.governor.decide(core.now_ms) {
+        GovernorDecision::Allow => {
+            core.restart_in_flight = true;
+            core.waiters.restart.extend(reply);
+            stop.then = AfterStop::Restart;
+        }
+        GovernorDecision::Suppress { retry_after_ms } => {
+            suppressed(core, retry_after_ms, reply);
+        }
+    }
+}
+
+impl Lifecycle {
+    fn after_transition(&mut self, source: &State, target: &State, context: &mut Core) {
+        context
+            .transitions
+            .push((state_name(source), state_name(target)));
+    }
+}
+
+// --------------------------------------------------------------------------------------------
+// Names and hierarchy (used by the wrapper and the diagram generator).
+// --------------------------------------------------------------------------------------------
+
+/// The leaf state's name.
+pub fn state_name(state: &State) -> &'static str {
+    match state {
+        State::Stopped {} => "stopped",
+        State::Failed {} => "failed",
+        State::ProbingPort { .. } => "probing_port",
+        State::KillingOrphans { .. } => "killing_orphans",
+        State::WaitingPortFree { .. } => "waiting_port_free",
+        State::Spawning { .. } => "spawning",
+        State::AwaitingReady { .. } => "awaiting_ready",
+        State::Connecting { .. } => "connecting",
+        State::Repairing { .. } => "repairing",
+        State::RetryWaiting { .. } => "retry_waiting",
+        State::Running { .. } => "running",
+        State::Reconnecting { .. } => "reconnecting",
+        State::Stopping { .. } => "stopping",
+    }
+}
+
+/// The superstates of a leaf, innermost first.
+pub fn superstates_of(leaf: &str) -> &'static [&'static str] {
+    match leaf {
+        "stopped" | "failed" => &["idle", "supervised"],
+        "probing_port" | "killing_orphans" | "waiting_port_free" | "spawning"
+        | "awaiting_ready" | "connecting" | "repairing" | "retry_waiting" => {
+            &["starting", "active", "supervised"]
+        }
+        "running" | "reconnecting" => &["active", "supervised"],
+        _ => &["supervised"],
+    }
+}
+
+/// Every leaf state, in diagram order.
+pub const LEAF_STATES: [&str; 13] = [
+    "stopped",
+    "probing_port",
+    "killing_orphans",
+    "waiting_port_free",
+    "spawning",
+    "awaiting_ready",
+    "connecting",
+    "repairing",
+    "retry_waiting",
+    "running",
+    "reconnecting",
+    "stopping",
+    "failed",
+];
+
+/// S1: the public state of a leaf.
+pub fn public_state(state: &State) -> LifecycleState {
+    match state {
+        State::Stopped {} => LifecycleState::Stopped,
+        State::Failed {} => LifecycleState::Error,
+        State::Running { .. } => LifecycleState::Running,
+        State::Reconnecting { .. } => LifecycleState::Reconnecting,
+        State::Stopping { stop } => stop.shown,
+        _ => LifecycleState::Starting,
+    }
+}
+
+// --------------------------------------------------------------------------------------------
+// Start (L1–L8).
+// --------------------------------------------------------------------------------------------
+
+/// L2–L4: begin a start flow. Returns its first state.
+fn begin_start(core: &mut Core, kind: StartKind, reconnect_delay_ms: u64) -> State {
+    let epoch = core.bump_epoch();
+    core.auto_reconnect = true;
+    core.push(Effect::RefreshReloadPolicy { force: true });
+    if kind != StartKind::AutoReconnect {
+        // L3: a manual start (or a restart) cancels a pending reconnect and resets the count.
+        core.cancel(TimerKind::Reconnect);
+        core.reconnect_attempts = 0;
+    }
+    core.gateway_ready = false;
+    core.stderr_tail.clear();
+    let port = core.config.port;
+    core.log(
+        LogLevel::Info,
+        format!("gateway start requested (port={port}, kind={kind:?})"),
+    );
+    State::probing_port(StartFlow {
+        epoch,
+        attempt: 1,
+        repair_tried: false,
+        kind,
+        own_process: false,
+        external: false,
+        requested_at: core.now_ms,
+        spawned_at: None,
+        ready_at: None,
+        reconnect_delay_ms,
+    })
+}
+
+/// L5 steps 1–4 after the port probe (O1).
+fn after_probe(core: &mut Core, flow: &mut StartFlow, probe: &PortProbe) -> State {
+    let port = core.config.port;
+    let owned = core.owned_pid;
+    if probe.listeners.is_empty() {
+        if owned.is_some() {
+            // L5 step 2: our process lives but does not listen: it restarted in place.
+            flow.own_process = true;
+            return State::awaiting_ready(flow.clone());
+        }
+        return before_spawn(core, flow);
+    }
+    if owned.is_some() && probe.listeners.iter().any(|listener| listener.pid == owned) {
+        flow.own_process = true;
+        if probe.answers_as_gateway {
+            return State::connecting(flow.clone());
+        }
+        return State::awaiting_ready(flow.clone());
+    }
+    let pids: Vec<u32> = probe
+        .listeners
+        .iter()
+        .filter_map(|listener| listener.pid)
+        .collect();
+    if probe
+        .listeners
+        .iter()
+        .all(|listener| listener.ours_by_record)
+    {
+        core.log(
+            LogLevel::Warn,
+            format!("terminating gateway left behind by an earlier run (pids {pids:?})"),
+        );
+        core.push(Effect::KillOrphans {
+            epoch: flow.epoch,
+            pids,
+        });
+        return State::killing_orphans(flow.clone());
+    }
+    let first_pid = probe.listeners.first().and_then(|listener| listener.pid);
+    if probe.answers_as_gateway {
+        match core.config.orphans.foreign_gateway {
+            ForeignGatewayPolicy::Attach => {
+                core.log(
+                    LogLevel::Info,
+                    format!("a gateway already listens on port {port}; attaching as external"),
+                );
+                flow.external = true;
+                return State::connecting(flow.clone());
+            }
+            ForeignGatewayPolicy::Replace => {
+                core.log(
+                    LogLevel::Warn,
+                    format!("replacing the foreign gateway on port {port} (pids {pids:?})"),
+                );
+                core.push(Effect::KillOrphans {
+                    epoch: flow.epoch,
+                    pids,
+                });
+                return State::killing_orphans(flow.clone());
+            }
+            ForeignGatewayPolicy::Fail => {
+                return step_failed(
+                    core,
+                    flow,
+                    StartFailure::ForeignGateway {
+                        port,
+                        pid: first_pid,
+                    },
+                );
+            }
+        }
+    }
+    let program = probe
+        .listeners
+        .first()
+        .and_then(|listener| listener.program.clone());
+    step_failed(
+        core,
+        flow,
+        StartFailure::PortHeldByOther {
+            port,
+            pid: first_pid,
+            program,
+        },
+    )
+}
+
+/// L5 step 3 on Windows, else step 4.
+fn before_spawn(core: &mut Core, flow: &mut StartFlow) -> State {
+    if core.owned_pid.is_some() {
+        // Never two owned processes: wait for the one we have instead.
+        core.log(
+            LogLevel::Warn,
+            "an owned gateway still lives; waiting for it instead of spawning",
+        );
+        flow.own_process = true;
+        return State::awaiting_ready(flow.clone());
+    }
+    if core.config.is_windows() {
+        State::waiting_port_free(flow.clone())
+    } else {
+        State::spawning(flow.clone())
+    }
+}
+
+/// L6/L7 after a failed step.
+fn step_failed(core: &mut Core, flow: &mut StartFlow, failure: StartFailure) -> State {
+    let tail: Vec<String> = core.stderr_tail.lines().map(str::to_string).collect();
+    let recovery = choose_recovery(RecoveryInput {
+        failure: &failure,
+        stderr_tail: &tail,
+        repair_tried: flow.repair_tried,
+        attempt: flow.attempt,
+        max_attempts: core.config.start.max_attempts,
+    });
+    core.log(
+        LogLevel::Warn,
+        format!(
+            "gateway start attempt {}/{} failed: {failure}; recovery: {recovery:?}",
+            flow.attempt, core.config.start.max_attempts
+        ),
+    );
+    match recovery {
+        Recovery::Repair => State::repairing(flow.clone()),
+        Recovery::Retry => State::retry_waiting(flow.clone()),
+        Recovery::Fail => finish_start_failed(core, flow, failure),
+    }
+}
+
+/// L8, R4, N3: a start flow failed for good.
+fn finish_start_failed(core: &mut Core, flow: &mut StartFlow, failure: StartFailure) -> State {
+    let message = failure.to_string();
+    core.error = Some(message.clone());
+    core.flow_ended = true;
+    core.publish(Notice::Error {
+        message: message.clone(),
+    });
+    core.log(
+        LogLevel::Error,
+        format!(
+            "gateway start failed (port={}, reconnectAttempts={}): {message}",
+            core.config.port, core.reconnect_attempts
+        ),
+    );
+    let starts = std::mem::take(&mut core.waiters.start);
+    core.reply_all(
+        starts,
+        CommandOutcome::Failed {
+            message: message.clone(),
+        },
+    );
+    if failure.is_auth_rejection() {
+        // A wrong token or device signature will not fix itself: no restart storm.
+        core.log(
+            LogLevel::Error,
+            "the gateway rejected our credentials; not reconnecting until the next start",
+        );
+        core.auto_reconnect = false;
+        if flow.kind == StartKind::Restart {
+            core.restart_in_flight = false;
+            let restarts = std::mem::take(&mut core.waiters.restart);
+            core.reply_all(restarts, CommandOutcome::Failed { message });
+        }
+        return State::failed();
+    }
+    match flow.kind {
+        StartKind::Manual => State::failed(),
+        StartKind::Restart => {
+            // R4: re-enable auto-reconnect and let it heal.
+            core.restart_in_flight = false;
+            let restarts = std::mem::take(&mut core.waiters.restart);
+            core.reply_all(restarts, CommandOutcome::Failed { message });
+            core.auto_reconnect = true;
+            core.stable_run = false;
+            ask_reconnect(core).unwrap_or_else(State::failed)
+        }
+        StartKind::AutoReconnect => {
+            reconnect_metric(core, flow, false, Some(message));
+            core.stable_run = false;
+            ask_reconnect(core).unwrap_or_else(State::failed)
+        }
+    }
+}
+
+/// C1 success: state `running`.
+fn handshake_completed(core: &mut Core, flow: &mut StartFlow, handshake: &Handshake) -> State {
+    let now = core.now_ms;
+    core.connected_at = Some(now);
+    core.version = handshake.server_version.clone();
+    core.protocol = Some(handshake.protocol);
+    core.boot_id = handshake.boot_id.clone();
+    core.external = flow.external;
+    core.error = None;
+    core.flow_ended = true;
+    core.diagnostics.record_alive(now);
+    if flow.external {
+        // An attached gateway is not ours: never show or signal its pid.
+        core.log(LogLevel::Info, "connected to an external gateway");
+    }
+    if let (Some(spawned_at), Some(ready_at)) = (flow.spawned_at, flow.ready_at) {
+        core.publish(Notice::StartupMetric {
+            config_prep_ms: spawned_at.saturating_sub(flow.requested_at),
+            spawn_to_ready_ms: ready_at.saturating_sub(spawned_at),
+            ready_to_connect_ms: now.saturating_sub(ready_at),
+            total_ms: now.saturating_sub(flow.requested_at),
+        });
+    }
+    if flow.own_process && flow.kind != StartKind::Restart {
+        // L5 step 2 / R5: reconnecting to our process after its in-place restart completes a
+        // restart, so a restart deferred before it is dropped (R6).
+        core.last_restart_completed_at = Some(now);
+    }
+    match flow.kind {
+        StartKind::Restart => {
+            core.governor.record_executed(now);
+            core.last_restart_completed_at = Some(now);
+            core.restart_in_flight = false;
+            let restarts = std::mem::take(&mut core.waiters.restart);
+            core.reply_all(restarts, CommandOutcome::Completed);
+            core.log(
+                LogLevel::Info,
+                format!(
+                    "[gateway-refresh] mode=restart result=applied pidAfter={}",
+                    core.owned_pid
+                        .map_or("n/a".to_string(), |pid| pid.to_string())
+                ),
+            );
+        }
+        StartKind::AutoReconnect => {
+            core.reconnect_successes_total = core.reconnect_successes_total.wrapping_add(1);
+            reconnect_metric(core, flow, true, None);
+        }
+        StartKind::Manual => {}
+    }
+    let starts = std::mem::take(&mut core.waiters.start);
+    core.reply_all(starts, CommandOutcome::Completed);
+    if core.config.ready.snapshot_counts_as_ready && handshake.has_snapshot {
+        // G2 (beyond): current gateways send no ready event; the snapshot is the signal.
+        mark_ready(core);
+    }
+    if let Some(reload) = core.reload.take() {
+        if reload.awaiting_reconnect && flow.own_process {
+            // P4: the in-place restart the reload asked for is done.
+            core.cancel(TimerKind::ReloadDeadline);
+            core.log(
+                LogLevel::Info,
+                "[gateway-refresh] mode=reload result=applied_in_place",
+            );
+            core.reply_all(reload.waiters, CommandOutcome::Completed);
+        } else {
+            core.reload = Some(reload);
+        }
+    }
+    let heartbeat = {
+        let mut tracker = HeartbeatTracker::new(&core.config.heartbeat, now);
+        tracker.set_tick_interval(handshake.tick_interval_ms);
+        tracker
+    };
+    State::running(RunState {
+        epoch: flow.epoch,
+        heartbeat,
+    })
+}
+
+fn reconnect_metric(core: &mut Core, flow: &StartFlow, success: bool, error: Option<String>) {
+    let attempt = core.reconnect_attempts;
+    let max_attempts = core.config.reconnect.max_attempts;
+    let attempts_total = core.reconnect_attempts_total;
+    let successes_total = core.reconnect_successes_total;
+    core.publish(Notice::ReconnectMetric {
+        success,
+        attempt,
+        max_attempts,
+        delay_ms: flow.reconnect_delay_ms,
+        error,
+        attempts_total,
+        successes_total,
+    });
+}
+
+fn mark_ready(core: &mut Core) {
+    core.gateway_ready = true;
+    core.cancel(TimerKind::ReadyFallback);
+    core.publish(Notice::GatewayReady);
+}
+
+// --------------------------------------------------------------------------------------------
+// Running: heartbeat, socket close, exit.
+// --------------------------------------------------------------------------------------------
+
+fn heartbeat_tick(core: &mut Core, run: &mut RunState) -> Option<State> {
+    let now = core.now_ms;
+    let tick = run.heartbeat.on_tick(now);
+    let interval = core.config.heartbeat.interval_ms;
+    core.arm(TimerKind::Heartbeat, interval);
+    if tick.missed {
+        core.diagnostics
+            .record_heartbeat_timeout(now, tick.consecutive_misses);
+    }
+    if tick.send_ping {
+        core.push(Effect::SendPing);
+    }
+    let reason = tick.trigger?;
+    let description = match reason {
+        DeadReason::MissedPings { misses } => format!("{misses} consecutive pong misses"),
+        DeadReason::TickSilence { silent_ms } => format!("no traffic for {silent_ms} ms"),
+    };
+    let pid = core
+        .owned_pid
+        .map_or("unknown".to_string(), |pid| pid.to_string());
+    core.log(
+        LogLevel::Warn,
+        format!(
+            "gateway heartbeat: {description} (pid={pid}, autoReconnect={})",
+            core.auto_reconnect
+        ),
+    );
+    // H2: recover only off Windows, with auto-reconnect on, in `running` (we are).
+    if core.config.is_windows() {
+        core.log(
+            LogLevel::Warn,
+            "gateway heartbeat recovery skipped (platform=win32)",
+        );
+        return None;
+    }
+    if !core.auto_reconnect {
+        core.log(
+            LogLevel::Warn,
+            "gateway heartbeat recovery skipped (lifecycle is not in auto-recoverable running state)",
+        );
+        return None;
+    }
+    core.log(
+        LogLevel::Warn,
+        "gateway heartbeat recovery: restarting unresponsive gateway",
+    );
+    request_restart(core, LifecycleState::Running, None)
+}
+
+fn shutdown_announced(core: &mut Core, restart_expected_ms: Option<u64>) {
+    let Some(expected) = restart_expected_ms else {
+        core.log(LogLevel::Info, "gateway announced shutdown");
+        return;
+    };
+    core.log(
+        LogLevel::Info,
+        format!("gateway announced an in-place restart (expected {expected} ms)"),
+    );
+    if let Some(reload) = core.reload.as_mut() {
+        // P4: wait for the reconnect to the same process, bounded by what it announced.
+        reload.awaiting_reconnect = true;
+        core.cancel(TimerKind::ReloadCheck);
+        let margin = core.config.reload.restart_expected_margin_ms;
+        core.arm(TimerKind::ReloadDeadline, expected.saturating_add(margin));
+    }
+}
+
+/// N1: a socket close after the handshake while running.
+fn socket_closed(core: &mut Core, code: Option<u16>) -> State {
+    let now = core.now_ms;
+    core.diagnostics.record_socket_close(now, code);
+    core.push(Effect::FailPendingRpcs {
+        error: RpcError::NotConnected,
+    });
+    core.stable_run = ran_stable(core);
+    core.clear_connection();
+    core.log(
+        LogLevel::Warn,
+        format!(
+            "gateway socket closed (code={})",
+            code.map_or("none".into(), |code| code.to_string())
+        ),
+    );
+    if core.config.is_windows() && code != Some(1012) {
+        // Windows: the exit handler reconnects; reconnecting here too would race it.
+        return State::stopped();
+    }
+    ask_reconnect(core).unwrap_or_else(State::stopped)
+}
+
+/// N5: did the run that just ended last long enough to count as stable?
+fn ran_stable(core: &Core) -> bool {
+    let stable = core.config.reconnect.stable_uptime_ms;
+    stable > 0
+        && core
+            .connected_at
+            .is_some_and(|connected_at| core.now_ms.saturating_sub(connected_at) >= stable)
+}
+
+/// X2 bookkeeping for the owned process's exit.
+fn record_exit(core: &mut Core, pid: u32, code: Option<i32>) {
+    if core.owned_pid != Some(pid) {
+        return;
+    }
+    core.owned_pid = None;
+    core.last_exit_code = code;
+    core.process_exits = core.process_exits.wrapping_add(1);
+    let expected = !core.auto_reconnect;
+    core.publish(Notice::ProcessExit {
+        pid,
+        code,
+        expected,
+    });
+    let code_text = code.map_or("null".to_string(), |code| code.to_string());
+    if expected {
+        core.log(
+            LogLevel::Info,
+            format!("gateway exited (pid={pid}, code={code_text}, expected)"),
+        );
+    } else {
+        core.log(
+            LogLevel::Warn,
+            format!("gateway exited unexpectedly (pid={pid}, code={code_text})"),
+        );
+    }
+}
+
+/// N2/N5: ask for a reconnect. `None` when nothing changes (auto-reconnect off, or a timer is
+/// already set); otherwise the next state (`reconnecting`, or `failed` when giving up).
+fn ask_reconnect(core: &mut Core) -> Option<State> {
+    let timer_set = core.is_armed(TimerKind::Reconnect);
+    let decision = core.reconnect.decide(
+        core.auto_reconnect,
+        timer_set,
+        core.reconnect_attempts,
+        core.stable_run,
+        core.now_ms,
+    );
+    core.stable_run = false;
+    match decision {
+        ReconnectDecision::Skip => {
+            core.log(
+                LogLevel::Debug,
+                "gateway reconnect skipped (auto-reconnect disabled)",
+            );
+            None
+        }
+        ReconnectDecision::AlreadyScheduled => None,
+        ReconnectDecision::GiveUp { attempts, reason } => {
+            let message = match reason {
+                GiveUpReason::MaxAttempts => {
+                    "Failed to reconnect after maximum attempts".to_string()
+                }
+                GiveUpReason::IntensityLimit {
+                    restarts,
+                    window_ms,
+                } => format!("Gateway restarted {restarts} times within {window_ms} ms; giving up"),
+            };
+            core.reconnect_attempts = attempts;
+            core.log(
+                LogLevel::Error,
+                format!("gateway reconnect failed: {message}"),
+            );
+            core.error = Some(message);
+            Some(State::failed())
+        }
+        ReconnectDecision::Schedule { delay_ms, attempt } => {
+            core.reconnect_attempts = attempt;
+            core.log(
+                LogLevel::Warn,
+                format!(
+                    "scheduling gateway reconnect attempt {attempt}/{} in {delay_ms}ms",
+                    core.config.reconnect.max_attempts
+                ),
+            );
+            Some(State::reconnecting(PendingReconnect {
+                epoch: core.epoch,
+                delay_ms,
+            }))
+        }
+    }
+}
+
+// --------------------------------------------------------------------------------------------
+// Stop (T1–T6).
+// --------------------------------------------------------------------------------------------
+
+/// T1–T4. Returns the next state, or `None` when the machine stays where it is (never: a stop
+/// always leaves), as an `Option` for symmetry with the other requests.
+fn begin_stop(
+    core: &mut Core,
+    shown: LifecycleState,
+    then: AfterStop,
+    reply: Option<ReplyId>,
+) -> Option<State> {
+    core.log(LogLevel::Info, "gateway stop requested");
+    core.bump_epoch();
+    core.auto_reconnect = false;
+    core.cancel_all_timers();
+    core.waiters.stop.extend(reply);
+    // E1: the start flow in progress is superseded; it never sets `error`.
+    if then != AfterStop::Start {
+        let starts = std::mem::take(&mut core.waiters.start);
+        core.reply_all(starts, CommandOutcome::Superseded);
+    }
+    if then != AfterStop::Restart && core.restart_in_flight {
+        // A plain stop ends a restart in progress (e.g. during its start half).
+        core.restart_in_flight = false;
+        let restarts = std::mem::take(&mut core.waiters.restart);
+        core.reply_all(restarts, CommandOutcome::Superseded);
+    }
+    if let Some(reload) = core.reload.take() {
+        core.reply_all(reload.waiters, CommandOutcome::Superseded);
+    }
+    let connected = shown == LifecycleState::Running;
+    let mut stop = StopFlow {
+        shown,
+        then,
+        awaiting_external: false,
+        awaiting_pid: None,
+    };
+    if core.external && connected && core.external_shutdown_supported != Some(false) {
+        // T2: ask an attached gateway to shut down before closing the socket.
+        stop.awaiting_external = true;
+        let timeout_ms = core.config.stop.external_shutdown_timeout_ms;
+        let epoch = core.epoch;
+        core.push(Effect::RequestExternalShutdown { epoch, timeout_ms });
+    } else {
+        // T3: close at once.
+        core.push(Effect::CloseConnection);
+    }
+    if let Some(pid) = core.owned_pid {
+        // T4.
+        stop.awaiting_pid = Some(pid);
+        let grace_ms = core.config.stop.kill_grace_ms;
+        core.push(Effect::TerminateProcess { pid, grace_ms });
+    }
+    Some(continue_stop(core, &mut stop))
+}
+
+/// T5 once nothing is awaited; else stay in `stopping`.
+fn continue_stop(core: &mut Core, stop: &mut StopFlow) -> State {
+    if stop.awaiting_external || stop.awaiting_pid.is_some() {
+        return State::stopping(stop.clone());
+    }
+    // T5.
+    core.push(Effect::FailPendingRpcs {
+        error: RpcError::Stopped,
+    });
+    core.deferred_restart_since = None;
+    core.error = None;
+    core.clear_connection();
+    core.diagnostics.consecutive_heartbeat_misses = 0;
+    let stops = std::mem::take(&mut core.waiters.stop);
+    core.reply_all(stops, CommandOutcome::Completed);
+    match stop.then {
+        AfterStop::Nothing => State::stopped(),
+        AfterStop::Start => begin_start(core, StartKind::Manual, 0),
+        AfterStop::Restart => {
+            let state = begin_start(core, StartKind::Restart, 0);
+            // A start asked for during the restart's stop joins its start half.
+            state
+        }
+    }
+}
+
+/// T6: terminate the owned process only. The app is quitting: auto-reconnect goes off so the
+/// exit does not respawn it.
+fn force_terminate(core: &mut Core, reply: Option<ReplyId>) {
+    match core.owned_pid {
+        Some(pid) => {
+            core.log(
+                LogLevel::Warn,
+                format!("force-terminating owned gateway (pid={pid})"),
+            );
+            core.push(Effect::ForceKillProcess { pid });
+            // The process is no longer ours to show or wait for; its exit will be dropped.
+            core.owned_pid = None;
+            core.auto_reconnect = false;
+            core.cancel(TimerKind::Reconnect);
+            core.reply(reply, CommandOutcome::Completed);
+        }
+        None => core.reply(
+            reply,
+            CommandOutcome::Ignored {
+                reason: "no owned process".into(),
+            },
+        ),
+    }
+}
+
+// --------------------------------------------------------------------------------------------
+// Restart (R1–R7).
+// --------------------------------------------------------------------------------------------
+
+/// R1: remember a deferred restart and when it was first asked for.
+fn defer_restart(core: &mut Core, reply: Option<ReplyId>) {
+    if core.deferred_restart_since.is_none() {
+        core.deferred_restart_since = Some(core.now_ms);
+    }
+    core.log(
+        LogLevel::Info,
+        "gateway restart deferred until the lifecycle settles",
+    );
+    core.reply(reply, CommandOutcome::Deferred);
+}
+
+fn suppressed(core: &mut Core, retry_after_ms: u64, reply: Option<ReplyId>) {
+    let counters = core.governor.counters();
+    core.log(
+        LogLevel::Warn,
+        format!(
+            "[gateway-restart-governor] restart suppressed retryAfterMs={retry_after_ms} suppressed={} executed={}",
+            counters.suppressed, counters.executed
+        ),
+    );
+    core.publish(Notice::RestartSuppressed {
+        retry_after_ms,
+        executed_total: counters.executed,
+        suppressed_total: counters.suppressed,
+    });
+    core.reply(reply, CommandOutcome::Suppressed { retry_after_ms });
+}
+
+/// R1–R4 from a settled state (`running`, `stopped`, `error`).
+fn request_restart(
+    core: &mut Core,
+    shown: LifecycleState,
+    reply: Option<ReplyId>,
+) -> Option<State> {
+    if core.is_mid_flight(shown) {
+        defer_restart(core, reply);
+        return None;
+    }
+    if core.restart_in_flight {
+        core.waiters.restart.extend(reply);
+        return None;
+    }
+    match core.governor.decide(core.now_ms) {
+        GovernorDecision::Suppress { retry_after_ms } => {
+            suppressed(core, retry_after_ms, reply);
+            None
+        }
+        GovernorDecision::Allow => {
+            let pid = core
+                .owned_pid
+                .map_or("n/a".to_string(), |pid| pid.to_string());
+            core.log(
+                LogLevel::Info,
+                format!("[gateway-refresh] mode=restart requested pidBefore={pid}"),
+            );
+            core.restart_in_flight = true;
+            core.waiters.restart.extend(reply);
+            begin_stop(core, shown, AfterStop::Restart, None)
+        }
+    }
+}
+
+/// P3: reload.
+fn request_reload(
+    core: &mut Core,
+    shown: LifecycleState,
+    policy: &ReloadPolicy,
+    reply: Option<ReplyId>,
+) -> Option<State> {
+    if matches!(policy.mode, ReloadMode::Off | ReloadMode::Restart) {
+        core.log(
+            LogLevel::Info,
+            format!(
+                "[gateway-refresh] mode=reload result=policy_forced_restart policy={:?}",
+                policy.mode
+            ),
+        );
+        return request_restart(core, shown, reply);
+    }
+    if let Some(reload) = core.reload.as_mut() {
+        // A reload in progress: join it rather than stacking a second one.
+        reload.waiters.extend(reply);
+        return None;
+    }
+    if core.is_mid_flight(shown) {
+        defer_restart(core, reply);
+        return None;
+    }
+    let Some(pid) = core.owned_pid.filter(|_| shown == LifecycleState::Running) else {
+        core.log(
+            LogLevel::Warn,
+            "[gateway-refresh] mode=reload result=fallback_restart cause=not_running",
+        );
+        return request_restart(core, shown, reply);
+    };
+    let connected_for = core.connected_at.map_or(u64::MAX, |connected_at| {
+        core.now_ms.saturating_sub(connected_at)
+    });
+    if connected_for < core.config.reload.recent_connect_skip_ms {
+        core.log(
+            LogLevel::Info,
+            format!("[gateway-refresh] mode=reload result=skipped_recent_connect connectedForMs={connected_for} pid={pid}"),
+        );
+        core.reply(
+            reply,
+            CommandOutcome::Ignored {
+                reason: format!(
+                    "connected {connected_for} ms ago; it already read the latest config"
+                ),
+            },
+        );
+        return None;
+    }
+    if core.config.is_windows() {
+        core.log(
+            LogLevel::Warn,
+            "[gateway-refresh] mode=reload result=fallback_restart cause=windows",
+        );
+        return request_restart(core, shown, reply);
+    }
+    let signal = core.config.reload.signal;
+    let epoch = core.epoch;
+    core.reload = Some(ReloadInFlight {
+        pid,
+        waiters: reply.into_iter().collect(),
+        awaiting_reconnect: false,
+    });
+    core.log(
+        LogLevel::Info,
+        format!("sending {signal:?} to gateway for config reload (pid={pid})"),
+    );
+    core.push(Effect::SignalProcess { epoch, pid, signal });
+    None
+}
+
+/// P3: the reload signal was sent (or not).
+fn reload_signal_sent(core: &mut Core, outcome: Result<(), String>) -> Option<State> {
+    match outcome {
+        Ok(()) => {
+            if core
+                .reload
+                .as_ref()
+                .is_some_and(|reload| !reload.awaiting_reconnect)
+            {
+                let delay = core.config.reload.post_signal_check_ms;
+                core.arm(TimerKind::ReloadCheck, delay);
+            }
+            None
+        }
+        Err(reason) => {
+            core.log(
+                LogLevel::Warn,
+                format!("[gateway-refresh] mode=reload result=fallback_restart cause=signal_error: {reason}"),
+            );
+            reload_fallback(core)
+        }
+    }
+}
+
+/// P3/P4: the reload did not work in place; restart instead, answering its waiters with the
+/// restart's outcome.
+fn reload_fallback(core: &mut Core) -> Option<State> {
+    let waiters = core
+        .reload
+        .take()
+        .map(|reload| reload.waiters)
+        .unwrap_or_default();
+    core.cancel(TimerKind::ReloadCheck);
+    core.cancel(TimerKind::ReloadDeadline);
+    let shown = core.shown_state;
+    let next = request_restart(core, shown, None);
+    // The restart's outcome is what the reload's callers get.
+    if core.restart_in_flight {
+        core.waiters.restart.extend(waiters);
+    } else {
+        core.reply_all(waiters, CommandOutcome::Deferred);
+    }
+    next
+}
+
+/// P5: debounced reload.
+fn debounce_reload(
+    core: &mut Core,
+    delay_ms: Option<u64>,
+    policy: ReloadPolicy,
+    reply: Option<ReplyId>,
+) {
+    let delay = delay_ms.unwrap_or(policy.debounce_ms);
+    if matches!(policy.mode, ReloadMode::Off | ReloadMode::Restart) {
+        core.log(
+            LogLevel::Debug,
+            format!(
+                "reload policy {:?}: routing debounced reload to debounced restart ({delay} ms)",
+                policy.mode
+            ),
+        );
+        core.arm(TimerKind::RestartDebounce, delay);
+    } else {
+        core.debounced_reload_policy = Some(policy);
+        core.arm(TimerKind::ReloadDebounce, delay);
+    }
+    core.reply(reply, CommandOutcome::Scheduled);
+}
+
+/// Timers that fire the same way in every idle or active state: debounces (R7, P5) and the
+/// reload checks (P3, P4).
+fn handle_common_timer(core: &mut Core, timer: TimerKind, shown: LifecycleState) -> Option<State> {
+    match timer {
+        TimerKind::RestartDebounce => request_restart(core, shown, None),
+        TimerKind::ReloadDebounce => {
+            let policy = core
+                .debounced_reload_policy
+                .take()
+                .unwrap_or_else(|| crate::reload_policy::default_policy(&core.config.reload));
+            request_reload(core, shown, &policy, None)
+        }
+        TimerKind::ReloadCheck => {
+            let healthy = shown == LifecycleState::Running
+                && core
+                    .reload
+                    .as_ref()
+                    .is_some_and(|reload| core.owned_pid == Some(reload.pid));
+            if healthy {
+                if let Some(reload) = core.reload.take() {
+                    core.log(
+                        LogLevel::Info,
+                        "[gateway-refresh] mode=reload result=applied_in_place",
+                    );
+                    core.reply_all(reload.waiters, CommandOutcome::Completed);
+                    core.flow_ended = true;
+                }
+                None
+            } else {
+                core.log(
+                    LogLevel::Warn,
+                    "[gateway-refresh] mode=reload result=fallback_restart cause=post_signal_unhealthy",
+                );
+                reload_fallback(core)
+            }
+        }
+        TimerKind::ReloadDeadline => {
+            core.log(
+                LogLevel::Warn,
+                "[gateway-refresh] mode=reload result=fallback_restart cause=no_reconnect_in_time",
+            );
+            reload_fallback(core)
+        }
+        other => {
+            core.log(
+                LogLevel::Debug,
+                format!("timer {other:?} fired with nothing to do"),
+            );
+            None
+        }
+    }
+}

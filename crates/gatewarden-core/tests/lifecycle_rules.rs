@@ -1,0 +1,1399 @@
+//! The lifecycle rules of BEHAVIOUR.md, one scripted test (or more) per rule id, driven on a
+//! virtual clock through the real statig machine.
+
+mod support;
+
+use gatewarden_core::config::{ForeignGatewayPolicy, SupervisorConfig};
+use gatewarden_core::error::StartFailure;
+use gatewarden_core::machine::{
+    Command, CommandOutcome, Effect, Event, ExternalShutdownOutcome, Handshake, LifecycleState,
+    Listener, Notice, PortProbe, ReadySource, TimerKind,
+};
+use gatewarden_core::reload_policy::{ReloadMode, ReloadPolicy};
+use gatewarden_core::rpc::RpcError;
+use support::Harness;
+
+fn hybrid() -> ReloadPolicy {
+    ReloadPolicy {
+        mode: ReloadMode::Hybrid,
+        debounce_ms: 1_200,
+    }
+}
+
+fn is_spawn(effect: &Effect) -> bool {
+    matches!(effect, Effect::SpawnProcess { .. })
+}
+
+// ---------------------------------------------------------------------------------------------
+// S: status model
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn s1_initial_state_is_stopped() {
+    let harness = Harness::quiet();
+    assert_eq!(harness.state(), LifecycleState::Stopped);
+    assert_eq!(harness.leaf(), "stopped");
+}
+
+#[test]
+fn s2_status_snapshot_has_pid_version_and_uptime_when_running() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    harness.advance(5_000);
+    let status = harness.machine.status(harness.now);
+    assert_eq!(status.pid, Some(pid));
+    assert_eq!(status.port, 18789);
+    assert_eq!(status.version.as_deref(), Some("2026.9.6"));
+    assert_eq!(status.protocol, Some(4));
+    assert_eq!(status.uptime_ms, Some(5_000));
+    assert!(status.connected_at_ms.is_some());
+}
+
+#[test]
+fn s3_every_status_change_is_published_once() {
+    let mut harness = Harness::quiet();
+    harness.start_to_running();
+    let states = harness.published_status_states();
+    assert_eq!(states.first(), Some(&LifecycleState::Starting));
+    assert_eq!(states.last(), Some(&LifecycleState::Running));
+    // Feeding an event that changes nothing publishes nothing.
+    let epoch = harness.epoch();
+    harness.send(Event::ProofOfLife { epoch });
+    assert!(!harness.last_has(|effect| matches!(effect, Effect::Publish(Notice::Status(_)))));
+}
+
+#[test]
+fn s3_state_change_runs_the_deferred_restart_flush() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    let deferred = harness.command(Command::Restart);
+    assert_eq!(harness.reply_of(deferred), Some(&CommandOutcome::Deferred));
+    harness.run_start_flow();
+    // running reached → flush → restart executes (stop first: terminate the process).
+    assert!(harness.terminate_pid().is_some(), "{:?}", harness.last);
+}
+
+#[test]
+fn s4_connected_only_in_running() {
+    let mut harness = Harness::quiet();
+    assert!(!harness.machine.is_connected());
+    harness.command(Command::Start);
+    assert!(!harness.machine.is_connected());
+    harness.run_start_flow();
+    assert!(harness.machine.is_connected());
+    harness.socket_closed(1006);
+    assert!(!harness.machine.is_connected());
+}
+
+// ---------------------------------------------------------------------------------------------
+// E1: epochs
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn e1_results_of_a_superseded_flow_are_dropped() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    let old_epoch = harness.epoch();
+    harness.command(Command::Stop);
+    assert_eq!(harness.state(), LifecycleState::Stopped);
+    harness.send(Event::PortProbed {
+        epoch: old_epoch,
+        probe: PortProbe::free(),
+    });
+    assert_eq!(harness.state(), LifecycleState::Stopped);
+    assert!(!harness.last_has(is_spawn));
+}
+
+#[test]
+fn e1_superseded_flow_never_sets_error() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    let old_epoch = harness.epoch();
+    harness.command(Command::Stop);
+    harness.send(Event::StepFailed {
+        epoch: old_epoch,
+        failure: StartFailure::HandshakeTimeout,
+    });
+    assert_eq!(harness.machine.status(harness.now).error, None);
+    assert_eq!(harness.state(), LifecycleState::Stopped);
+}
+
+#[test]
+fn e1_start_and_stop_bump_the_epoch() {
+    let mut harness = Harness::quiet();
+    let before = harness.epoch();
+    harness.command(Command::Start);
+    assert_eq!(harness.epoch(), before + 1);
+    harness.command(Command::Stop);
+    assert_eq!(harness.epoch(), before + 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// L: start
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn l1_start_while_starting_is_ignored() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    let epoch = harness.epoch();
+    let second = harness.command(Command::Start);
+    assert!(matches!(
+        harness.reply_of(second),
+        Some(CommandOutcome::Ignored { .. })
+    ));
+    assert_eq!(harness.epoch(), epoch);
+}
+
+#[test]
+fn l1_start_in_running_is_a_no_op() {
+    let mut harness = Harness::quiet();
+    harness.start_to_running();
+    let reply = harness.command(Command::Start);
+    assert!(matches!(
+        harness.reply_of(reply),
+        Some(CommandOutcome::Ignored { .. })
+    ));
+    assert_eq!(harness.state(), LifecycleState::Running);
+}
+
+#[test]
+fn l2_start_enables_auto_reconnect_and_forces_a_policy_refresh() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    assert!(harness.machine.auto_reconnect());
+    assert!(
+        harness.last_has(|effect| matches!(effect, Effect::RefreshReloadPolicy { force: true }))
+    );
+}
+
+#[test]
+fn l3_manual_start_cancels_reconnect_and_resets_attempts() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    harness.exit(pid, 1);
+    assert_eq!(harness.state(), LifecycleState::Reconnecting);
+    assert_eq!(harness.machine.status(harness.now).reconnect_attempts, 1);
+    harness.command(Command::Start);
+    assert_eq!(harness.machine.status(harness.now).reconnect_attempts, 0);
+    assert!(!harness
+        .machine
+        .armed_timers()
+        .contains(&TimerKind::Reconnect));
+}
+
+#[test]
+fn l3_auto_reconnect_start_keeps_the_attempt_count() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    harness.exit(pid, 1);
+    harness.advance(1_000);
+    assert_eq!(harness.state(), LifecycleState::Starting);
+    assert_eq!(harness.machine.status(harness.now).reconnect_attempts, 1);
+}
+
+#[test]
+fn l4_start_shows_starting_with_gateway_not_ready() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    let status = harness.machine.status(harness.now);
+    assert_eq!(status.state, LifecycleState::Starting);
+    assert!(!status.gateway_ready);
+}
+
+#[test]
+fn l5_step1_existing_gateway_is_attached_as_external() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    let epoch = harness.epoch();
+    harness.send(Event::PortProbed {
+        epoch,
+        probe: PortProbe {
+            listeners: vec![Listener {
+                pid: Some(77),
+                program: Some("openclaw-gateway".into()),
+                ours_by_record: false,
+            }],
+            answers_as_gateway: true,
+        },
+    });
+    assert_eq!(harness.leaf(), "connecting");
+    harness.handshake();
+    let status = harness.machine.status(harness.now);
+    assert_eq!(status.state, LifecycleState::Running);
+    assert!(status.external);
+    assert_eq!(status.pid, None, "an external gateway's pid is never shown");
+    assert_eq!(harness.spawns(), 0);
+}
+
+#[test]
+fn l5_step2_owned_process_restarted_in_place_is_reconnected_without_spawning() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    harness.socket_closed(1012);
+    assert_eq!(harness.state(), LifecycleState::Reconnecting);
+    harness.advance(1_000);
+    harness.probe_free();
+    assert_eq!(harness.leaf(), "awaiting_ready");
+    harness.ready();
+    harness.handshake();
+    assert_eq!(harness.state(), LifecycleState::Running);
+    assert_eq!(harness.machine.status(harness.now).pid, Some(pid));
+    assert_eq!(harness.spawns(), 1, "no second spawn");
+}
+
+#[test]
+fn l5_step3_windows_waits_for_the_port_before_spawning() {
+    let mut harness = Harness::new(SupervisorConfig::windows());
+    harness.command(Command::Start);
+    harness.probe_free();
+    assert_eq!(harness.leaf(), "waiting_port_free");
+    assert!(harness.last_has(|effect| matches!(effect, Effect::WaitPortFree { .. })));
+    let epoch = harness.epoch();
+    harness.send(Event::PortFreed { epoch });
+    assert_eq!(harness.leaf(), "spawning");
+}
+
+#[test]
+fn l5_step4_spawn_logs_one_startup_metric() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    harness.now += 3;
+    harness.probe_free();
+    harness.spawned();
+    harness.now += 10;
+    harness.ready();
+    harness.now += 2;
+    harness.handshake();
+    let metrics: Vec<_> = harness
+        .all
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::Publish(Notice::StartupMetric {
+                config_prep_ms,
+                spawn_to_ready_ms,
+                ready_to_connect_ms,
+                total_ms,
+            }) => Some((
+                *config_prep_ms,
+                *spawn_to_ready_ms,
+                *ready_to_connect_ms,
+                *total_ms,
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(metrics, vec![(3, 10, 2, 15)]);
+}
+
+#[test]
+fn l5_attempts_the_sequence_up_to_three_times() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    for attempt in 1..=3 {
+        assert_eq!(harness.leaf(), "probing_port", "attempt {attempt}");
+        let epoch = harness.epoch();
+        harness.send(Event::StepFailed {
+            epoch,
+            failure: StartFailure::ConnectionRefused { port: 18789 },
+        });
+        if attempt < 3 {
+            assert_eq!(harness.leaf(), "retry_waiting");
+            harness.advance(1_000);
+        }
+    }
+    assert_eq!(harness.state(), LifecycleState::Error);
+}
+
+#[test]
+fn l6_repair_runs_once_and_retries_with_error_cleared() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    harness.probe_free();
+    let pid = harness.spawned();
+    harness.send(Event::StderrLine {
+        pid,
+        line: "Config invalid: /home/u/.openclaw/openclaw.json".into(),
+    });
+    harness.exit(pid, 78);
+    assert_eq!(harness.leaf(), "repairing");
+    assert!(harness.last_has(|effect| matches!(
+        effect,
+        Effect::RunDoctorRepair {
+            timeout_ms: 120_000,
+            ..
+        }
+    )));
+    let epoch = harness.epoch();
+    harness.send(Event::RepairFinished {
+        epoch,
+        outcome: Ok(()),
+    });
+    assert_eq!(harness.leaf(), "probing_port");
+    assert_eq!(harness.machine.status(harness.now).error, None);
+    // A second invalid-config exit is not repaired again in the same flow.
+    harness.probe_free();
+    let pid = harness.spawned();
+    harness.send(Event::StderrLine {
+        pid,
+        line: "Config invalid".into(),
+    });
+    harness.exit(pid, 78);
+    assert_ne!(harness.leaf(), "repairing");
+}
+
+#[test]
+fn l6_retry_waits_one_second() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    let epoch = harness.epoch();
+    harness.send(Event::StepFailed {
+        epoch,
+        failure: StartFailure::HandshakeTimeout,
+    });
+    assert_eq!(harness.leaf(), "retry_waiting");
+    harness.advance(999);
+    assert_eq!(harness.leaf(), "retry_waiting");
+    harness.advance(1);
+    assert_eq!(harness.leaf(), "probing_port");
+}
+
+#[test]
+fn l7_non_transient_failure_fails_at_once() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    let epoch = harness.epoch();
+    harness.send(Event::StepFailed {
+        epoch,
+        failure: StartFailure::SpawnFailed {
+            message: "gatewarden-sim not found".into(),
+        },
+    });
+    assert_eq!(harness.state(), LifecycleState::Error);
+}
+
+#[test]
+fn l8_failed_start_sets_error_and_reports_the_caller() {
+    let mut harness = Harness::quiet();
+    let reply = harness.command(Command::Start);
+    let epoch = harness.epoch();
+    harness.send(Event::StepFailed {
+        epoch,
+        failure: StartFailure::SpawnFailed {
+            message: "no such file".into(),
+        },
+    });
+    let status = harness.machine.status(harness.now);
+    assert_eq!(status.state, LifecycleState::Error);
+    assert!(status
+        .error
+        .as_deref()
+        .unwrap_or_default()
+        .contains("no such file"));
+    assert!(matches!(
+        harness.reply_of(reply),
+        Some(CommandOutcome::Failed { .. })
+    ));
+}
+
+#[test]
+fn l8_failed_start_still_flushes_the_deferred_restart() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    harness.command(Command::Restart);
+    let epoch = harness.epoch();
+    harness.send(Event::StepFailed {
+        epoch,
+        failure: StartFailure::SpawnFailed {
+            message: "boom".into(),
+        },
+    });
+    // The flush ran: auto-reconnect is on (L2), so the deferred restart executes: a new start.
+    assert_eq!(harness.machine.deferred_restart_since(), None);
+    assert_eq!(harness.leaf(), "probing_port");
+}
+
+// ---------------------------------------------------------------------------------------------
+// W1 / C1 / G: readiness, handshake, ready signal
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn w1_exit_before_ready_fails_fast_with_the_exit_code() {
+    let mut harness = Harness::quiet();
+    let reply = harness.command(Command::Start);
+    for _ in 0..3 {
+        harness.probe_free();
+        let pid = harness.spawned();
+        harness.exit(pid, 3);
+        harness.advance(1_000);
+    }
+    assert_eq!(harness.state(), LifecycleState::Error);
+    match harness.reply_of(reply) {
+        Some(CommandOutcome::Failed { message }) => {
+            assert_eq!(message, "process exited before becoming ready (code=3)")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn w1_startup_window_is_not_yet_ready_and_does_not_use_an_attempt() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    harness.probe_free();
+    harness.spawned();
+    harness.ready();
+    let epoch = harness.epoch();
+    harness.send(Event::StartupWindow {
+        epoch,
+        retry_after_ms: Some(500),
+    });
+    assert_eq!(harness.leaf(), "connecting");
+    harness.advance(500);
+    assert!(harness.last_has(|effect| matches!(effect, Effect::OpenConnection { .. })));
+    harness.handshake();
+    assert_eq!(harness.state(), LifecycleState::Running);
+}
+
+#[test]
+fn c1_handshake_success_sets_running_and_arms_heartbeat_and_fallback() {
+    let mut harness = Harness::quiet();
+    harness.start_to_running();
+    let timers = harness.machine.armed_timers();
+    assert!(timers.contains(&TimerKind::Heartbeat));
+    assert!(timers.contains(&TimerKind::ReadyFallback));
+    assert!(harness
+        .machine
+        .status(harness.now)
+        .connected_at_ms
+        .is_some());
+}
+
+#[test]
+fn g1_ready_event_sets_gateway_ready_and_cancels_the_fallback() {
+    let mut harness = Harness::quiet();
+    harness.start_to_running();
+    let epoch = harness.epoch();
+    harness.send(Event::GatewayReadySignal {
+        epoch,
+        source: ReadySource::ReadyEvent,
+    });
+    assert!(harness.machine.status(harness.now).gateway_ready);
+    assert!(!harness
+        .machine
+        .armed_timers()
+        .contains(&TimerKind::ReadyFallback));
+}
+
+#[test]
+fn g2_fallback_sets_ready_after_thirty_seconds() {
+    let mut harness = Harness::quiet();
+    harness.start_to_running();
+    harness.advance(29_999);
+    assert!(!harness.machine.status(harness.now).gateway_ready);
+    harness.advance(1);
+    assert!(harness.machine.status(harness.now).gateway_ready);
+}
+
+#[test]
+fn g2_handshake_snapshot_counts_as_ready() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    harness.probe_free();
+    harness.spawned();
+    harness.ready();
+    let epoch = harness.epoch();
+    harness.send(Event::HandshakeCompleted {
+        epoch,
+        handshake: Handshake {
+            protocol: 4,
+            has_snapshot: true,
+            ..Handshake::default()
+        },
+    });
+    assert!(harness.machine.status(harness.now).gateway_ready);
+}
+
+// ---------------------------------------------------------------------------------------------
+// H: heartbeat
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn h1_pings_every_interval() {
+    let mut harness = Harness::quiet();
+    harness.start_to_running();
+    harness.advance(30_000);
+    assert_eq!(
+        harness.all_count(|effect| matches!(effect, Effect::SendPing)),
+        1
+    );
+    harness.advance(30_000);
+    assert_eq!(
+        harness.all_count(|effect| matches!(effect, Effect::SendPing)),
+        2
+    );
+}
+
+#[test]
+fn h2_three_misses_restart_the_gateway_once() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    // Ping at 30 s, then three checks find it unanswered.
+    harness.advance(30_000 * 4);
+    let terminates = harness.all_count(|effect| matches!(effect, Effect::TerminateProcess { .. }));
+    assert_eq!(terminates, 1, "exactly one restart");
+    assert_eq!(harness.leaf(), "stopping");
+    harness.exit(pid, 143);
+    assert_eq!(harness.leaf(), "probing_port");
+}
+
+#[test]
+fn h2_windows_skips_heartbeat_recovery() {
+    let mut harness = Harness::new(SupervisorConfig::windows());
+    harness.start_to_running();
+    harness.advance(60_000 * 7);
+    assert_eq!(
+        harness.all_count(|effect| matches!(effect, Effect::TerminateProcess { .. })),
+        0
+    );
+    assert_eq!(harness.state(), LifecycleState::Running);
+}
+
+#[test]
+fn h3_proof_of_life_resets_misses() {
+    let mut harness = Harness::quiet();
+    harness.start_to_running();
+    for _ in 0..10 {
+        harness.advance(30_000);
+        let epoch = harness.epoch();
+        harness.send(Event::ProofOfLife { epoch });
+    }
+    assert_eq!(
+        harness.all_count(|effect| matches!(effect, Effect::TerminateProcess { .. })),
+        0
+    );
+    assert_eq!(
+        harness.machine.diagnostics().consecutive_heartbeat_misses,
+        0
+    );
+}
+
+#[test]
+fn h4_health_check_reports_a_closed_socket() {
+    let mut harness = Harness::quiet();
+    harness.start_to_running();
+    harness.advance(30_000);
+    assert!(harness
+        .all
+        .iter()
+        .any(|effect| matches!(effect, Effect::CheckSocket { .. })));
+    let epoch = harness.epoch();
+    harness.send(Event::SocketChecked { epoch, open: false });
+    assert!(harness.last_has(|effect| matches!(effect, Effect::Publish(Notice::Error { .. }))));
+}
+
+// ---------------------------------------------------------------------------------------------
+// T: stop
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn t1_stop_clears_every_timer_and_disables_reconnect() {
+    let mut harness = Harness::quiet();
+    harness.start_to_running();
+    harness.command(Command::DebouncedRestart { delay_ms: None });
+    harness.command(Command::DebouncedReload {
+        delay_ms: None,
+        policy: hybrid(),
+    });
+    harness.command(Command::Stop);
+    assert!(!harness.machine.auto_reconnect());
+    let pid = harness.terminate_pid().expect("terminate");
+    harness.exit(pid, 0);
+    assert!(
+        harness.machine.armed_timers().is_empty(),
+        "{:?}",
+        harness.machine.armed_timers()
+    );
+}
+
+#[test]
+fn t2_external_gateway_is_asked_to_shut_down_until_unsupported() {
+    let mut config = SupervisorConfig::default();
+    config.reconnect.jitter = 0.0;
+    let mut harness = Harness::new(config);
+    let attach = |harness: &mut Harness| {
+        harness.command(Command::Start);
+        let epoch = harness.epoch();
+        harness.send(Event::PortProbed {
+            epoch,
+            probe: PortProbe {
+                listeners: vec![Listener {
+                    pid: Some(55),
+                    program: Some("node".into()),
+                    ours_by_record: false,
+                }],
+                answers_as_gateway: true,
+            },
+        });
+        harness.handshake();
+    };
+    attach(&mut harness);
+    harness.command(Command::Stop);
+    assert!(harness.last_has(|effect| matches!(
+        effect,
+        Effect::RequestExternalShutdown {
+            timeout_ms: 5_000,
+            ..
+        }
+    )));
+    let epoch = harness.epoch();
+    harness.send(Event::ExternalShutdownFinished {
+        epoch,
+        outcome: ExternalShutdownOutcome::Unsupported,
+    });
+    assert_eq!(harness.state(), LifecycleState::Stopped);
+    attach(&mut harness);
+    harness.command(Command::Stop);
+    assert!(!harness.last_has(|effect| matches!(effect, Effect::RequestExternalShutdown { .. })));
+    assert_eq!(harness.state(), LifecycleState::Stopped);
+}
+
+#[test]
+fn t3_stop_closes_the_socket_at_once() {
+    let mut harness = Harness::quiet();
+    harness.start_to_running();
+    harness.command(Command::Stop);
+    assert!(harness.last_has(|effect| matches!(effect, Effect::CloseConnection)));
+}
+
+#[test]
+fn t4_stop_terminates_the_owned_process_with_grace() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    harness.command(Command::Stop);
+    assert!(harness.last_has(
+        |effect| matches!(effect, Effect::TerminateProcess { pid: p, grace_ms: 5_000 } if *p == pid)
+    ));
+    assert_eq!(harness.leaf(), "stopping");
+    harness.exit(pid, 0);
+    assert_eq!(harness.state(), LifecycleState::Stopped);
+}
+
+#[test]
+fn t5_stop_rejects_pending_rpcs_and_clears_status() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    let reply = harness.command(Command::Stop);
+    harness.exit(pid, 0);
+    assert!(harness.last_has(|effect| matches!(
+        effect,
+        Effect::FailPendingRpcs {
+            error: RpcError::Stopped
+        }
+    )));
+    let status = harness.machine.status(harness.now);
+    assert_eq!(status.state, LifecycleState::Stopped);
+    assert_eq!(status.pid, None);
+    assert_eq!(status.connected_at_ms, None);
+    assert_eq!(status.uptime_ms, None);
+    assert_eq!(status.error, None);
+    assert!(!status.gateway_ready);
+    assert_eq!(harness.reply_of(reply), Some(&CommandOutcome::Completed));
+}
+
+#[test]
+fn t5_stop_drops_a_deferred_restart() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    harness.command(Command::Restart);
+    assert!(harness.machine.deferred_restart_since().is_some());
+    harness.command(Command::Stop);
+    assert_eq!(harness.machine.deferred_restart_since(), None);
+}
+
+#[test]
+fn t6_force_terminate_kills_only_an_owned_process() {
+    let mut harness = Harness::quiet();
+    let reply = harness.command(Command::ForceTerminate);
+    assert!(matches!(
+        harness.reply_of(reply),
+        Some(CommandOutcome::Ignored { .. })
+    ));
+    let pid = harness.start_to_running();
+    let reply = harness.command(Command::ForceTerminate);
+    assert_eq!(harness.reply_of(reply), Some(&CommandOutcome::Completed));
+    assert!(harness
+        .last_has(|effect| matches!(effect, Effect::ForceKillProcess { pid: p } if *p == pid)));
+    assert_eq!(harness.machine.status(harness.now).pid, None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// R: restart
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn r1_restart_mid_flight_is_deferred_with_its_request_time() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    harness.now += 7;
+    let reply = harness.command(Command::Restart);
+    assert_eq!(harness.reply_of(reply), Some(&CommandOutcome::Deferred));
+    assert_eq!(harness.machine.deferred_restart_since(), Some(harness.now));
+}
+
+#[test]
+fn r2_restart_during_a_restart_joins_it() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    harness.advance(10_000);
+    let first = harness.command(Command::Restart);
+    assert_eq!(harness.leaf(), "stopping");
+    let second = harness.command(Command::Restart);
+    harness.exit(pid, 0);
+    harness.run_start_flow();
+    assert_eq!(harness.reply_of(first), Some(&CommandOutcome::Completed));
+    assert_eq!(harness.reply_of(second), Some(&CommandOutcome::Completed));
+    assert_eq!(harness.spawns(), 2, "one restart cycle, not two");
+}
+
+#[test]
+fn r3_restarts_within_the_cooldown_are_suppressed_and_counted() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    harness.command(Command::Restart);
+    harness.exit(pid, 0);
+    harness.run_start_flow();
+    harness.now += 1_000;
+    let reply = harness.command(Command::Restart);
+    assert_eq!(
+        harness.reply_of(reply),
+        Some(&CommandOutcome::Suppressed {
+            retry_after_ms: 1_500
+        })
+    );
+    let counters = harness.machine.restart_counters();
+    assert_eq!((counters.executed, counters.suppressed), (1, 1));
+}
+
+#[test]
+fn r4_failed_restart_reenables_auto_reconnect_and_schedules_it() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    let reply = harness.command(Command::Restart);
+    harness.exit(pid, 0);
+    let epoch = harness.epoch();
+    harness.send(Event::StepFailed {
+        epoch,
+        failure: StartFailure::SpawnFailed {
+            message: "gone".into(),
+        },
+    });
+    assert!(matches!(
+        harness.reply_of(reply),
+        Some(CommandOutcome::Failed { .. })
+    ));
+    assert!(harness.machine.auto_reconnect());
+    assert_eq!(harness.state(), LifecycleState::Reconnecting);
+}
+
+#[test]
+fn r5_successful_restart_records_completion_and_counts() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    harness.command(Command::Restart);
+    harness.exit(pid, 0);
+    harness.run_start_flow();
+    assert_eq!(harness.machine.restart_counters().executed, 1);
+}
+
+#[test]
+fn r6_deferred_restart_dropped_when_a_restart_completed_after_the_request() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    harness.advance(10_000);
+    // In-place restart: 1012, then the deferred restart asked during the reconnect.
+    harness.socket_closed(1012);
+    harness.command(Command::Restart);
+    assert!(harness.machine.deferred_restart_since().is_some());
+    harness.advance(30_000);
+    harness.probe_free();
+    harness.ready();
+    harness.handshake();
+    // Reconnecting to our own process counts as a completed restart (R5): dropped.
+    assert_eq!(harness.machine.deferred_restart_since(), None);
+    assert_eq!(harness.state(), LifecycleState::Running);
+    assert_eq!(harness.machine.status(harness.now).pid, Some(pid));
+    assert_eq!(
+        harness.all_count(|effect| matches!(effect, Effect::TerminateProcess { .. })),
+        0
+    );
+}
+
+#[test]
+fn r6_deferred_restart_dropped_when_auto_reconnect_is_off() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    harness.command(Command::Restart);
+    harness.command(Command::Stop);
+    harness.command(Command::Start);
+    harness.run_start_flow();
+    assert_eq!(
+        harness.all_count(|effect| matches!(effect, Effect::TerminateProcess { .. })),
+        0
+    );
+}
+
+#[test]
+fn r6_deferred_restart_executes_exactly_once() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    harness.command(Command::Restart);
+    harness.command(Command::Restart);
+    let pid = harness.run_start_flow();
+    assert_eq!(harness.terminate_pid(), Some(pid));
+    harness.exit(pid, 0);
+    harness.run_start_flow();
+    assert_eq!(
+        harness.all_count(|effect| matches!(effect, Effect::TerminateProcess { .. })),
+        1
+    );
+}
+
+#[test]
+fn r7_debounced_restarts_coalesce_into_one() {
+    let mut harness = Harness::quiet();
+    harness.start_to_running();
+    harness.advance(10_000);
+    for _ in 0..5 {
+        harness.command(Command::DebouncedRestart { delay_ms: None });
+        harness.advance(1_000);
+    }
+    assert_eq!(
+        harness.all_count(|effect| matches!(effect, Effect::TerminateProcess { .. })),
+        0
+    );
+    harness.advance(1_000);
+    assert_eq!(
+        harness.all_count(|effect| matches!(effect, Effect::TerminateProcess { .. })),
+        1
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// P: reload
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn p3_reload_signals_the_process_and_applies_in_place() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    harness.advance(10_000);
+    let reply = harness.command(Command::Reload { policy: hybrid() });
+    assert!(harness
+        .last_has(|effect| matches!(effect, Effect::SignalProcess { pid: p, .. } if *p == pid)));
+    let epoch = harness.epoch();
+    harness.send(Event::SignalSent {
+        epoch,
+        outcome: Ok(()),
+    });
+    harness.advance(1_500);
+    assert_eq!(harness.reply_of(reply), Some(&CommandOutcome::Completed));
+    assert_eq!(
+        harness.all_count(|effect| matches!(effect, Effect::TerminateProcess { .. })),
+        0
+    );
+}
+
+#[test]
+fn p3_reload_skipped_right_after_connect() {
+    let mut harness = Harness::quiet();
+    harness.start_to_running();
+    harness.advance(7_999);
+    let reply = harness.command(Command::Reload { policy: hybrid() });
+    assert!(matches!(
+        harness.reply_of(reply),
+        Some(CommandOutcome::Ignored { .. })
+    ));
+}
+
+#[test]
+fn p3_reload_mode_restart_or_off_restarts() {
+    for mode in [ReloadMode::Restart, ReloadMode::Off] {
+        let mut harness = Harness::quiet();
+        harness.start_to_running();
+        harness.advance(10_000);
+        harness.command(Command::Reload {
+            policy: ReloadPolicy {
+                mode,
+                debounce_ms: 0,
+            },
+        });
+        assert!(harness.terminate_pid().is_some(), "{mode:?}");
+    }
+}
+
+#[test]
+fn p3_reload_when_not_running_restarts() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Reload { policy: hybrid() });
+    assert_eq!(harness.leaf(), "probing_port");
+}
+
+#[test]
+fn p3_reload_mid_flight_is_deferred() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    let reply = harness.command(Command::Reload { policy: hybrid() });
+    assert_eq!(harness.reply_of(reply), Some(&CommandOutcome::Deferred));
+}
+
+#[test]
+fn p3_windows_reload_restarts() {
+    let mut harness = Harness::new(SupervisorConfig::windows());
+    harness.start_to_running();
+    harness.advance(10_000);
+    harness.command(Command::Reload { policy: hybrid() });
+    assert!(harness.terminate_pid().is_some());
+}
+
+#[test]
+fn p3_signal_error_falls_back_to_restart() {
+    let mut harness = Harness::quiet();
+    harness.start_to_running();
+    harness.advance(10_000);
+    harness.command(Command::Reload { policy: hybrid() });
+    let epoch = harness.epoch();
+    harness.send(Event::SignalSent {
+        epoch,
+        outcome: Err("ESRCH".into()),
+    });
+    assert!(harness.terminate_pid().is_some());
+}
+
+#[test]
+fn p4_in_place_restart_waits_for_the_reconnect_instead_of_restarting() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    harness.advance(10_000);
+    let reply = harness.command(Command::Reload { policy: hybrid() });
+    let epoch = harness.epoch();
+    harness.send(Event::SignalSent {
+        epoch,
+        outcome: Ok(()),
+    });
+    harness.send(Event::ShutdownAnnounced {
+        epoch,
+        restart_expected_ms: Some(1_500),
+    });
+    harness.socket_closed(1012);
+    // A restart asked for meanwhile must not stack on the reload.
+    harness.command(Command::Restart);
+    harness.advance(2_000);
+    harness.probe_free();
+    harness.ready();
+    harness.handshake();
+    assert_eq!(harness.reply_of(reply), Some(&CommandOutcome::Completed));
+    assert_eq!(harness.machine.status(harness.now).pid, Some(pid));
+    assert_eq!(harness.spawns(), 1);
+    assert_eq!(
+        harness.all_count(|effect| matches!(effect, Effect::TerminateProcess { .. })),
+        0
+    );
+}
+
+#[test]
+fn p4_reload_falls_back_to_restart_when_the_reconnect_never_comes() {
+    let mut harness = Harness::quiet();
+    harness.start_to_running();
+    harness.advance(10_000);
+    harness.command(Command::Reload { policy: hybrid() });
+    let epoch = harness.epoch();
+    harness.send(Event::SignalSent {
+        epoch,
+        outcome: Ok(()),
+    });
+    harness.send(Event::ShutdownAnnounced {
+        epoch,
+        restart_expected_ms: Some(1_500),
+    });
+    // The gateway announced a restart but the socket stays up and nothing happens.
+    harness.advance(1_500 + 10_000);
+    assert!(harness.all_count(|effect| matches!(effect, Effect::TerminateProcess { .. })) == 1);
+}
+
+#[test]
+fn p5_debounced_reloads_coalesce_and_restart_mode_routes_to_restart() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    harness.advance(10_000);
+    for _ in 0..3 {
+        harness.command(Command::DebouncedReload {
+            delay_ms: None,
+            policy: hybrid(),
+        });
+        harness.advance(500);
+    }
+    harness.advance(1_200);
+    let signals = harness
+        .all_count(|effect| matches!(effect, Effect::SignalProcess { pid: p, .. } if *p == pid));
+    assert_eq!(signals, 1);
+
+    let mut harness = Harness::quiet();
+    harness.start_to_running();
+    harness.advance(10_000);
+    harness.command(Command::DebouncedReload {
+        delay_ms: Some(300),
+        policy: ReloadPolicy {
+            mode: ReloadMode::Restart,
+            debounce_ms: 1_200,
+        },
+    });
+    harness.advance(300);
+    assert!(harness.terminate_pid().is_some());
+}
+
+// ---------------------------------------------------------------------------------------------
+// N: auto-reconnect
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn n1_exit_and_socket_close_ask_for_reconnect() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    harness.exit(pid, 1);
+    assert_eq!(harness.state(), LifecycleState::Reconnecting);
+
+    let mut harness = Harness::quiet();
+    harness.start_to_running();
+    harness.socket_closed(1006);
+    assert_eq!(harness.state(), LifecycleState::Reconnecting);
+}
+
+#[test]
+fn n1_windows_reconnects_on_socket_close_only_for_1012() {
+    let mut harness = Harness::new(SupervisorConfig::windows());
+    harness.start_to_running();
+    harness.socket_closed(1006);
+    assert_eq!(harness.state(), LifecycleState::Stopped);
+
+    let mut harness = Harness::new(SupervisorConfig::windows());
+    harness.start_to_running();
+    harness.socket_closed(1012);
+    assert_eq!(harness.state(), LifecycleState::Reconnecting);
+}
+
+#[test]
+fn n2_delays_double_up_to_the_cap_and_give_up_at_the_maximum() {
+    let mut config = SupervisorConfig::default();
+    config.reconnect.jitter = 0.0;
+    config.reconnect.intensity_max_restarts = 0;
+    let mut harness = Harness::new(config);
+    let reply = harness.command(Command::Start);
+    let _ = reply;
+    let pid = harness.run_start_flow();
+    harness.exit(pid, 1);
+    let mut delays = Vec::new();
+    for _ in 0..10 {
+        assert_eq!(harness.state(), LifecycleState::Reconnecting);
+        let (_, at) = harness.timers[&TimerKind::Reconnect];
+        delays.push(at - harness.now);
+        harness.advance(at - harness.now);
+        // Every attempt fails.
+        for _ in 0..3 {
+            let epoch = harness.epoch();
+            harness.send(Event::StepFailed {
+                epoch,
+                failure: StartFailure::ConnectionRefused { port: 18789 },
+            });
+            if harness.leaf() == "retry_waiting" {
+                harness.advance(1_000);
+            }
+        }
+    }
+    assert_eq!(
+        delays,
+        vec![1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000, 30_000, 30_000]
+    );
+    assert_eq!(harness.state(), LifecycleState::Error);
+    assert_eq!(
+        harness.machine.status(harness.now).error.as_deref(),
+        Some("Failed to reconnect after maximum attempts")
+    );
+}
+
+#[test]
+fn n3_reconnect_success_resets_attempts_with_seed_semantics() {
+    let mut config = SupervisorConfig::default();
+    config.reconnect.jitter = 0.0;
+    config.reconnect.stable_uptime_ms = 0;
+    let mut harness = Harness::new(config);
+    let pid = harness.start_to_running();
+    harness.exit(pid, 1);
+    harness.advance(1_000);
+    harness.run_start_flow();
+    assert_eq!(harness.machine.status(harness.now).reconnect_attempts, 0);
+    assert_eq!(harness.machine.reconnect_totals(), (1, 1));
+}
+
+#[test]
+fn n3_timer_after_stop_does_not_start() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    harness.exit(pid, 1);
+    let (timer_generation, _) = harness.timers[&TimerKind::Reconnect];
+    harness.command(Command::Stop);
+    harness.send(Event::TimerFired {
+        timer: TimerKind::Reconnect,
+        generation: timer_generation,
+    });
+    assert_eq!(harness.state(), LifecycleState::Stopped);
+}
+
+#[test]
+fn n4_reconnect_attempts_publish_metrics() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    harness.exit(pid, 1);
+    harness.advance(1_000);
+    harness.run_start_flow();
+    let metric = harness.all.iter().find_map(|effect| match effect {
+        Effect::Publish(Notice::ReconnectMetric {
+            success,
+            attempt,
+            max_attempts,
+            delay_ms,
+            attempts_total,
+            successes_total,
+            ..
+        }) => Some((
+            *success,
+            *attempt,
+            *max_attempts,
+            *delay_ms,
+            *attempts_total,
+            *successes_total,
+        )),
+        _ => None,
+    });
+    assert_eq!(metric, Some((true, 1, 10, 1_000, 1, 1)));
+}
+
+#[test]
+fn n5_isolated_crash_after_a_stable_run_restarts_at_once() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    harness.advance(10_000);
+    harness.exit(pid, 137);
+    let (_, at) = harness.timers[&TimerKind::Reconnect];
+    assert_eq!(at, harness.now, "no backoff delay");
+}
+
+#[test]
+fn n5_crash_right_after_start_backs_off_and_count_resets_only_after_stable_run() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    harness.exit(pid, 1);
+    harness.advance(1_000);
+    let pid = harness.run_start_flow();
+    assert_eq!(harness.machine.status(harness.now).reconnect_attempts, 1);
+    harness.now += 100;
+    harness.exit(pid, 1);
+    let (_, at) = harness.timers[&TimerKind::Reconnect];
+    assert_eq!(at - harness.now, 2_000, "second crash backs off");
+    harness.advance(2_000);
+    harness.run_start_flow();
+    harness.advance(10_000);
+    assert_eq!(harness.machine.status(harness.now).reconnect_attempts, 0);
+}
+
+#[test]
+fn n5_jitter_is_seeded_and_reproducible() {
+    let run = || {
+        let mut harness = Harness::new(SupervisorConfig::default());
+        let pid = harness.start_to_running();
+        harness.exit(pid, 1);
+        let (_, at) = harness.timers[&TimerKind::Reconnect];
+        at - harness.now
+    };
+    let first = run();
+    assert_eq!(first, run());
+    assert!((800..=1_200).contains(&first), "{first}");
+}
+
+#[test]
+fn n5_restart_intensity_limit_ends_in_error() {
+    let mut config = SupervisorConfig::default();
+    config.reconnect.jitter = 0.0;
+    config.reconnect.intensity_max_restarts = 2;
+    config.reconnect.intensity_window_ms = 1_000_000;
+    config.reconnect.max_attempts = 100;
+    let mut harness = Harness::new(config);
+    let mut pid = harness.start_to_running();
+    for _ in 0..3 {
+        harness.advance(20_000);
+        harness.exit(pid, 1);
+        if harness.state() != LifecycleState::Reconnecting {
+            break;
+        }
+        let (_, at) = harness.timers[&TimerKind::Reconnect];
+        harness.advance(at - harness.now);
+        pid = harness.run_start_flow();
+    }
+    assert_eq!(harness.state(), LifecycleState::Error);
+    assert!(harness
+        .machine
+        .status(harness.now)
+        .error
+        .unwrap_or_default()
+        .contains("giving up"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// X / O
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn x2_exit_publishes_the_code_and_leaves_running() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    harness.exit(pid, 9);
+    assert!(harness.last_has(|effect| matches!(
+        effect,
+        Effect::Publish(Notice::ProcessExit {
+            code: Some(9),
+            expected: false,
+            ..
+        })
+    )));
+    assert_eq!(harness.machine.owned_pid(), None);
+    assert!(!harness
+        .machine
+        .armed_timers()
+        .contains(&TimerKind::Heartbeat));
+}
+
+#[test]
+fn x2_exit_of_a_process_we_do_not_own_is_dropped() {
+    let mut harness = Harness::quiet();
+    harness.start_to_running();
+    harness.exit(99_999, 1);
+    assert_eq!(harness.state(), LifecycleState::Running);
+}
+
+#[test]
+fn o1_our_orphan_is_killed_before_spawning() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    let epoch = harness.epoch();
+    harness.send(Event::PortProbed {
+        epoch,
+        probe: PortProbe {
+            listeners: vec![Listener {
+                pid: Some(321),
+                program: Some("gatewarden-sim".into()),
+                ours_by_record: true,
+            }],
+            answers_as_gateway: true,
+        },
+    });
+    assert!(harness.last_has(
+        |effect| matches!(effect, Effect::KillOrphans { pids, .. } if pids == &vec![321])
+    ));
+    harness.send(Event::OrphansKilled {
+        epoch,
+        survivors: vec![],
+    });
+    assert_eq!(harness.leaf(), "spawning");
+}
+
+#[test]
+fn o1_unrelated_listener_is_reported_and_never_signalled() {
+    let mut harness = Harness::quiet();
+    let reply = harness.command(Command::Start);
+    let epoch = harness.epoch();
+    harness.send(Event::PortProbed {
+        epoch,
+        probe: PortProbe {
+            listeners: vec![Listener {
+                pid: Some(4242),
+                program: Some("python3".into()),
+                ours_by_record: false,
+            }],
+            answers_as_gateway: false,
+        },
+    });
+    assert_eq!(harness.state(), LifecycleState::Error);
+    assert!(!harness
+        .all
+        .iter()
+        .any(|effect| matches!(effect, Effect::KillOrphans { .. })));
+    match harness.reply_of(reply) {
+        Some(CommandOutcome::Failed { message }) => {
+            assert!(
+                message.contains("4242") && message.contains("python3"),
+                "{message}"
+            )
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn o1_foreign_gateway_policy_fail_refuses_to_start() {
+    let mut config = SupervisorConfig::default();
+    config.orphans.foreign_gateway = ForeignGatewayPolicy::Fail;
+    let mut harness = Harness::new(config);
+    harness.command(Command::Start);
+    let epoch = harness.epoch();
+    harness.send(Event::PortProbed {
+        epoch,
+        probe: PortProbe {
+            listeners: vec![Listener {
+                pid: Some(5),
+                program: Some("node".into()),
+                ours_by_record: false,
+            }],
+            answers_as_gateway: true,
+        },
+    });
+    assert_eq!(harness.state(), LifecycleState::Error);
+}
+
+#[test]
+fn e1_stale_timer_generations_are_dropped() {
+    let mut harness = Harness::quiet();
+    harness.start_to_running();
+    harness.send(Event::TimerFired {
+        timer: TimerKind::Heartbeat,
+        generation: 0,
+    });
+    assert!(!harness.last_has(|effect| matches!(effect, Effect::SendPing)));
+}
+
+#[test]
+fn l7_auth_rejection_does_not_reconnect_forever() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    harness.exit(pid, 1);
+    harness.advance(1_000);
+    harness.probe_free();
+    harness.spawned();
+    harness.ready();
+    let epoch = harness.epoch();
+    harness.send(Event::StepFailed {
+        epoch,
+        failure: StartFailure::HandshakeRejected {
+            code: "INVALID_REQUEST".into(),
+            details_code: Some("AUTH_TOKEN_MISMATCH".into()),
+            message: "unauthorized: gateway token mismatch".into(),
+        },
+    });
+    assert_eq!(harness.state(), LifecycleState::Error);
+    assert!(!harness.machine.auto_reconnect());
+    assert!(harness
+        .machine
+        .status(harness.now)
+        .error
+        .unwrap_or_default()
+        .contains("AUTH_TOKEN_MISMATCH"));
+}

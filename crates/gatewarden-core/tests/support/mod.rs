@@ -1,0 +1,228 @@
+//! A script helper for driving the lifecycle machine on a virtual clock: it plays the actor
+//! layer's part (answers effects when told to, keeps the armed timers, collects replies), so a
+//! test reads as the sequence of facts it feeds in.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use gatewarden_core::config::SupervisorConfig;
+use gatewarden_core::machine::{
+    Command, CommandOutcome, Effect, Event, Handshake, LifecycleMachine, LifecycleState, Notice,
+    PortProbe, ReplyId, TimerKind,
+};
+
+pub struct Harness {
+    pub machine: LifecycleMachine,
+    pub now: u64,
+    /// Effects of the last step.
+    pub last: Vec<Effect>,
+    /// Every effect since the harness began.
+    pub all: Vec<Effect>,
+    pub timers: BTreeMap<TimerKind, (u64, u64)>,
+    pub replies: BTreeMap<ReplyId, Vec<CommandOutcome>>,
+    next_reply: ReplyId,
+    next_pid: u32,
+}
+
+impl Harness {
+    pub fn new(config: SupervisorConfig) -> Self {
+        Harness {
+            machine: LifecycleMachine::new(config),
+            now: 1_000,
+            last: Vec::new(),
+            all: Vec::new(),
+            timers: BTreeMap::new(),
+            replies: BTreeMap::new(),
+            next_reply: 1,
+            next_pid: 4_000,
+        }
+    }
+
+    /// Defaults without jitter, so delays are exact.
+    pub fn quiet() -> Self {
+        let mut config = SupervisorConfig::default();
+        config.reconnect.jitter = 0.0;
+        Harness::new(config)
+    }
+
+    pub fn send(&mut self, event: Event) -> &[Effect] {
+        let effects = self.machine.handle(self.now, event);
+        for effect in &effects {
+            match effect {
+                Effect::ArmTimer {
+                    timer,
+                    generation,
+                    at_ms,
+                } => {
+                    self.timers.insert(*timer, (*generation, *at_ms));
+                }
+                Effect::CancelTimer { timer } => {
+                    self.timers.remove(timer);
+                }
+                Effect::Reply { reply, outcome } => {
+                    self.replies
+                        .entry(*reply)
+                        .or_default()
+                        .push(outcome.clone());
+                }
+                _ => {}
+            }
+        }
+        self.all.extend(effects.iter().cloned());
+        self.last = effects;
+        &self.last
+    }
+
+    pub fn command(&mut self, command: Command) -> ReplyId {
+        let reply = self.next_reply;
+        self.next_reply += 1;
+        self.send(Event::Command {
+            command,
+            reply: Some(reply),
+        });
+        reply
+    }
+
+    pub fn reply_of(&self, reply: ReplyId) -> Option<&CommandOutcome> {
+        let outcomes = self.replies.get(&reply)?;
+        assert_eq!(
+            outcomes.len(),
+            1,
+            "reply {reply} answered {} times",
+            outcomes.len()
+        );
+        outcomes.first()
+    }
+
+    /// Advance the clock by `ms`, firing every timer that falls due, in order.
+    pub fn advance(&mut self, ms: u64) {
+        let until = self.now + ms;
+        loop {
+            let due = self
+                .timers
+                .iter()
+                .filter(|(_, (_, at))| *at <= until)
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(timer, (generation, at))| (*timer, *generation, *at));
+            let Some((timer, generation, at)) = due else {
+                break;
+            };
+            self.timers.remove(&timer);
+            self.now = self.now.max(at);
+            self.send(Event::TimerFired { timer, generation });
+        }
+        self.now = until;
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.machine.epoch()
+    }
+
+    pub fn state(&self) -> LifecycleState {
+        self.machine.state()
+    }
+
+    pub fn leaf(&self) -> &'static str {
+        self.machine.leaf()
+    }
+
+    pub fn probe_free(&mut self) {
+        let epoch = self.epoch();
+        self.send(Event::PortProbed {
+            epoch,
+            probe: PortProbe::free(),
+        });
+    }
+
+    pub fn spawned(&mut self) -> u32 {
+        self.next_pid += 1;
+        let pid = self.next_pid;
+        let epoch = self.epoch();
+        self.send(Event::ProcessSpawned { epoch, pid });
+        pid
+    }
+
+    pub fn ready(&mut self) {
+        let epoch = self.epoch();
+        self.send(Event::ReadinessConfirmed { epoch });
+    }
+
+    pub fn handshake(&mut self) {
+        let epoch = self.epoch();
+        self.send(Event::HandshakeCompleted {
+            epoch,
+            handshake: Handshake {
+                protocol: 4,
+                server_version: Some("2026.9.6".into()),
+                boot_id: Some(format!("boot-{epoch}")),
+                has_snapshot: false,
+                tick_interval_ms: None,
+            },
+        });
+    }
+
+    /// Start → running through a fresh spawn. Returns the pid.
+    pub fn start_to_running(&mut self) -> u32 {
+        self.command(Command::Start);
+        self.run_start_flow()
+    }
+
+    /// Drive an already begun start flow to running through a fresh spawn.
+    pub fn run_start_flow(&mut self) -> u32 {
+        assert_eq!(self.leaf(), "probing_port", "start flow expected");
+        self.probe_free();
+        if self.leaf() == "waiting_port_free" {
+            let epoch = self.epoch();
+            self.send(Event::PortFreed { epoch });
+        }
+        let pid = self.spawned();
+        self.ready();
+        self.handshake();
+        assert_eq!(self.state(), LifecycleState::Running);
+        pid
+    }
+
+    pub fn exit(&mut self, pid: u32, code: i32) {
+        self.send(Event::ProcessExited {
+            pid,
+            code: Some(code),
+        });
+    }
+
+    pub fn socket_closed(&mut self, code: u16) {
+        let epoch = self.epoch();
+        self.send(Event::SocketClosed {
+            epoch,
+            code: Some(code),
+        });
+    }
+
+    pub fn last_has(&self, predicate: impl Fn(&Effect) -> bool) -> bool {
+        self.last.iter().any(predicate)
+    }
+
+    pub fn all_count(&self, predicate: impl Fn(&Effect) -> bool) -> usize {
+        self.all.iter().filter(|effect| predicate(effect)).count()
+    }
+
+    pub fn spawns(&self) -> usize {
+        self.all_count(|effect| matches!(effect, Effect::SpawnProcess { .. }))
+    }
+
+    pub fn published_status_states(&self) -> Vec<LifecycleState> {
+        self.all
+            .iter()
+            .filter_map(|effect| match effect {
+                Effect::Publish(Notice::Status(status)) => Some(status.state),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn terminate_pid(&self) -> Option<u32> {
+        self.last.iter().find_map(|effect| match effect {
+            Effect::TerminateProcess { pid, .. } => Some(*pid),
+            _ => None,
+        })
+    }
+}
