@@ -1,0 +1,324 @@
+//! Fault kinds accepted by the `sim.fault` RPC (parsed purely here) and the process-level effects they run.
+
+use serde_json::Value;
+
+use crate::cli::HangMode;
+use crate::protocol::MAX_PAYLOAD_BYTES;
+
+/// What a malformed-frame fault sends on the requesting connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Malformed {
+    /// A text frame that is not JSON.
+    NonJson,
+    /// Valid JSON that is not an object (`[1,2,3]`).
+    NonObject,
+    /// A `res` frame whose id was never requested.
+    UnknownId,
+    /// A text frame of `bytes` bytes (default: one byte over `maxPayload`).
+    Oversize {
+        /// Total frame size in bytes.
+        bytes: usize,
+    },
+    /// A text frame whose payload is not valid UTF-8.
+    InvalidUtf8,
+}
+
+/// Which `shutdown` event, if any, precedes a scripted close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownNotice {
+    /// `{"reason":"gateway restarting","restartExpectedMs":N}`.
+    Restarting,
+    /// `{"reason":"gateway stopping"}`.
+    Stopping,
+}
+
+/// Faults applied to the next in-process boot (they model trouble while starting).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BootFaults {
+    /// Delay before binding.
+    pub slow_start_ms: u64,
+    /// Exit with this code instead of listening.
+    pub exit_before_ready: Option<i32>,
+    /// Treat the config as invalid.
+    pub invalid_config: bool,
+    /// Startup window length for that boot.
+    pub startup_window_ms: u64,
+}
+
+/// One `sim.fault` request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// Exit with `code`, now or after `after_ms`.
+    Crash {
+        /// Process exit code.
+        code: i32,
+        /// Delay before exiting.
+        after_ms: u64,
+    },
+    /// Stop answering (see [`HangMode`]).
+    Hang {
+        /// How to hang.
+        mode: HangMode,
+        /// Delay before hanging.
+        after_ms: u64,
+    },
+    /// Write `line` to stderr `repeat` times.
+    Stderr {
+        /// The line.
+        line: String,
+        /// How many times.
+        repeat: u32,
+    },
+    /// Send a malformed frame on this connection.
+    Malformed(Malformed),
+    /// Turn SIGTERM ignoring on or off.
+    IgnoreSigterm {
+        /// New state.
+        enabled: bool,
+    },
+    /// Spawn a grandchild in our process group.
+    SpawnGrandchild {
+        /// argv of the grandchild.
+        command: Vec<String>,
+    },
+    /// Close this connection with `code` without exiting.
+    Close {
+        /// WebSocket close code.
+        code: u16,
+        /// Close reason.
+        reason: String,
+        /// Optional `shutdown` event sent 10 ms before.
+        notice: Option<ShutdownNotice>,
+    },
+    /// Drop this connection's TCP socket without a close frame.
+    Drop,
+    /// Turn `--no-challenge` on or off for new connections.
+    NoChallenge {
+        /// New state.
+        enabled: bool,
+    },
+    /// Turn `--reject-token` on or off for new connections.
+    RejectToken {
+        /// New state.
+        enabled: bool,
+    },
+    /// Reopen the startup window for `ms` from now.
+    StartupWindow {
+        /// Window length.
+        ms: u64,
+    },
+    /// Arm faults for the next in-process restart.
+    NextBoot(BootFaults),
+}
+
+/// Parses `sim.fault` params; the error text goes into an INVALID_REQUEST answer.
+pub fn parse(params: Option<&Value>) -> Result<Fault, String> {
+    let params = params
+        .and_then(Value::as_object)
+        .ok_or("params must be an object with a kind")?;
+    let kind = params
+        .get("kind")
+        .and_then(Value::as_str)
+        .ok_or("missing kind")?;
+    let number = |name: &str, default: u64| -> Result<u64, String> {
+        match params.get(name) {
+            None | Some(Value::Null) => Ok(default),
+            Some(value) => value
+                .as_u64()
+                .ok_or(format!("{name} must be a non-negative integer")),
+        }
+    };
+    let enabled = || {
+        params
+            .get("enabled")
+            .and_then(Value::as_bool)
+            .unwrap_or(true)
+    };
+    let after_ms = number("afterMs", 0)?;
+    match kind {
+        "crash" | "exit" => {
+            let code = params.get("code").and_then(Value::as_i64).unwrap_or(1);
+            let code = i32::try_from(code).map_err(|_| "code out of range".to_string())?;
+            Ok(Fault::Crash { code, after_ms })
+        }
+        "hang" => {
+            let mode_text = params
+                .get("mode")
+                .and_then(Value::as_str)
+                .unwrap_or("silent");
+            let mode =
+                HangMode::parse(mode_text).ok_or(format!("unknown hang mode: {mode_text}"))?;
+            Ok(Fault::Hang { mode, after_ms })
+        }
+        "sigstop" => Ok(Fault::Hang {
+            mode: HangMode::SigStop,
+            after_ms,
+        }),
+        "stderr" => {
+            let line = params
+                .get("line")
+                .and_then(Value::as_str)
+                .ok_or("stderr needs a line")?
+                .to_string();
+            let repeat = u32::try_from(number("repeat", 1)?)
+                .map_err(|_| "repeat out of range".to_string())?;
+            Ok(Fault::Stderr { line, repeat })
+        }
+        "malformed" => {
+            let what = params
+                .get("what")
+                .and_then(Value::as_str)
+                .ok_or("malformed needs what")?;
+            let malformed = match what {
+                "non-json" => Malformed::NonJson,
+                "non-object" => Malformed::NonObject,
+                "unknown-id" => Malformed::UnknownId,
+                "oversize" => {
+                    let bytes = number("bytes", MAX_PAYLOAD_BYTES as u64 + 1)?;
+                    let bytes =
+                        usize::try_from(bytes).map_err(|_| "bytes out of range".to_string())?;
+                    // Keep a sane ceiling so a typo cannot make the simulator allocate gigabytes.
+                    if bytes > 4 * MAX_PAYLOAD_BYTES {
+                        return Err("bytes too large".to_string());
+                    }
+                    Malformed::Oversize { bytes }
+                }
+                "invalid-utf8" => Malformed::InvalidUtf8,
+                other => return Err(format!("unknown malformed kind: {other}")),
+            };
+            Ok(Fault::Malformed(malformed))
+        }
+        "ignore-sigterm" => Ok(Fault::IgnoreSigterm { enabled: enabled() }),
+        "spawn-grandchild" | "spawn" => {
+            let command = match params.get("command") {
+                None | Some(Value::Null) => vec!["sleep".to_string(), "3600".to_string()],
+                Some(Value::Array(items)) if !items.is_empty() => items
+                    .iter()
+                    .map(|item| {
+                        item.as_str()
+                            .map(str::to_string)
+                            .ok_or("command must be strings")
+                    })
+                    .collect::<Result<_, _>>()?,
+                Some(_) => return Err("command must be a non-empty array of strings".to_string()),
+            };
+            Ok(Fault::SpawnGrandchild { command })
+        }
+        "close" => {
+            let code = u16::try_from(number("code", 1012)?)
+                .map_err(|_| "code out of range".to_string())?;
+            let default_reason = if code == 1012 { "service restart" } else { "" };
+            let reason = params
+                .get("reason")
+                .and_then(Value::as_str)
+                .unwrap_or(default_reason)
+                .to_string();
+            let notice = match params.get("shutdownEvent").and_then(Value::as_str) {
+                None => None,
+                Some("restarting") => Some(ShutdownNotice::Restarting),
+                Some("stopping") => Some(ShutdownNotice::Stopping),
+                Some(other) => {
+                    return Err(format!(
+                        "shutdownEvent must be restarting or stopping, got {other}"
+                    ))
+                }
+            };
+            Ok(Fault::Close {
+                code,
+                reason,
+                notice,
+            })
+        }
+        "drop" => Ok(Fault::Drop),
+        "no-challenge" => Ok(Fault::NoChallenge { enabled: enabled() }),
+        "reject-token" => Ok(Fault::RejectToken { enabled: enabled() }),
+        "startup-window" => Ok(Fault::StartupWindow {
+            ms: number("ms", 1000)?,
+        }),
+        "slow-start" => Ok(Fault::NextBoot(BootFaults {
+            slow_start_ms: number("ms", 1000)?,
+            ..BootFaults::default()
+        })),
+        "exit-before-ready" => {
+            let code = params.get("code").and_then(Value::as_i64).unwrap_or(1);
+            let code = i32::try_from(code).map_err(|_| "code out of range".to_string())?;
+            Ok(Fault::NextBoot(BootFaults {
+                exit_before_ready: Some(code),
+                ..BootFaults::default()
+            }))
+        }
+        "invalid-config" => Ok(Fault::NextBoot(BootFaults {
+            invalid_config: true,
+            ..BootFaults::default()
+        })),
+        other => Err(format!("unknown fault kind: {other}")),
+    }
+}
+
+/// Ends the process now with `code`, flushing stdout first so the listening line is never torn.
+pub fn exit_now(code: i32) -> ! {
+    use std::io::Write;
+    crate::log!("fault: exiting with code {code}");
+    let _ = std::io::stdout().flush();
+    std::process::exit(code)
+}
+
+/// Hangs the process. `Silent` blocks the only runtime thread forever, so nothing is answered
+/// and queued signals are never handled (like a Node event loop stuck in a busy loop);
+/// `SigStop` stops the process until someone sends SIGCONT, then returns.
+pub fn hang_now(mode: HangMode) {
+    match mode {
+        HangMode::Silent => {
+            crate::log!(
+                "fault: hanging (silent): no frames, pings, probes or signal handling from now on"
+            );
+            loop {
+                std::thread::park();
+            }
+        }
+        HangMode::SigStop => {
+            crate::log!("fault: stopping myself with SIGSTOP");
+            // SAFETY: raise() only delivers a signal to this process; SIGSTOP cannot be caught.
+            unsafe {
+                libc::raise(libc::SIGSTOP);
+            }
+            crate::log!("fault: continued after SIGSTOP");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn crash_defaults_to_code_1_now() {
+        assert_eq!(
+            parse(Some(&json!({"kind": "crash"}))).unwrap(),
+            Fault::Crash {
+                code: 1,
+                after_ms: 0
+            }
+        );
+    }
+
+    #[test]
+    fn close_1012_defaults_to_the_service_restart_reason() {
+        let fault = parse(Some(&json!({"kind": "close", "code": 1012}))).unwrap();
+        assert_eq!(
+            fault,
+            Fault::Close {
+                code: 1012,
+                reason: "service restart".into(),
+                notice: None
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_kind_is_an_error() {
+        assert!(parse(Some(&json!({"kind": "meteor"}))).is_err());
+        assert!(parse(None).is_err());
+    }
+}
