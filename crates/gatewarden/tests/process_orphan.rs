@@ -1,0 +1,222 @@
+//! O1 and L5 step 3 against real listeners (`python3 -m http.server`, our own sockets) and real
+//! processes: finding who holds a port, telling our orphan from anything else, killing orphans,
+//! waiting for a port to be free.
+
+mod process_support;
+
+use std::net::TcpListener;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gatewarden::orphan::{
+    classify_listener, kill_orphans, listeners_on_port, process_start_ticks, wait_port_free,
+    Listener, ListenerKind,
+};
+use gatewarden::process::{
+    read_owned_record, remove_owned_record, write_owned_record, OwnedRecord, RecordError,
+};
+use process_support::*;
+
+/// `python3 -m http.server` on a free loopback port, and its listener once it is up.
+async fn python_listener() -> (ChildGuard, u16, Listener) {
+    let port = free_port();
+    let child = ChildGuard(
+        Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs"),
+    );
+    let mut found = Vec::new();
+    eventually(SOON, "python3 listens", || {
+        found = listeners_on_port(port).expect("/proc readable");
+        !found.is_empty()
+    })
+    .await;
+    let listener = found.remove(0);
+    (child, port, listener)
+}
+
+#[actix_rt::test]
+async fn o1_finds_listener_pid_and_program() {
+    let (child, port, listener) = python_listener().await;
+    assert_eq!(listener.pid, Some(child.pid()));
+    let program = listener.program.clone().expect("comm readable");
+    assert!(program.starts_with("python"), "{program}");
+    let cmdline = listener.cmdline.clone().expect("cmdline readable");
+    assert!(cmdline.contains("http.server"), "{cmdline}");
+    assert!(cmdline.contains(&port.to_string()), "{cmdline}");
+    assert_eq!(listener.start_ticks, process_start_ticks(child.pid()));
+    assert!(listener.inode > 0);
+    assert!(listener
+        .to_string()
+        .contains(&format!("pid {}", child.pid())));
+    // A port nobody listens on has no listeners.
+    let idle = free_port();
+    assert_eq!(listeners_on_port(idle).expect("/proc readable"), Vec::new());
+}
+
+#[actix_rt::test]
+async fn o1_finds_our_own_ipv4_and_ipv6_listeners() {
+    let v4 = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = v4.local_addr().expect("addr").port();
+    // [::1] may be missing in some sandboxes; the IPv4 one must be found either way.
+    let v6 = TcpListener::bind(("::1", port)).ok();
+    let found = listeners_on_port(port).expect("/proc readable");
+    let own = std::process::id();
+    assert!(found
+        .iter()
+        .any(|listener| listener.pid == Some(own) && listener.address.is_ipv4()));
+    if v6.is_some() {
+        assert!(found
+            .iter()
+            .any(|listener| listener.pid == Some(own) && listener.address.is_ipv6()));
+    }
+}
+
+#[actix_rt::test]
+async fn o1_orphan_requires_matching_start_ticks() {
+    let (child, port, listener) = python_listener().await;
+    let start_ticks = process_start_ticks(child.pid()).expect("start ticks");
+    let ours = OwnedRecord {
+        pid: child.pid(),
+        start_ticks,
+        port: Some(port),
+        program: "python3".to_owned(),
+    };
+    assert_eq!(
+        classify_listener(&listener, Some(&ours)),
+        ListenerKind::OurOrphan
+    );
+    // Same pid, other start time: a reused pid, not ours.
+    let reused = OwnedRecord {
+        start_ticks: start_ticks + 1,
+        ..ours.clone()
+    };
+    assert_eq!(
+        classify_listener(&listener, Some(&reused)),
+        ListenerKind::Unknown
+    );
+    let other_pid = OwnedRecord {
+        pid: child.pid() + 1,
+        ..ours.clone()
+    };
+    assert_eq!(
+        classify_listener(&listener, Some(&other_pid)),
+        ListenerKind::Unknown
+    );
+    assert_eq!(classify_listener(&listener, None), ListenerKind::Unknown);
+    let unknown_holder = Listener {
+        pid: None,
+        start_ticks: None,
+        ..listener.clone()
+    };
+    assert_eq!(
+        classify_listener(&unknown_holder, Some(&ours)),
+        ListenerKind::Unknown
+    );
+}
+
+#[actix_rt::test]
+async fn o1_kill_orphans_terms_then_kills() {
+    // One dies of SIGTERM; the other ignores it and needs the SIGKILL.
+    let mut polite = ChildGuard(
+        Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .expect("sleep runs"),
+    );
+    let mut stubborn = ChildGuard(
+        Command::new("sh")
+            .args(["-c", "trap '' TERM; echo ready; exec sleep 1000"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sh runs"),
+    );
+    // Wait until the trap is installed, or SIGTERM could arrive first.
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(stubborn.0.stdout.take().expect("piped")),
+        &mut ready,
+    )
+    .expect("ready line");
+    assert_eq!(ready.trim(), "ready");
+
+    let started = Instant::now();
+    let survivors = kill_orphans(&[polite.pid(), stubborn.pid()], 300, 5_000).await;
+    assert_eq!(survivors, Vec::<u32>::new());
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "SIGKILL only after the SIGTERM wait"
+    );
+    let polite_status = polite.0.wait().expect("reaped");
+    let stubborn_status = stubborn.0.wait().expect("reaped");
+    assert_eq!(polite_status.signal(), Some(15));
+    assert_eq!(stubborn_status.signal(), Some(9));
+}
+
+#[actix_rt::test]
+async fn o1_kill_orphans_never_signals_init_or_itself() {
+    let own = std::process::id();
+    let survivors = kill_orphans(&[0, 1, own], 10, 10).await;
+    assert_eq!(survivors, vec![0, 1, own]);
+}
+
+#[actix_rt::test]
+async fn l5_wait_port_free_reports_occupied_port() {
+    let held = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = held.local_addr().expect("addr").port();
+    let busy = wait_port_free(port, 20, 300)
+        .await
+        .expect_err("port is held");
+    assert_eq!(busy.port, port);
+    assert_eq!(busy.to_string(), format!("Port {port} still occupied"));
+    assert!(busy
+        .listeners
+        .iter()
+        .any(|listener| listener.pid == Some(std::process::id())));
+
+    // Released during the wait: the wait ends well before its limit.
+    let release = actix_rt::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(held);
+    });
+    let started = Instant::now();
+    wait_port_free(port, 20, 20_000)
+        .await
+        .expect("port released");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    release.await.expect("release task");
+}
+
+#[test]
+fn o1_owned_record_round_trips_and_rejects_garbage() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("nested").join("gateway.pid.json");
+    assert_eq!(read_owned_record(&path).expect("no record yet"), None);
+    let record = OwnedRecord {
+        pid: 4321,
+        start_ticks: 987_654,
+        port: Some(18789),
+        program: "node".to_owned(),
+    };
+    write_owned_record(&path, &record).expect("written");
+    assert_eq!(read_owned_record(&path).expect("read"), Some(record));
+    remove_owned_record(&path).expect("removed");
+    remove_owned_record(&path).expect("removing twice is fine");
+
+    std::fs::write(&path, "{not json").expect("garbage written");
+    assert!(matches!(
+        read_owned_record(&path),
+        Err(RecordError::Invalid { .. })
+    ));
+}
