@@ -162,7 +162,7 @@ impl Default for ConnectConfig {
     fn default() -> Self {
         ConnectConfig {
             probe_interval_initial_ms: 2,
-            probe_interval_max_ms: 100,
+            probe_interval_max_ms: 25,
             probe_timeout_ms: 1_500,
             ready_timeout_ms: 480_000,
             challenge_timeout_ms: 10_000,
