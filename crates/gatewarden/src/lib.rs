@@ -12,6 +12,14 @@
 //!   group members, killing orphans and waiting for a port to be free (O1, L5 step 3).
 #![deny(missing_docs)]
 
+pub mod connection;
+pub mod events;
+pub mod identity;
 pub mod launch;
 pub mod orphan;
 pub mod process;
+pub mod profile;
+pub mod reload;
+pub mod supervisor;
+
+pub use supervisor::{GatewaySupervisor, Supervisor, SupervisorOptions};

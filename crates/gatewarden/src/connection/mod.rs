@@ -1,0 +1,951 @@
+//! The WebSocket connection to the gateway: one actor, one socket (C1, C2, A1–A3, M1–M6, H3, H4, T3).
+//!
+//! # What it does
+//!
+//! [`ConnectionActor`] owns at most one socket at a time. [`Open`] runs the handshake
+//! ([`handshake`]) as a cancellable future; only a socket that reached `hello-ok` becomes the
+//! actor's open link. The open link is read by a stream attached to the actor's context and
+//! written by a small writer task, so a slow write never blocks message handling.
+//!
+//! # Reports (to the supervisor's `Recipient<ConnectionReport>`)
+//!
+//! - Every [`Open`] ends in exactly one of [`ConnectionReport::HandshakeCompleted`],
+//!   [`ConnectionReport::HandshakeFailed`] or [`ConnectionReport::StartupWindow`], unless a
+//!   [`Close`] or a newer [`Open`] cancels it first (the supervisor asked for that, so nothing is
+//!   reported for the abandoned attempt).
+//! - Every completed handshake is followed by exactly one [`ConnectionReport::Closed`], whoever
+//!   closed: the gateway (its close code), the network (1006), a protocol error (1002), the
+//!   supervisor ([`Close`] or a new [`Open`]: no code).
+//! - Every RPC is answered exactly once and reported once as [`ConnectionReport::RpcFinished`]
+//!   (M6).
+//! - Inbound traffic is reported as [`ConnectionReport::ProofOfLife`] (H3), at most one report per
+//!   `proof_of_life_interval_ms` plus one trailing report, so a flood of frames does not flood the
+//!   supervisor while the last frame is never hidden from it.
+//!
+//! # Timers
+//!
+//! All pending RPCs share one `PendingRpcs` table and one timer, armed for the earliest
+//! deadline. The timer is moved earlier when an earlier deadline appears and is otherwise left
+//! alone: when it fires it expires what is due and re-arms for the next deadline.
+
+mod frames;
+mod handshake;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use awc::error::WsProtocolError;
+use awc::ws::{Frame, Message as WsMessage};
+use bytes::Bytes;
+use futures_util::{stream, SinkExt as _, StreamExt as _};
+use gatewarden_core::config::ConnectConfig;
+use gatewarden_core::error::StartFailure;
+use gatewarden_core::frame::{
+    decode_inbound_for, encode_request, ClientInfo, Dispatch, HelloOk, Inbound, SUPERVISOR_SCOPES,
+};
+use gatewarden_core::health::RpcFailureKind;
+use gatewarden_core::machine::{Handshake, ReadySource};
+use gatewarden_core::rpc::{PendingRpcs, RpcError};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use self::frames::{FrameAssembler, Received};
+pub use self::handshake::{await_readiness, probe_gateway};
+use self::handshake::{FrameSink, HandshakeOutcome, HandshakeRequest};
+use crate::events::GatewayEvent;
+use crate::identity::{self, DeviceIdentity};
+use crate::launch::Secret;
+
+/// The gateway's post-handshake `maxPayload` (25 MiB, OPENCLAW.md §3): larger inbound messages
+/// are dropped.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 26_214_400;
+
+/// Default of [`ConnectionConfig::proof_of_life_interval_ms`].
+pub const DEFAULT_PROOF_OF_LIFE_INTERVAL_MS: u64 = 100;
+
+/// Close code reported when the TCP connection went away without a close frame.
+pub const CLOSE_ABNORMAL: u16 = 1006;
+
+/// Close code reported when the gateway broke the WebSocket protocol and we dropped the socket.
+pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+
+/// How many queued frames the writer sends before flushing the socket.
+const WRITE_BATCH: usize = 256;
+
+/// The payload of our WebSocket pings (H1); the gateway echoes it in the pong.
+const PING_PAYLOAD: &[u8] = b"gatewarden";
+
+/// Where the shared token comes from. It is read at every connect (A3), so a rotated token in
+/// the environment is picked up by the next reconnect, and it is never logged.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum TokenSource {
+    /// No token: connect without `auth`.
+    #[default]
+    None,
+    /// A configured token.
+    Value(Secret),
+    /// The value of this environment variable at connect time (unset or empty: no token).
+    Env(String),
+}
+
+impl TokenSource {
+    /// The token now, if there is one.
+    pub fn read(&self) -> Option<Secret> {
+        match self {
+            TokenSource::None => None,
+            TokenSource::Value(secret) => Some(secret.clone()),
+            TokenSource::Env(name) => std::env::var(name)
+                .ok()
+                .filter(|value| !value.is_empty())
+                .map(Secret::new),
+        }
+    }
+}
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct ConnectionConfig {
+    /// The gateway port.
+    pub port: u16,
+    /// The gateway host (loopback by default).
+    pub host: String,
+    /// The WebSocket path (the gateway serves its control socket on any path; `/` is documented).
+    pub path: String,
+    /// Timeouts and the protocol range (C1, C2).
+    pub connect: ConnectConfig,
+    /// The shared token (A3).
+    pub token: TokenSource,
+    /// The device identity file (A1); `None` connects without `device`.
+    pub identity_path: Option<PathBuf>,
+    /// `client.version`.
+    pub client_version: String,
+    /// `client.platform` (also signed, lowercased, in the v3 payload).
+    pub platform: String,
+    /// The scopes asked for (signed in this order).
+    pub scopes: Vec<String>,
+    /// Inbound messages larger than this are dropped with a logged error.
+    pub max_frame_bytes: usize,
+    /// H3: at most one proof-of-life report per this many ms (plus one trailing report).
+    pub proof_of_life_interval_ms: u64,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        ConnectionConfig {
+            port: 18789,
+            host: "127.0.0.1".to_string(),
+            path: "/".to_string(),
+            connect: ConnectConfig::default(),
+            token: TokenSource::None,
+            identity_path: None,
+            client_version: env!("CARGO_PKG_VERSION").to_string(),
+            platform: std::env::consts::OS.to_string(),
+            scopes: SUPERVISOR_SCOPES
+                .iter()
+                .map(|scope| scope.to_string())
+                .collect(),
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            proof_of_life_interval_ms: DEFAULT_PROOF_OF_LIFE_INTERVAL_MS,
+        }
+    }
+}
+
+/// Why the supervisor closes the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// T3/T5: a stop; pending RPCs fail with "Gateway stopped".
+    Stopped,
+    /// The connection is considered dead (heartbeat, restart); pending RPCs fail with
+    /// "Gateway not connected".
+    Lost,
+}
+
+/// C1: connect and handshake; the outcome is reported with this epoch. An open or opening socket
+/// is dropped first.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Open {
+    /// The lifecycle epoch the connection belongs to (E1).
+    pub epoch: u64,
+}
+
+/// T3: drop the socket at once (no close handshake) and fail every pending RPC.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Close {
+    /// Why; decides the error of pending RPCs.
+    pub reason: CloseReason,
+}
+
+/// H1: send a WebSocket ping if the socket is open.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Ping;
+
+/// H4: is a handshaken socket open?
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "bool")]
+pub struct IsOpen;
+
+/// M1: one request; answered exactly once.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Value, RpcError>")]
+pub struct Rpc {
+    /// The method.
+    pub method: String,
+    /// The params (omitted from the frame when `None`).
+    pub params: Option<Value>,
+    /// Time limit.
+    pub timeout_ms: u64,
+}
+
+/// The `hello-ok` of the open socket, if any.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Option<HelloOk>")]
+pub struct GetHandshake;
+
+/// What the connection tells the supervisor.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub enum ConnectionReport {
+    /// C1: `hello-ok` arrived; the socket is open.
+    HandshakeCompleted {
+        /// The epoch of the [`Open`].
+        epoch: u64,
+        /// What the lifecycle machine needs (C2: the chosen protocol).
+        handshake: Handshake,
+        /// The whole decoded reply.
+        hello: HelloOk,
+    },
+    /// C1: the handshake failed.
+    HandshakeFailed {
+        /// The epoch of the [`Open`].
+        epoch: u64,
+        /// Why.
+        failure: StartFailure,
+    },
+    /// W1 (beyond): the gateway answered `connect` with its startup window; retry later.
+    StartupWindow {
+        /// The epoch of the [`Open`].
+        epoch: u64,
+        /// The gateway's `retryAfterMs`.
+        retry_after_ms: Option<u64>,
+    },
+    /// H3: frames or pongs arrived.
+    ProofOfLife {
+        /// The epoch of the connection.
+        epoch: u64,
+    },
+    /// The open socket closed (exactly once per completed handshake).
+    Closed {
+        /// The epoch of the connection.
+        epoch: u64,
+        /// The gateway's close code (1005 for a close frame without one), 1006 when the TCP
+        /// connection dropped, 1002 after a protocol error, `None` when the supervisor closed.
+        code: Option<u16>,
+    },
+    /// P4: the gateway announced a shutdown (with `restart_expected_ms` it restarts in place).
+    Shutdown {
+        /// The epoch of the connection.
+        epoch: u64,
+        /// `restartExpectedMs`.
+        restart_expected_ms: Option<u64>,
+    },
+    /// G1/G2: a ready event, or the first `health` event of the connection.
+    ReadySignal {
+        /// The epoch of the connection.
+        epoch: u64,
+        /// Which signal.
+        source: ReadySource,
+    },
+    /// M3–M5: something for subscribers.
+    Published(GatewayEvent),
+    /// M6: how an RPC ended.
+    RpcFinished {
+        /// The method.
+        method: String,
+        /// `Ok` on success; the failure kind otherwise.
+        outcome: Result<(), RpcFailureKind>,
+    },
+}
+
+/// One frame for the writer task; `rpc_id` names the request it carries, so a failed write
+/// fails that request with `SendFailed`.
+struct Outbound {
+    message: WsMessage,
+    rpc_id: Option<String>,
+}
+
+/// The writer task could not write; the ids of the requests in the failed batch.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct WriteFailed {
+    connection: u64,
+    rpc_ids: Vec<String>,
+    reason: String,
+}
+
+/// One inbound item of a connection's reading half; `None` marks its end.
+struct Incoming {
+    connection: u64,
+    frame: Option<Result<Frame, WsProtocolError>>,
+}
+
+type Waiter = oneshot::Sender<Result<Value, RpcError>>;
+
+/// The handshaken socket.
+struct OpenLink {
+    epoch: u64,
+    /// Distinguishes this socket's reader items and write failures from an older socket's.
+    connection: u64,
+    writer: mpsc::UnboundedSender<Outbound>,
+    writer_task: actix_rt::task::JoinHandle<()>,
+    reader: SpawnHandle,
+    assembler: FrameAssembler,
+    hello: HelloOk,
+    health_seen: bool,
+    last_seq: Option<u64>,
+}
+
+enum Link {
+    Idle,
+    Handshaking { attempt: u64, handle: SpawnHandle },
+    Open(Box<OpenLink>),
+}
+
+/// The connection actor. Create with [`ConnectionActor::new`] and start it.
+pub struct ConnectionActor {
+    config: ConnectionConfig,
+    reports: Recipient<ConnectionReport>,
+    /// Origin of the monotonic milliseconds of the RPC deadlines.
+    clock: Instant,
+    identity: Option<DeviceIdentity>,
+    link: Link,
+    next_attempt: u64,
+    next_connection: u64,
+    pending: PendingRpcs<Waiter>,
+    /// The one RPC timer and the deadline it is armed for.
+    rpc_timer: Option<(u64, SpawnHandle)>,
+    last_life_report: Option<Instant>,
+    life_timer: Option<SpawnHandle>,
+}
+
+impl ConnectionActor {
+    /// A connection actor that reports to `reports`.
+    pub fn new(config: ConnectionConfig, reports: Recipient<ConnectionReport>) -> Self {
+        ConnectionActor {
+            config,
+            reports,
+            clock: Instant::now(),
+            identity: None,
+            link: Link::Idle,
+            next_attempt: 0,
+            next_connection: 0,
+            pending: PendingRpcs::new(),
+            rpc_timer: None,
+            last_life_report: None,
+            life_timer: None,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn report(&self, report: ConnectionReport) {
+        self.reports.do_send(report);
+    }
+
+    fn open_link(&self) -> Option<&OpenLink> {
+        match &self.link {
+            Link::Open(link) => Some(link),
+            _ => None,
+        }
+    }
+
+    /// A1: load (or create) the identity once; a failure is logged and retried at the next
+    /// connect, and the connection goes ahead without `device`.
+    fn identity_for_connect(&mut self) -> Option<DeviceIdentity> {
+        if self.identity.is_none() {
+            let path = self.config.identity_path.as_ref()?;
+            match identity::load_or_create(path, handshake::unix_ms()) {
+                Ok(identity) => self.identity = Some(identity),
+                Err(error) => {
+                    tracing::warn!(%error, "no device identity; connecting without device");
+                }
+            }
+        }
+        self.identity.clone()
+    }
+
+    fn start_handshake(&mut self, epoch: u64, ctx: &mut Context<Self>) {
+        let request = HandshakeRequest {
+            host: self.config.host.clone(),
+            port: self.config.port,
+            path: self.config.path.clone(),
+            max_frame_bytes: self.config.max_frame_bytes,
+            connect: self.config.connect.clone(),
+            token: self.config.token.read(),
+            identity: self.identity_for_connect(),
+            client: ClientInfo::supervisor(&self.config.client_version, &self.config.platform),
+            scopes: self.config.scopes.clone(),
+        };
+        self.next_attempt += 1;
+        let attempt = self.next_attempt;
+        tracing::debug!(epoch, port = self.config.port, "connecting to the gateway");
+        let handle = ctx.spawn(handshake::handshake(request).into_actor(self).map(
+            move |outcome, actor, ctx| actor.handshake_finished(epoch, attempt, outcome, ctx),
+        ));
+        self.link = Link::Handshaking { attempt, handle };
+    }
+
+    fn handshake_finished(
+        &mut self,
+        epoch: u64,
+        attempt: u64,
+        outcome: HandshakeOutcome,
+        ctx: &mut Context<Self>,
+    ) {
+        // A cancelled attempt never gets here; the check guards against a stale one anyway.
+        if !matches!(self.link, Link::Handshaking { attempt: current, .. } if current == attempt) {
+            return;
+        }
+        self.link = Link::Idle;
+        match outcome {
+            HandshakeOutcome::Completed(established) => {
+                let handshake::Established { socket, hello } = *established;
+                tracing::info!(
+                    epoch,
+                    protocol = hello.protocol,
+                    server_version = hello.server_version.as_deref().unwrap_or("unknown"),
+                    scopes = ?hello.scopes,
+                    "connected to the gateway"
+                );
+                let handshake = Handshake {
+                    protocol: hello.protocol,
+                    server_version: hello.server_version.clone(),
+                    boot_id: hello.boot_id.clone(),
+                    has_snapshot: hello.has_snapshot,
+                    tick_interval_ms: hello.tick_interval_ms,
+                };
+                self.install(epoch, socket, hello.clone(), ctx);
+                self.report(ConnectionReport::HandshakeCompleted {
+                    epoch,
+                    handshake,
+                    hello,
+                });
+            }
+            HandshakeOutcome::StartupWindow { retry_after_ms } => {
+                tracing::info!(epoch, ?retry_after_ms, "gateway is still starting");
+                self.report(ConnectionReport::StartupWindow {
+                    epoch,
+                    retry_after_ms,
+                });
+            }
+            HandshakeOutcome::Failed(failure) => {
+                tracing::warn!(epoch, %failure, "gateway handshake failed");
+                self.report(ConnectionReport::HandshakeFailed { epoch, failure });
+            }
+        }
+    }
+
+    /// Make a handshaken socket the open link: reader on the context, writer as a task.
+    fn install(
+        &mut self,
+        epoch: u64,
+        socket: handshake::Socket,
+        hello: HelloOk,
+        ctx: &mut Context<Self>,
+    ) {
+        self.next_connection += 1;
+        let connection = self.next_connection;
+        let handshake::Socket {
+            stream: frames,
+            sink,
+            assembler,
+        } = socket;
+        let items = frames
+            .map(move |frame| Incoming {
+                connection,
+                frame: Some(frame),
+            })
+            .chain(stream::once(async move {
+                Incoming {
+                    connection,
+                    frame: None,
+                }
+            }));
+        let reader = ctx.add_stream(items);
+        let (writer, queue) = mpsc::unbounded_channel();
+        let writer_task = actix_rt::spawn(write_frames(sink, queue, ctx.address(), connection));
+        self.last_life_report = None;
+        self.link = Link::Open(Box::new(OpenLink {
+            epoch,
+            connection,
+            writer,
+            writer_task,
+            reader,
+            assembler,
+            hello,
+            health_seen: false,
+            last_seq: None,
+        }));
+    }
+
+    /// Drop whatever socket there is. An open one reports `Closed { code }` and fails every
+    /// pending RPC with `error`; a handshake in progress is cancelled silently.
+    fn drop_link(&mut self, code: Option<u16>, error: RpcError, ctx: &mut Context<Self>) {
+        match std::mem::replace(&mut self.link, Link::Idle) {
+            Link::Idle => {}
+            Link::Handshaking { handle, .. } => {
+                ctx.cancel_future(handle);
+            }
+            Link::Open(link) => {
+                // T3: no close handshake: abort the writer and cancel the reader, which drops
+                // both halves and with them the TCP connection.
+                link.writer_task.abort();
+                ctx.cancel_future(link.reader);
+                if let Some(handle) = self.life_timer.take() {
+                    ctx.cancel_future(handle);
+                }
+                self.fail_all_pending(&error);
+                self.disarm_rpc_timer_if_idle(ctx);
+                self.report(ConnectionReport::Closed {
+                    epoch: link.epoch,
+                    code,
+                });
+            }
+        }
+    }
+
+    fn fail_all_pending(&mut self, error: &RpcError) {
+        for (_id, method, waiter) in self.pending.drain_all() {
+            self.finish_rpc(method, waiter, Err(error.clone()));
+        }
+    }
+
+    /// Answer one call and report it (M1: each exactly once, M6).
+    fn finish_rpc(&self, method: String, waiter: Waiter, outcome: Result<Value, RpcError>) {
+        let summary = match &outcome {
+            Ok(_) => Ok(()),
+            Err(error) => Err(error.failure_kind()),
+        };
+        // The caller may have given up waiting; the answer is then simply dropped.
+        let _ = waiter.send(outcome);
+        self.report(ConnectionReport::RpcFinished {
+            method,
+            outcome: summary,
+        });
+    }
+
+    /// Keep the single RPC timer at or before the earliest deadline.
+    fn arm_rpc_timer(&mut self, ctx: &mut Context<Self>) {
+        let Some(deadline) = self.pending.next_deadline() else {
+            return;
+        };
+        if let Some((armed, handle)) = self.rpc_timer {
+            if armed <= deadline {
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let delay = Duration::from_millis(deadline.saturating_sub(self.now_ms()));
+        let handle = ctx.run_later(delay, |actor, ctx| {
+            actor.rpc_timer = None;
+            let now = actor.now_ms();
+            for (_id, method, waiter) in actor.pending.expire(now) {
+                let error = RpcError::Timeout {
+                    method: method.clone(),
+                };
+                actor.finish_rpc(method, waiter, Err(error));
+            }
+            actor.arm_rpc_timer(ctx);
+        });
+        self.rpc_timer = Some((deadline, handle));
+    }
+
+    /// H3: report proof of life now, or once the coalescing interval has passed.
+    fn note_alive(&mut self, ctx: &mut Context<Self>) {
+        let interval = Duration::from_millis(self.config.proof_of_life_interval_ms);
+        let since_last = self.last_life_report.map(|at| at.elapsed());
+        match since_last {
+            Some(elapsed) if elapsed < interval => {
+                // A trailing report, so the supervisor never misses the newest traffic (a pong
+                // that arrives right after a report still counts for the ping it answers).
+                if self.life_timer.is_none() {
+                    let handle = ctx.run_later(interval - elapsed, |actor, _ctx| {
+                        actor.life_timer = None;
+                        actor.report_alive();
+                    });
+                    self.life_timer = Some(handle);
+                }
+            }
+            _ => self.report_alive(),
+        }
+    }
+
+    fn report_alive(&mut self) {
+        if let Some(epoch) = self.open_link().map(|link| link.epoch) {
+            self.last_life_report = Some(Instant::now());
+            self.report(ConnectionReport::ProofOfLife { epoch });
+        }
+    }
+
+    fn send_frame(&self, message: WsMessage) {
+        if let Some(link) = self.open_link() {
+            // A closed queue means the writer failed; WriteFailed is on its way.
+            let _ = link.writer.send(Outbound {
+                message,
+                rpc_id: None,
+            });
+        }
+    }
+
+    fn handle_text(&mut self, text: &str, ctx: &mut Context<Self>) {
+        let pending = &self.pending;
+        let inbound = decode_inbound_for(text, |id| pending.contains(id));
+        match inbound {
+            Inbound::Response { id, outcome } | Inbound::LegacyResponse { id, outcome } => {
+                if let Some((method, waiter)) = self.pending.resolve(&id) {
+                    self.finish_rpc(method, waiter, outcome);
+                }
+            }
+            Inbound::NonObject => {
+                tracing::debug!(
+                    bytes = text.len(),
+                    "dropped a frame that is not a JSON object"
+                )
+            }
+            Inbound::Unparseable => {
+                tracing::debug!(bytes = text.len(), "dropped a frame that is not JSON")
+            }
+            other => {
+                if let Inbound::Event {
+                    seq: Some(seq),
+                    event,
+                    ..
+                } = &other
+                {
+                    self.check_seq(*seq, event);
+                }
+                for dispatch in other.into_dispatches() {
+                    self.dispatch(dispatch);
+                }
+            }
+        }
+        // A reply that removes the earliest deadline leaves the timer armed early: it then
+        // fires, finds nothing due and re-arms, which is cheaper than re-arming on every reply.
+        // With nothing left to wait for, the timer goes.
+        self.disarm_rpc_timer_if_idle(ctx);
+    }
+
+    fn disarm_rpc_timer_if_idle(&mut self, ctx: &mut Context<Self>) {
+        if self.pending.is_empty() {
+            if let Some((_, handle)) = self.rpc_timer.take() {
+                ctx.cancel_future(handle);
+            }
+        }
+    }
+
+    /// OPENCLAW.md §3: a gap in `seq` means the gateway dropped events for us (slow consumer).
+    fn check_seq(&mut self, seq: u64, event: &str) {
+        if let Link::Open(link) = &mut self.link {
+            if let Some(last) = link.last_seq {
+                if seq > last.saturating_add(1) {
+                    tracing::warn!(
+                        event,
+                        expected = last.saturating_add(1),
+                        got = seq,
+                        "gateway events were lost (sequence gap)"
+                    );
+                }
+            }
+            link.last_seq = Some(seq);
+        }
+    }
+
+    fn dispatch(&mut self, dispatch: Dispatch) {
+        let Some(epoch) = self.open_link().map(|link| link.epoch) else {
+            return;
+        };
+        match dispatch {
+            Dispatch::Notification { method, params } => {
+                self.report(ConnectionReport::Published(GatewayEvent::Notification {
+                    method,
+                    params,
+                }))
+            }
+            Dispatch::ChatMessage { message } => self.report(ConnectionReport::Published(
+                GatewayEvent::ChatMessage(message),
+            )),
+            Dispatch::ChannelStatus { payload } => self.report(ConnectionReport::Published(
+                GatewayEvent::ChannelStatus(payload),
+            )),
+            Dispatch::Error { message } => {
+                self.report(ConnectionReport::Published(GatewayEvent::Error { message }))
+            }
+            Dispatch::RawMessage(value) => {
+                self.report(ConnectionReport::Published(GatewayEvent::RawMessage(value)))
+            }
+            // G1: the supervisor decides (it publishes gateway-ready when the state allows).
+            Dispatch::GatewayReady => self.report(ConnectionReport::ReadySignal {
+                epoch,
+                source: ReadySource::ReadyEvent,
+            }),
+            Dispatch::Shutdown {
+                reason,
+                restart_expected_ms,
+            } => {
+                tracing::info!(
+                    epoch,
+                    reason = reason.as_deref().unwrap_or(""),
+                    ?restart_expected_ms,
+                    "gateway announced shutdown"
+                );
+                self.report(ConnectionReport::Shutdown {
+                    epoch,
+                    restart_expected_ms,
+                });
+            }
+            // G2 (beyond): the first `health` event of a connection is a ready signal.
+            Dispatch::Health { .. } => {
+                let first = match &mut self.link {
+                    Link::Open(link) => !std::mem::replace(&mut link.health_seen, true),
+                    _ => false,
+                };
+                if first {
+                    self.report(ConnectionReport::ReadySignal {
+                        epoch,
+                        source: ReadySource::HealthEvent,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The writer task: sends queued frames in batches, flushing after each batch. A failed write
+/// ends the task and tells the actor which requests were in the failed batch.
+async fn write_frames(
+    mut sink: FrameSink,
+    mut queue: mpsc::UnboundedReceiver<Outbound>,
+    actor: Addr<ConnectionActor>,
+    connection: u64,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut rpc_ids = Vec::new();
+        let mut next = Some(first);
+        let mut written = 0;
+        let mut result = Ok(());
+        while let Some(outbound) = next.take() {
+            rpc_ids.extend(outbound.rpc_id);
+            result = sink.feed(outbound.message).await;
+            if result.is_err() {
+                break;
+            }
+            written += 1;
+            if written < WRITE_BATCH {
+                next = queue.try_recv().ok();
+            }
+        }
+        if result.is_ok() {
+            result = sink.flush().await;
+        }
+        if let Err(error) = result {
+            actor.do_send(WriteFailed {
+                connection,
+                rpc_ids,
+                reason: error.to_string(),
+            });
+            return;
+        }
+    }
+}
+
+impl Actor for ConnectionActor {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        self.drop_link(None, RpcError::Stopped, ctx);
+        // Calls that were never sent (none while idle, but keep the invariant): answer them.
+        self.fail_all_pending(&RpcError::Stopped);
+    }
+}
+
+impl Handler<Open> for ConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, message: Open, ctx: &mut Self::Context) {
+        self.drop_link(None, RpcError::NotConnected, ctx);
+        self.start_handshake(message.epoch, ctx);
+    }
+}
+
+impl Handler<Close> for ConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, message: Close, ctx: &mut Self::Context) {
+        let error = match message.reason {
+            CloseReason::Stopped => RpcError::Stopped,
+            CloseReason::Lost => RpcError::NotConnected,
+        };
+        self.drop_link(None, error, ctx);
+    }
+}
+
+impl Handler<Ping> for ConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, _message: Ping, _ctx: &mut Self::Context) {
+        self.send_frame(WsMessage::Ping(Bytes::from_static(PING_PAYLOAD)));
+    }
+}
+
+impl Handler<IsOpen> for ConnectionActor {
+    type Result = bool;
+
+    fn handle(&mut self, _message: IsOpen, _ctx: &mut Self::Context) -> bool {
+        self.open_link()
+            .is_some_and(|link| !link.writer.is_closed())
+    }
+}
+
+impl Handler<GetHandshake> for ConnectionActor {
+    type Result = Option<HelloOk>;
+
+    fn handle(&mut self, _message: GetHandshake, _ctx: &mut Self::Context) -> Option<HelloOk> {
+        self.open_link().map(|link| link.hello.clone())
+    }
+}
+
+impl Handler<Rpc> for ConnectionActor {
+    type Result = ResponseFuture<Result<Value, RpcError>>;
+
+    fn handle(&mut self, message: Rpc, ctx: &mut Self::Context) -> Self::Result {
+        let Rpc {
+            method,
+            params,
+            timeout_ms,
+        } = message;
+        let Some(writer) = self.open_link().map(|link| link.writer.clone()) else {
+            // M1: at once, without waiting for a socket.
+            self.report(ConnectionReport::RpcFinished {
+                method,
+                outcome: Err(RpcFailureKind::NotConnected),
+            });
+            return Box::pin(async { Err(RpcError::NotConnected) });
+        };
+        let id = uuid::Uuid::new_v4().to_string();
+        let (waiter, answer) = oneshot::channel();
+        let deadline = self.now_ms().saturating_add(timeout_ms);
+        if let Err(waiter) = self
+            .pending
+            .insert(id.clone(), method.clone(), deadline, waiter)
+        {
+            // Two equal v4 UUIDs: practically impossible, but never leave a caller hanging.
+            let error = RpcError::SendFailed {
+                reason: "duplicate request id".to_string(),
+            };
+            self.finish_rpc(method, waiter, Err(error));
+        } else {
+            let frame = encode_request(&id, &method, params.as_ref());
+            let queued = writer.send(Outbound {
+                message: WsMessage::Text(frame.into()),
+                rpc_id: Some(id.clone()),
+            });
+            if queued.is_err() {
+                if let Some((method, waiter)) = self.pending.resolve(&id) {
+                    let error = RpcError::SendFailed {
+                        reason: "the connection's writer has stopped".to_string(),
+                    };
+                    self.finish_rpc(method, waiter, Err(error));
+                }
+            } else {
+                self.arm_rpc_timer(ctx);
+            }
+        }
+        Box::pin(async move {
+            // A dropped waiter means the actor went away without answering: that is a stop.
+            answer.await.unwrap_or(Err(RpcError::Stopped))
+        })
+    }
+}
+
+impl Handler<WriteFailed> for ConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, message: WriteFailed, ctx: &mut Self::Context) {
+        let current = self
+            .open_link()
+            .is_some_and(|link| link.connection == message.connection);
+        if !current {
+            return;
+        }
+        tracing::warn!(reason = %message.reason, "writing to the gateway socket failed");
+        for id in message.rpc_ids {
+            if let Some((method, waiter)) = self.pending.resolve(&id) {
+                let error = RpcError::SendFailed {
+                    reason: message.reason.clone(),
+                };
+                self.finish_rpc(method, waiter, Err(error));
+            }
+        }
+        // A socket that cannot be written is gone.
+        self.drop_link(Some(CLOSE_ABNORMAL), RpcError::NotConnected, ctx);
+    }
+}
+
+impl StreamHandler<Incoming> for ConnectionActor {
+    fn handle(&mut self, item: Incoming, ctx: &mut Self::Context) {
+        let current = self
+            .open_link()
+            .is_some_and(|link| link.connection == item.connection);
+        if !current {
+            return;
+        }
+        let frame = match item.frame {
+            None => {
+                tracing::warn!("gateway connection dropped without a close frame");
+                self.drop_link(Some(CLOSE_ABNORMAL), RpcError::NotConnected, ctx);
+                return;
+            }
+            Some(Err(WsProtocolError::Overflow)) => {
+                // The codec skips the whole frame, so the socket stays usable.
+                tracing::error!(
+                    max_frame_bytes = self.config.max_frame_bytes,
+                    "dropped an inbound frame larger than max_frame_bytes"
+                );
+                self.note_alive(ctx);
+                return;
+            }
+            Some(Err(error)) => {
+                tracing::warn!(%error, "gateway broke the WebSocket protocol; dropping the socket");
+                self.drop_link(Some(CLOSE_PROTOCOL_ERROR), RpcError::NotConnected, ctx);
+                return;
+            }
+            Some(Ok(frame)) => frame,
+        };
+        self.note_alive(ctx);
+        let received = match &mut self.link {
+            Link::Open(link) => link.assembler.accept(frame),
+            _ => return,
+        };
+        match received {
+            Received::Text(text) => self.handle_text(&text, ctx),
+            Received::Ping(bytes) => self.send_frame(WsMessage::Pong(bytes)),
+            Received::Close { code, reason } => {
+                tracing::info!(code, reason = %reason, "gateway closed the connection");
+                self.drop_link(Some(code), RpcError::NotConnected, ctx);
+            }
+            Received::Dropped(why) => tracing::debug!(why, "dropped an inbound message"),
+            Received::Binary => tracing::debug!("dropped a binary message"),
+            Received::Pong | Received::Partial => {}
+        }
+    }
+
+    fn finished(&mut self, _ctx: &mut Self::Context) {
+        // Each socket's stream ends with an explicit `frame: None` item, handled above; the
+        // actor outlives its sockets, so the default (stop the actor) must not run.
+    }
+}

@@ -1,0 +1,290 @@
+//! Launch profiles: how to run the bundled simulator, the real OpenClaw gateway, or any command
+//! that speaks the protocol, and how to run its doctor repair (L6).
+
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::Signal;
+
+use gatewarden_core::config::ReloadSignal;
+
+use crate::launch::{LaunchSpec, Secret, GATEWAY_TOKEN_ENV};
+
+/// The port of the bundled simulator profile: deliberately not the real gateway's 18789, so trying
+/// gatewarden never touches a gateway already running on the machine (O1).
+pub const SIM_DEFAULT_PORT: u16 = 18791;
+
+/// The real gateway's default port.
+pub const OPENCLAW_DEFAULT_PORT: u16 = 18789;
+
+/// Which gateway to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LaunchProfile {
+    /// The bundled `gatewarden-sim`.
+    Sim {
+        /// The binary; found next to the running executable (or on PATH) when `None`.
+        program: Option<PathBuf>,
+        /// Extra arguments (fault flags in tests, `--tick-interval-ms`, ...).
+        extra_args: Vec<String>,
+    },
+    /// The real OpenClaw gateway: `node <entry> gateway run --port N --bind loopback --auth token
+    /// --allow-unconfigured`, token through `OPENCLAW_GATEWAY_TOKEN`, never argv.
+    OpenClaw {
+        /// The Node.js binary (24 or newer).
+        node: PathBuf,
+        /// `node_modules/openclaw/openclaw.mjs`.
+        entry: PathBuf,
+    },
+    /// Any command that speaks the protocol. `{port}` in an argument is replaced by the port.
+    Custom {
+        /// The program.
+        program: PathBuf,
+        /// Its arguments.
+        args: Vec<String>,
+    },
+}
+
+/// A profile that cannot be launched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProfileError {
+    /// The simulator binary was not found; says where we looked.
+    #[error("gatewarden-sim not found (tried: {tried})")]
+    SimNotFound {
+        /// The places tried.
+        tried: String,
+    },
+    /// P4: SIGUSR1 opens Node's inspector on OpenClaw; it is never sent to it.
+    #[error("the openclaw profile never sends SIGUSR1 (it opens the Node inspector); use SIGUSR2")]
+    Sigusr1ForOpenClaw,
+}
+
+impl LaunchProfile {
+    /// The simulator with default arguments.
+    pub fn sim() -> Self {
+        LaunchProfile::Sim {
+            program: None,
+            extra_args: Vec::new(),
+        }
+    }
+
+    /// The default port of this profile.
+    pub fn default_port(&self) -> u16 {
+        match self {
+            LaunchProfile::Sim { .. } => SIM_DEFAULT_PORT,
+            _ => OPENCLAW_DEFAULT_PORT,
+        }
+    }
+
+    /// The gateway's own state directory inside the supervisor's (sim and OpenClaw profiles get
+    /// their own, so they never read the user's real `~/.openclaw`).
+    pub fn gateway_state_dir(state_dir: &Path) -> PathBuf {
+        state_dir.join("gateway")
+    }
+
+    /// P1: the gateway config file the reload policy is read from.
+    pub fn gateway_config_path(&self, state_dir: &Path) -> PathBuf {
+        Self::gateway_state_dir(state_dir).join("openclaw.json")
+    }
+
+    fn program(&self) -> Result<PathBuf, ProfileError> {
+        match self {
+            LaunchProfile::Sim { program, .. } => match program {
+                Some(program) => Ok(program.clone()),
+                None => find_sim_binary(),
+            },
+            LaunchProfile::OpenClaw { node, .. } => Ok(node.clone()),
+            LaunchProfile::Custom { program, .. } => Ok(program.clone()),
+        }
+    }
+
+    fn base_spec(&self, state_dir: &Path) -> Result<LaunchSpec, ProfileError> {
+        let gateway_state = Self::gateway_state_dir(state_dir);
+        let spec = LaunchSpec::new(self.program()?)
+            // Restart in place on SIGUSR2 (same pid), and never hand restarts to a service
+            // manager the child merely inherited markers of.
+            .env("OPENCLAW_NO_RESPAWN", "1")
+            .scrub_service_markers()
+            .env(
+                "OPENCLAW_STATE_DIR",
+                gateway_state.to_string_lossy().into_owned(),
+            )
+            .env(
+                "OPENCLAW_CONFIG_PATH",
+                self.gateway_config_path(state_dir)
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        Ok(spec)
+    }
+
+    /// X1: what to spawn for `port`. The token goes into the environment (A3).
+    pub fn launch_spec(
+        &self,
+        port: u16,
+        token: Option<&Secret>,
+        state_dir: &Path,
+    ) -> Result<LaunchSpec, ProfileError> {
+        let mut spec = self.base_spec(state_dir)?.port(port);
+        if let Some(token) = token {
+            spec = spec.secret_env(GATEWAY_TOKEN_ENV, token.clone());
+        }
+        let port_text = port.to_string();
+        let spec = match self {
+            LaunchProfile::Sim { extra_args, .. } => spec
+                .args(["--port", port_text.as_str()])
+                .args(extra_args.iter().map(String::as_str)),
+            LaunchProfile::OpenClaw { entry, .. } => spec.arg(entry.to_string_lossy()).args([
+                "gateway",
+                "run",
+                "--port",
+                port_text.as_str(),
+                "--bind",
+                "loopback",
+                "--auth",
+                "token",
+                "--allow-unconfigured",
+            ]),
+            LaunchProfile::Custom { args, .. } => {
+                spec.args(args.iter().map(|arg| arg.replace("{port}", &port_text)))
+            }
+        };
+        Ok(spec)
+    }
+
+    /// L6: `<gateway> doctor --fix --yes --non-interactive`.
+    pub fn doctor_spec(&self, state_dir: &Path) -> Result<LaunchSpec, ProfileError> {
+        let spec = self.base_spec(state_dir)?;
+        let spec = match self {
+            LaunchProfile::OpenClaw { entry, .. } => spec.arg(entry.to_string_lossy()),
+            _ => spec,
+        };
+        Ok(spec.args(["doctor", "--fix", "--yes", "--non-interactive"]))
+    }
+
+    /// P4: the signal that asks this gateway to reload. SIGUSR1 is refused for OpenClaw.
+    pub fn reload_signal(&self, configured: ReloadSignal) -> Result<Signal, ProfileError> {
+        match (self, configured) {
+            (LaunchProfile::OpenClaw { .. }, ReloadSignal::Sigusr1) => {
+                Err(ProfileError::Sigusr1ForOpenClaw)
+            }
+            (_, ReloadSignal::Sigusr1) => Ok(Signal::SIGUSR1),
+            (_, ReloadSignal::Sigusr2) => Ok(Signal::SIGUSR2),
+            (_, ReloadSignal::Sighup) => Ok(Signal::SIGHUP),
+        }
+    }
+}
+
+/// Find `gatewarden-sim`: `$GATEWARDEN_SIM_BIN`, next to the running executable (and one folder up,
+/// for test binaries in `target/*/deps`), then `PATH`.
+pub fn find_sim_binary() -> Result<PathBuf, ProfileError> {
+    let mut tried = Vec::new();
+    if let Some(path) = std::env::var_os("GATEWARDEN_SIM_BIN") {
+        let path = PathBuf::from(path);
+        if path.is_file() {
+            return Ok(path);
+        }
+        tried.push(path.display().to_string());
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        let mut dir = exe.parent().map(Path::to_path_buf);
+        for _ in 0..2 {
+            let Some(current) = dir else { break };
+            let candidate = current.join("gatewarden-sim");
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+            tried.push(candidate.display().to_string());
+            dir = current.parent().map(Path::to_path_buf);
+        }
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join("gatewarden-sim");
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+        tried.push("PATH".to_string());
+    }
+    Err(ProfileError::SimNotFound {
+        tried: tried.join(", "),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn p4_openclaw_profile_never_sends_sigusr1() {
+        let profile = LaunchProfile::OpenClaw {
+            node: "node".into(),
+            entry: "openclaw.mjs".into(),
+        };
+        assert_eq!(
+            profile.reload_signal(ReloadSignal::Sigusr1),
+            Err(ProfileError::Sigusr1ForOpenClaw)
+        );
+        assert_eq!(
+            profile.reload_signal(ReloadSignal::Sigusr2),
+            Ok(Signal::SIGUSR2)
+        );
+    }
+
+    #[test]
+    fn a3_openclaw_token_goes_to_the_environment_not_argv() {
+        let profile = LaunchProfile::OpenClaw {
+            node: "/usr/bin/node".into(),
+            entry: "/opt/openclaw.mjs".into(),
+        };
+        let token = Secret::new("s3cr3t-token-value");
+        let spec = profile
+            .launch_spec(18789, Some(&token), Path::new("/tmp/state"))
+            .unwrap();
+        assert!(spec.arguments().iter().all(|arg| !arg.contains("s3cr3t")));
+        assert!(spec
+            .secret_env_vars()
+            .iter()
+            .any(|(name, _)| name == GATEWAY_TOKEN_ENV));
+        assert_eq!(
+            spec.arguments(),
+            [
+                "/opt/openclaw.mjs",
+                "gateway",
+                "run",
+                "--port",
+                "18789",
+                "--bind",
+                "loopback",
+                "--auth",
+                "token",
+                "--allow-unconfigured"
+            ]
+        );
+        assert!(spec
+            .env_vars()
+            .iter()
+            .any(|(name, value)| name == "OPENCLAW_NO_RESPAWN" && value == "1"));
+    }
+
+    #[test]
+    fn o1_sim_profile_uses_its_own_port() {
+        assert_ne!(LaunchProfile::sim().default_port(), OPENCLAW_DEFAULT_PORT);
+    }
+
+    #[test]
+    fn l6_doctor_runs_fix_yes_non_interactive() {
+        let profile = LaunchProfile::Custom {
+            program: "/bin/gw".into(),
+            args: vec!["--port".into(), "{port}".into()],
+        };
+        let doctor = profile.doctor_spec(Path::new("/tmp/s")).unwrap();
+        assert_eq!(
+            doctor.arguments(),
+            ["doctor", "--fix", "--yes", "--non-interactive"]
+        );
+        let spec = profile
+            .launch_spec(1234, None, Path::new("/tmp/s"))
+            .unwrap();
+        assert_eq!(spec.arguments(), ["--port", "1234"]);
+    }
+}

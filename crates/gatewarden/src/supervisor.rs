@@ -1,0 +1,1070 @@
+//! The `Supervisor` actor: owns the lifecycle machine, turns messages and actor reports into core
+//! events, and carries out the effects the machine returns.
+//!
+//! It is the only address an embedding app needs ([`GatewaySupervisor::start`]). It never holds
+//! core state across an `.await`: every asynchronous step (a port probe, a spawn, a readiness wait,
+//! a doctor run) runs as a future whose result comes back as a message, and the machine decides
+//! what it means then (E1: a result for an old epoch is dropped by the machine).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use gatewarden_core::config::SupervisorConfig as CoreConfig;
+use gatewarden_core::health::{Diagnostics, HealthSummary, RpcFailureKind};
+use gatewarden_core::machine::{
+    Command, CommandOutcome, Effect, Event, ExternalShutdownOutcome, LifecycleMachine, LogLevel,
+    Notice, PortProbe, ReplyId, Status, TimerKind,
+};
+use gatewarden_core::rpc::RpcError;
+use gatewarden_core::stderr::{classify_stderr_line, StderrAction, StderrDeduper, StderrLevel};
+
+use crate::connection::{self, ConnectionActor, ConnectionConfig, ConnectionReport, TokenSource};
+use crate::events::GatewayEvent;
+use crate::launch::Secret;
+use crate::orphan;
+use crate::process::{
+    owned_record_path, read_owned_record, ForceKill, OutputStream, ProcessActor,
+    ProcessActorConfig, ProcessExited, ProcessOutput, SendSignal, Spawn, Terminate,
+};
+use crate::profile::LaunchProfile;
+use crate::reload::{GetReloadPolicy, ReloadPolicyActor};
+
+/// Everything a supervisor needs.
+#[derive(Debug, Clone)]
+pub struct SupervisorOptions {
+    /// Every number of BEHAVIOUR.md (`core.port` is the gateway port).
+    pub core: CoreConfig,
+    /// What to run.
+    pub profile: LaunchProfile,
+    /// Where the supervisor keeps its files: the owned-process record, the device identity, and
+    /// the gateway's own state directory (`<state_dir>/gateway`).
+    pub state_dir: PathBuf,
+    /// The gateway's shared token; passed to the gateway in its environment and sent in
+    /// `connect`. Never logged.
+    pub token: Option<Secret>,
+    /// P1: the gateway config file holding `gateway.reload`; the profile's default when `None`.
+    pub gateway_config_path: Option<PathBuf>,
+    /// Host of the gateway (always loopback for a spawned gateway).
+    pub host: String,
+}
+
+impl SupervisorOptions {
+    /// Options for `profile` with the defaults of BEHAVIOUR.md and the profile's default port.
+    pub fn new(profile: LaunchProfile, state_dir: PathBuf) -> Self {
+        let core = CoreConfig {
+            port: profile.default_port(),
+            ..CoreConfig::default()
+        };
+        SupervisorOptions {
+            core,
+            profile,
+            state_dir,
+            token: None,
+            gateway_config_path: None,
+            host: "127.0.0.1".to_string(),
+        }
+    }
+}
+
+/// Entry point for embedding apps.
+pub struct GatewaySupervisor;
+
+impl GatewaySupervisor {
+    /// Start a supervisor actor (the gateway is not started until it receives [`Start`]).
+    /// Must be called inside an actix system.
+    pub fn start(options: SupervisorOptions) -> Addr<Supervisor> {
+        Supervisor::new(options).start()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Public messages.
+// ---------------------------------------------------------------------------------------------
+
+/// L1–L8: start the gateway. Answers when the start flow ends.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "CommandOutcome")]
+pub struct Start;
+
+/// T1–T5: stop the gateway. Answers when it is stopped.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "CommandOutcome")]
+pub struct Stop;
+
+/// R1–R6: restart the gateway. Answers when the restart ends (or at once when deferred or
+/// suppressed).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "CommandOutcome")]
+pub struct Restart;
+
+/// P3–P4: reload the gateway's config in place when possible.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "CommandOutcome")]
+pub struct Reload;
+
+/// R7: restart after the debounce window, coalescing requests.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "CommandOutcome")]
+pub struct DebouncedRestart {
+    /// The window; 2 s when `None`.
+    pub delay_ms: Option<u64>,
+}
+
+/// P5: reload after the debounce window, coalescing requests.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "CommandOutcome")]
+pub struct DebouncedReload {
+    /// The window; the policy's `debounceMs` when `None`.
+    pub delay_ms: Option<u64>,
+}
+
+/// T6: emergency quit: terminate the owned process only.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "CommandOutcome")]
+pub struct ForceTerminateForQuit;
+
+/// M1: call a gateway method.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Value, RpcError>")]
+pub struct Rpc {
+    /// The method.
+    pub method: String,
+    /// Its params.
+    pub params: Option<Value>,
+    /// Time limit; 30 s when `None`.
+    pub timeout_ms: Option<u64>,
+}
+
+/// S2: the status snapshot.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Status")]
+pub struct GetStatus;
+
+/// H5/M6: diagnostics.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "DiagnosticsSnapshot")]
+pub struct GetDiagnostics;
+
+/// H6: the health summary.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "HealthSummary")]
+pub struct GetHealth;
+
+/// Hear every [`GatewayEvent`].
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct Subscribe(pub Recipient<GatewayEvent>);
+
+/// Diagnostics plus the supervisor's counters (for metrics).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DiagnosticsSnapshot {
+    /// H5/M6.
+    #[serde(flatten)]
+    pub diagnostics: Diagnostics,
+    /// R3: restarts executed.
+    pub restarts_executed: u64,
+    /// R3: restarts suppressed.
+    pub restarts_suppressed: u64,
+    /// N4: reconnect attempts.
+    pub reconnect_attempts_total: u64,
+    /// N4: reconnect successes.
+    pub reconnect_successes_total: u64,
+    /// Processes spawned.
+    pub process_starts: u64,
+    /// Processes exited.
+    pub process_exits: u64,
+    /// The machine's leaf state (`probing_port`, `running`, ...).
+    pub leaf_state: &'static str,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Internal messages: results of asynchronous steps, fed back as core events.
+// ---------------------------------------------------------------------------------------------
+
+/// A core event produced by an asynchronous step.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Feed(Event);
+
+/// The supervisor actor.
+pub struct Supervisor {
+    options: SupervisorOptions,
+    machine: LifecycleMachine,
+    origin: Instant,
+    process: Option<Addr<ProcessActor>>,
+    connection: Option<Addr<ConnectionActor>>,
+    reload_policy: Option<Addr<ReloadPolicyActor>>,
+    subscribers: Vec<Recipient<GatewayEvent>>,
+    timers: HashMap<TimerKind, SpawnHandle>,
+    replies: HashMap<ReplyId, oneshot::Sender<CommandOutcome>>,
+    next_reply: ReplyId,
+    readiness: Option<SpawnHandle>,
+    stderr: StderrDeduper,
+    stderr_pid: Option<u32>,
+}
+
+impl Supervisor {
+    /// A supervisor (not started).
+    pub fn new(options: SupervisorOptions) -> Self {
+        Supervisor {
+            machine: LifecycleMachine::new(options.core.clone()),
+            stderr: StderrDeduper::new(&options.core.stderr),
+            options,
+            origin: Instant::now(),
+            process: None,
+            connection: None,
+            reload_policy: None,
+            subscribers: Vec::new(),
+            timers: HashMap::new(),
+            replies: HashMap::new(),
+            next_reply: 1,
+            readiness: None,
+            stderr_pid: None,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Feed one event to the machine and carry out its effects.
+    fn feed(&mut self, event: Event, ctx: &mut Context<Self>) {
+        let now = self.now_ms();
+        let effects = self.machine.handle(now, event);
+        for effect in effects {
+            self.execute(effect, ctx);
+        }
+    }
+
+    /// Feed a command and get the receiver of its outcome.
+    fn command(
+        &mut self,
+        command: Command,
+        ctx: &mut Context<Self>,
+    ) -> oneshot::Receiver<CommandOutcome> {
+        let reply = self.next_reply;
+        self.next_reply += 1;
+        let (sender, receiver) = oneshot::channel();
+        self.replies.insert(reply, sender);
+        self.feed(
+            Event::Command {
+                command,
+                reply: Some(reply),
+            },
+            ctx,
+        );
+        receiver
+    }
+
+    fn publish(&mut self, event: GatewayEvent) {
+        // A subscriber that went away is forgotten.
+        self.subscribers.retain(|subscriber| subscriber.connected());
+        for subscriber in &self.subscribers {
+            subscriber.do_send(event.clone());
+        }
+    }
+
+    fn wall_clock_status(&self, mut status: Status) -> Status {
+        // The machine's clock starts with the supervisor; status shows Unix milliseconds.
+        let offset = unix_ms().saturating_sub(self.now_ms());
+        status.connected_at_ms = status.connected_at_ms.map(|at| at + offset);
+        status
+    }
+
+    /// Run `future` and feed the event it produces.
+    fn run<F>(&mut self, future: F, ctx: &mut Context<Self>) -> SpawnHandle
+    where
+        F: std::future::Future<Output = Event> + 'static,
+    {
+        ctx.spawn(
+            future
+                .into_actor(self)
+                .map(|event, actor, ctx| actor.feed(event, ctx)),
+        )
+    }
+
+    fn execute(&mut self, effect: Effect, ctx: &mut Context<Self>) {
+        match effect {
+            Effect::RefreshReloadPolicy { force } => {
+                if let Some(reload) = &self.reload_policy {
+                    reload.do_send(GetReloadPolicy { force });
+                }
+            }
+            Effect::ProbePort { epoch, port } => {
+                let host = self.options.host.clone();
+                let record_path = owned_record_path(&self.options.state_dir);
+                let probe_timeout = self.options.core.orphans.probe_timeout_ms;
+                self.run(
+                    async move {
+                        let probe = probe_port(&host, port, &record_path, probe_timeout).await;
+                        Event::PortProbed { epoch, probe }
+                    },
+                    ctx,
+                );
+            }
+            Effect::KillOrphans { epoch, pids } => {
+                let orphans = self.options.core.orphans.clone();
+                self.run(
+                    async move {
+                        let survivors =
+                            orphan::kill_orphans(&pids, orphans.term_wait_ms, orphans.kill_wait_ms)
+                                .await;
+                        Event::OrphansKilled { epoch, survivors }
+                    },
+                    ctx,
+                );
+            }
+            Effect::WaitPortFree { epoch, port } => {
+                let start = self.options.core.start.clone();
+                self.run(
+                    async move {
+                        match orphan::wait_port_free(
+                            port,
+                            start.port_free_poll_ms,
+                            start.port_free_timeout_ms,
+                        )
+                        .await
+                        {
+                            Ok(()) => Event::PortFreed { epoch },
+                            Err(_) => Event::StepFailed {
+                                epoch,
+                                failure: gatewarden_core::error::StartFailure::PortStillOccupied {
+                                    port,
+                                },
+                            },
+                        }
+                    },
+                    ctx,
+                );
+            }
+            Effect::SpawnProcess { epoch, port } => self.spawn_process(epoch, port, ctx),
+            Effect::AwaitReadiness { epoch, port } => {
+                if let Some(handle) = self.readiness.take() {
+                    ctx.cancel_future(handle);
+                }
+                let host = self.options.host.clone();
+                let connect = self.options.core.connect.clone();
+                let handle = self.run(
+                    async move {
+                        match connection::await_readiness(&host, port, &connect).await {
+                            Ok(()) => Event::ReadinessConfirmed { epoch },
+                            Err(failure) => Event::StepFailed { epoch, failure },
+                        }
+                    },
+                    ctx,
+                );
+                self.readiness = Some(handle);
+            }
+            Effect::OpenConnection { epoch, .. } => {
+                if let Some(connection) = &self.connection {
+                    connection.do_send(connection::Open { epoch });
+                }
+            }
+            Effect::CloseConnection => {
+                if let Some(connection) = &self.connection {
+                    // T1 turns auto-reconnect off before T3: a close with it off is a stop.
+                    let reason = if self.machine.auto_reconnect() {
+                        connection::CloseReason::Lost
+                    } else {
+                        connection::CloseReason::Stopped
+                    };
+                    connection.do_send(connection::Close { reason });
+                }
+            }
+            Effect::SendPing => {
+                if let Some(connection) = &self.connection {
+                    connection.do_send(connection::Ping);
+                }
+            }
+            Effect::CheckSocket { epoch } => {
+                if let Some(connection) = self.connection.clone() {
+                    self.run(
+                        async move {
+                            let open = connection.send(connection::IsOpen).await.unwrap_or(false);
+                            Event::SocketChecked { epoch, open }
+                        },
+                        ctx,
+                    );
+                }
+            }
+            Effect::RequestExternalShutdown { epoch, timeout_ms } => {
+                let Some(connection) = self.connection.clone() else {
+                    self.feed(
+                        Event::ExternalShutdownFinished {
+                            epoch,
+                            outcome: ExternalShutdownOutcome::Failed("no connection".into()),
+                        },
+                        ctx,
+                    );
+                    return;
+                };
+                self.run(
+                    async move {
+                        let answer = connection
+                            .send(connection::Rpc {
+                                method: "shutdown".into(),
+                                params: None,
+                                timeout_ms,
+                            })
+                            .await;
+                        let outcome = match answer {
+                            Ok(Ok(_)) => ExternalShutdownOutcome::Accepted,
+                            Ok(Err(error)) if is_unknown_shutdown(&error) => {
+                                ExternalShutdownOutcome::Unsupported
+                            }
+                            Ok(Err(error)) => ExternalShutdownOutcome::Failed(error.to_string()),
+                            Err(error) => ExternalShutdownOutcome::Failed(error.to_string()),
+                        };
+                        Event::ExternalShutdownFinished { epoch, outcome }
+                    },
+                    ctx,
+                );
+            }
+            Effect::TerminateProcess { grace_ms, .. } => {
+                // The exit arrives as ProcessExited; the reply only says how it ended.
+                if let Some(process) = &self.process {
+                    process.do_send(Terminate { grace_ms });
+                }
+            }
+            Effect::ForceKillProcess { .. } => {
+                if let Some(process) = &self.process {
+                    process.do_send(ForceKill);
+                }
+            }
+            Effect::SignalProcess { epoch, signal, .. } => {
+                let process = self.process.clone();
+                let signal = self.options.profile.reload_signal(signal);
+                self.run(
+                    async move {
+                        let outcome = match (process, signal) {
+                            (_, Err(error)) => Err(error.to_string()),
+                            (None, _) => Err("no process actor".to_string()),
+                            (Some(process), Ok(signal)) => {
+                                match process.send(SendSignal(signal)).await {
+                                    Ok(Ok(())) => Ok(()),
+                                    Ok(Err(error)) => Err(error.to_string()),
+                                    Err(error) => Err(error.to_string()),
+                                }
+                            }
+                        };
+                        Event::SignalSent { epoch, outcome }
+                    },
+                    ctx,
+                );
+            }
+            Effect::RunDoctorRepair { epoch, timeout_ms } => {
+                let spec = self.options.profile.doctor_spec(&self.options.state_dir);
+                self.run(
+                    async move {
+                        let outcome = match spec {
+                            Ok(spec) => run_doctor(spec, timeout_ms).await,
+                            Err(error) => Err(error.to_string()),
+                        };
+                        Event::RepairFinished { epoch, outcome }
+                    },
+                    ctx,
+                );
+            }
+            Effect::ArmTimer {
+                timer,
+                generation,
+                at_ms,
+            } => {
+                if let Some(handle) = self.timers.remove(&timer) {
+                    ctx.cancel_future(handle);
+                }
+                let delay = Duration::from_millis(at_ms.saturating_sub(self.now_ms()));
+                let handle = ctx.run_later(delay, move |actor, ctx| {
+                    actor.timers.remove(&timer);
+                    actor.feed(Event::TimerFired { timer, generation }, ctx);
+                });
+                self.timers.insert(timer, handle);
+            }
+            Effect::CancelTimer { timer } => {
+                if let Some(handle) = self.timers.remove(&timer) {
+                    ctx.cancel_future(handle);
+                }
+            }
+            Effect::FailPendingRpcs { error } => {
+                if let Some(connection) = &self.connection {
+                    let reason = if error == RpcError::Stopped {
+                        connection::CloseReason::Stopped
+                    } else {
+                        connection::CloseReason::Lost
+                    };
+                    connection.do_send(connection::Close { reason });
+                }
+            }
+            Effect::Publish(notice) => self.publish_notice(notice),
+            Effect::Log { level, message } => match level {
+                LogLevel::Debug => tracing::debug!("{message}"),
+                LogLevel::Info => tracing::info!("{message}"),
+                LogLevel::Warn => tracing::warn!("{message}"),
+                LogLevel::Error => tracing::error!("{message}"),
+            },
+            Effect::Reply { reply, outcome } => {
+                if let Some(sender) = self.replies.remove(&reply) {
+                    let _ = sender.send(outcome);
+                }
+            }
+        }
+    }
+
+    fn spawn_process(&mut self, epoch: u64, port: u16, ctx: &mut Context<Self>) {
+        let spec = self.options.profile.launch_spec(
+            port,
+            self.options.token.as_ref(),
+            &self.options.state_dir,
+        );
+        let process = self.process.clone();
+        self.run(
+            async move {
+                let failure = |message: String| Event::StepFailed {
+                    epoch,
+                    failure: gatewarden_core::error::StartFailure::SpawnFailed { message },
+                };
+                let spec = match spec {
+                    Ok(spec) => spec,
+                    Err(error) => return failure(error.to_string()),
+                };
+                tracing::info!(argv = ?spec.display_argv(), "spawning gateway");
+                let Some(process) = process else {
+                    return failure("process actor not running".into());
+                };
+                match process.send(Spawn(spec)).await {
+                    Ok(Ok(spawned)) => Event::ProcessSpawned {
+                        epoch,
+                        pid: spawned.pid,
+                    },
+                    Ok(Err(error)) => failure(error.to_string()),
+                    Err(error) => failure(error.to_string()),
+                }
+            },
+            ctx,
+        );
+    }
+
+    fn publish_notice(&mut self, notice: Notice) {
+        match notice {
+            Notice::Status(status) => {
+                let status = self.wall_clock_status(status);
+                tracing::debug!(state = status.state.as_str(), "status changed");
+                self.publish(GatewayEvent::Status(status));
+            }
+            Notice::ProcessExit { pid, code, .. } => {
+                self.publish(GatewayEvent::ProcessExit { pid, code });
+            }
+            Notice::Error { message } => self.publish(GatewayEvent::Error { message }),
+            Notice::GatewayReady => self.publish(GatewayEvent::GatewayReady),
+            Notice::StartupMetric {
+                config_prep_ms,
+                spawn_to_ready_ms,
+                ready_to_connect_ms,
+                total_ms,
+            } => tracing::info!(
+                config_prep_ms,
+                spawn_to_ready_ms,
+                ready_to_connect_ms,
+                total_ms,
+                "[metric] gateway.startup"
+            ),
+            Notice::ReconnectMetric {
+                success,
+                attempt,
+                max_attempts,
+                delay_ms,
+                error,
+                attempts_total,
+                successes_total,
+            } => tracing::info!(
+                success,
+                attempt,
+                max_attempts,
+                delay_ms,
+                error = error.as_deref().unwrap_or(""),
+                attempts_total,
+                successes_total,
+                "[metric] gateway.reconnect"
+            ),
+            Notice::RestartSuppressed {
+                retry_after_ms,
+                executed_total,
+                suppressed_total,
+            } => tracing::warn!(
+                retry_after_ms,
+                executed_total,
+                suppressed_total,
+                "[metric] gateway.restart.suppressed"
+            ),
+        }
+    }
+
+    fn handle_output(&mut self, output: ProcessOutput, ctx: &mut Context<Self>) {
+        if self.stderr_pid != Some(output.pid) {
+            // X3: identical lines are logged once per process.
+            self.stderr = StderrDeduper::new(&self.options.core.stderr);
+            self.stderr_pid = Some(output.pid);
+        }
+        if output.dropped_before > 0 {
+            tracing::warn!(
+                dropped = output.dropped_before,
+                "gateway output lines dropped (slow reader)"
+            );
+        }
+        match output.stream {
+            OutputStream::Stdout => tracing::debug!(target: "gateway", "{}", output.line),
+            OutputStream::Stderr => {
+                let classified = classify_stderr_line(&output.line);
+                match self.stderr.observe(&classified) {
+                    StderrAction::Log { level, text } => match level {
+                        StderrLevel::Warn => {
+                            tracing::warn!(target: "gateway", "[Gateway stderr] {text}")
+                        }
+                        _ => tracing::debug!(target: "gateway", "[Gateway stderr] {text}"),
+                    },
+                    StderrAction::Summarize { text, repeats, .. } => {
+                        tracing::debug!(target: "gateway", "[Gateway stderr] (suppressed {repeats} repeats) {text}")
+                    }
+                    StderrAction::Suppress | StderrAction::Ignore => {}
+                }
+                if classified.level != StderrLevel::Drop {
+                    self.feed(
+                        Event::StderrLine {
+                            pid: output.pid,
+                            line: classified.normalized,
+                        },
+                        ctx,
+                    );
+                }
+            }
+        }
+    }
+
+    fn handle_connection_report(&mut self, report: ConnectionReport, ctx: &mut Context<Self>) {
+        let event = match report {
+            ConnectionReport::HandshakeCompleted {
+                epoch, handshake, ..
+            } => Event::HandshakeCompleted { epoch, handshake },
+            ConnectionReport::HandshakeFailed { epoch, failure } => {
+                Event::StepFailed { epoch, failure }
+            }
+            ConnectionReport::StartupWindow {
+                epoch,
+                retry_after_ms,
+            } => Event::StartupWindow {
+                epoch,
+                retry_after_ms,
+            },
+            ConnectionReport::ProofOfLife { epoch } => Event::ProofOfLife { epoch },
+            ConnectionReport::Closed { epoch, code } => Event::SocketClosed { epoch, code },
+            ConnectionReport::Shutdown {
+                epoch,
+                restart_expected_ms,
+            } => Event::ShutdownAnnounced {
+                epoch,
+                restart_expected_ms,
+            },
+            ConnectionReport::ReadySignal { epoch, source } => {
+                if source == gatewarden_core::machine::ReadySource::HealthEvent
+                    && !self.options.core.ready.health_event_counts_as_ready
+                {
+                    return;
+                }
+                Event::GatewayReadySignal { epoch, source }
+            }
+            ConnectionReport::Published(event) => {
+                if let GatewayEvent::ChannelStatus(_) = &event {
+                    let now = self.now_ms();
+                    self.machine
+                        .diagnostics_mut()
+                        .record_channel_status(now, true);
+                }
+                self.publish(event);
+                return;
+            }
+            ConnectionReport::RpcFinished { method, outcome } => {
+                let now = self.now_ms();
+                match outcome {
+                    Ok(()) => self.machine.diagnostics_mut().record_rpc_success(now),
+                    Err(kind) => self
+                        .machine
+                        .diagnostics_mut()
+                        .record_rpc_failure(now, &method, kind),
+                }
+                return;
+            }
+        };
+        self.feed(event, ctx);
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// T2: "unknown method: shutdown" marks the external gateway as not supporting it.
+fn is_unknown_shutdown(error: &RpcError) -> bool {
+    error
+        .to_string()
+        .to_ascii_lowercase()
+        .contains("unknown method: shutdown")
+}
+
+/// O1 / L5 step 1: who listens on the port, which of them is our recorded orphan, and does
+/// anything there answer as a gateway.
+async fn probe_port(
+    host: &str,
+    port: u16,
+    record_path: &std::path::Path,
+    probe_timeout_ms: u64,
+) -> PortProbe {
+    let listeners = orphan::listeners_on_port(port).unwrap_or_default();
+    if listeners.is_empty() {
+        return PortProbe::free();
+    }
+    let record = read_owned_record(record_path).ok().flatten();
+    let listeners = listeners
+        .iter()
+        .map(|listener| gatewarden_core::machine::Listener {
+            pid: listener.pid,
+            program: listener.program.clone(),
+            ours_by_record: orphan::classify_listener(listener, record.as_ref())
+                == orphan::ListenerKind::OurOrphan,
+        })
+        .collect();
+    let answers_as_gateway = connection::probe_gateway(host, port, probe_timeout_ms).await;
+    PortProbe {
+        listeners,
+        answers_as_gateway,
+    }
+}
+
+/// L6: run the doctor repair with a time limit, logging its output.
+async fn run_doctor(spec: crate::launch::LaunchSpec, timeout_ms: u64) -> Result<(), String> {
+    let mut command = tokio::process::Command::new(spec.program());
+    command
+        .args(spec.arguments())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    for name in spec.env_removed() {
+        command.env_remove(name);
+    }
+    for (name, value) in spec.env_vars() {
+        command.env(name, value);
+    }
+    for (name, secret) in spec.secret_env_vars() {
+        command.env(name, secret.expose());
+    }
+    tracing::info!(argv = ?spec.display_argv(), "running gateway doctor repair");
+    let run = command.output();
+    match tokio::time::timeout(Duration::from_millis(timeout_ms), run).await {
+        Err(_) => Err(format!("doctor repair timed out after {timeout_ms} ms")),
+        Ok(Err(error)) => Err(format!("doctor repair could not run: {error}")),
+        Ok(Ok(output)) => {
+            for line in String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .chain(String::from_utf8_lossy(&output.stderr).lines())
+            {
+                tracing::info!(target: "gateway", "[doctor] {line}");
+            }
+            if output.status.success() {
+                Ok(())
+            } else {
+                Err(format!("doctor repair exited with {}", output.status))
+            }
+        }
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let me = ctx.address();
+        let process = ProcessActor::new(
+            ProcessActorConfig {
+                state_dir: Some(self.options.state_dir.clone()),
+                ..ProcessActorConfig::default()
+            },
+            me.clone().recipient(),
+            me.clone().recipient(),
+        )
+        .start();
+        self.process = Some(process);
+        let identity_path = self.options.state_dir.join("identity").join("device.json");
+        let connection = ConnectionActor::new(
+            ConnectionConfig {
+                port: self.options.core.port,
+                host: self.options.host.clone(),
+                connect: self.options.core.connect.clone(),
+                token: match &self.options.token {
+                    Some(token) => TokenSource::Value(token.clone()),
+                    None => TokenSource::None,
+                },
+                identity_path: Some(identity_path),
+                ..ConnectionConfig::default()
+            },
+            me.clone().recipient(),
+        )
+        .start();
+        self.connection = Some(connection);
+        let config_path = self.options.gateway_config_path.clone().unwrap_or_else(|| {
+            self.options
+                .profile
+                .gateway_config_path(&self.options.state_dir)
+        });
+        self.reload_policy =
+            Some(ReloadPolicyActor::new(config_path, self.options.core.reload.clone()).start());
+    }
+
+    fn stopping(&mut self, _ctx: &mut Self::Context) -> Running {
+        // Nothing may outlive the supervisor: the process actor kills its group when it stops,
+        // and the child carries a parent-death signal for the case where we are killed.
+        if let Some(process) = &self.process {
+            process.do_send(ForceKill);
+        }
+        Running::Stop
+    }
+}
+
+impl Handler<Feed> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, message: Feed, ctx: &mut Self::Context) {
+        self.feed(message.0, ctx);
+    }
+}
+
+impl Handler<ProcessOutput> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, message: ProcessOutput, ctx: &mut Self::Context) {
+        self.handle_output(message, ctx);
+    }
+}
+
+impl Handler<ProcessExited> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, message: ProcessExited, ctx: &mut Self::Context) {
+        if self.machine.owned_pid() == Some(message.pid) {
+            // W1: the readiness wait for a dead process is over; the exit decides.
+            if let Some(handle) = self.readiness.take() {
+                ctx.cancel_future(handle);
+            }
+        }
+        self.feed(
+            Event::ProcessExited {
+                pid: message.pid,
+                code: message.code,
+            },
+            ctx,
+        );
+    }
+}
+
+impl Handler<ConnectionReport> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, message: ConnectionReport, ctx: &mut Self::Context) {
+        self.handle_connection_report(message, ctx);
+    }
+}
+
+fn outcome_future(receiver: oneshot::Receiver<CommandOutcome>) -> ResponseFuture<CommandOutcome> {
+    Box::pin(async move {
+        receiver.await.unwrap_or(CommandOutcome::Failed {
+            message: "supervisor stopped".into(),
+        })
+    })
+}
+
+impl Handler<Start> for Supervisor {
+    type Result = ResponseFuture<CommandOutcome>;
+
+    fn handle(&mut self, _message: Start, ctx: &mut Self::Context) -> Self::Result {
+        outcome_future(self.command(Command::Start, ctx))
+    }
+}
+
+impl Handler<Stop> for Supervisor {
+    type Result = ResponseFuture<CommandOutcome>;
+
+    fn handle(&mut self, _message: Stop, ctx: &mut Self::Context) -> Self::Result {
+        outcome_future(self.command(Command::Stop, ctx))
+    }
+}
+
+impl Handler<Restart> for Supervisor {
+    type Result = ResponseFuture<CommandOutcome>;
+
+    fn handle(&mut self, _message: Restart, ctx: &mut Self::Context) -> Self::Result {
+        outcome_future(self.command(Command::Restart, ctx))
+    }
+}
+
+impl Handler<DebouncedRestart> for Supervisor {
+    type Result = ResponseFuture<CommandOutcome>;
+
+    fn handle(&mut self, message: DebouncedRestart, ctx: &mut Self::Context) -> Self::Result {
+        outcome_future(self.command(
+            Command::DebouncedRestart {
+                delay_ms: message.delay_ms,
+            },
+            ctx,
+        ))
+    }
+}
+
+impl Handler<ForceTerminateForQuit> for Supervisor {
+    type Result = ResponseFuture<CommandOutcome>;
+
+    fn handle(&mut self, _message: ForceTerminateForQuit, ctx: &mut Self::Context) -> Self::Result {
+        outcome_future(self.command(Command::ForceTerminate, ctx))
+    }
+}
+
+impl Handler<Reload> for Supervisor {
+    type Result = ResponseActFuture<Self, CommandOutcome>;
+
+    fn handle(&mut self, _message: Reload, _ctx: &mut Self::Context) -> Self::Result {
+        // P1/P2: read the policy first (cached, shared reads), then decide with it.
+        let policy = self.reload_policy.clone();
+        let fallback = gatewarden_core::reload_policy::default_policy(&self.options.core.reload);
+        Box::pin(
+            async move {
+                match policy {
+                    Some(policy) => policy
+                        .send(GetReloadPolicy { force: false })
+                        .await
+                        .unwrap_or(fallback),
+                    None => fallback,
+                }
+            }
+            .into_actor(self)
+            .then(|policy, actor, ctx| {
+                let receiver = actor.command(Command::Reload { policy }, ctx);
+                outcome_future(receiver).into_actor(actor)
+            }),
+        )
+    }
+}
+
+impl Handler<DebouncedReload> for Supervisor {
+    type Result = ResponseActFuture<Self, CommandOutcome>;
+
+    fn handle(&mut self, message: DebouncedReload, _ctx: &mut Self::Context) -> Self::Result {
+        let policy = self.reload_policy.clone();
+        let fallback = gatewarden_core::reload_policy::default_policy(&self.options.core.reload);
+        Box::pin(
+            async move {
+                match policy {
+                    Some(policy) => policy
+                        .send(GetReloadPolicy { force: false })
+                        .await
+                        .unwrap_or(fallback),
+                    None => fallback,
+                }
+            }
+            .into_actor(self)
+            .then(move |policy, actor, ctx| {
+                let receiver = actor.command(
+                    Command::DebouncedReload {
+                        delay_ms: message.delay_ms,
+                        policy,
+                    },
+                    ctx,
+                );
+                outcome_future(receiver).into_actor(actor)
+            }),
+        )
+    }
+}
+
+impl Handler<Rpc> for Supervisor {
+    type Result = ResponseFuture<Result<Value, RpcError>>;
+
+    fn handle(&mut self, message: Rpc, _ctx: &mut Self::Context) -> Self::Result {
+        // M1: fail at once when not connected (S4).
+        let connection = match (&self.connection, self.machine.is_connected()) {
+            (Some(connection), true) => connection.clone(),
+            _ => {
+                let now = self.now_ms();
+                self.machine.diagnostics_mut().record_rpc_failure(
+                    now,
+                    &message.method,
+                    RpcFailureKind::NotConnected,
+                );
+                return Box::pin(async { Err(RpcError::NotConnected) });
+            }
+        };
+        let timeout_ms = message
+            .timeout_ms
+            .unwrap_or(self.options.core.rpc.default_timeout_ms);
+        Box::pin(async move {
+            connection
+                .send(connection::Rpc {
+                    method: message.method,
+                    params: message.params,
+                    timeout_ms,
+                })
+                .await
+                .unwrap_or(Err(RpcError::Stopped))
+        })
+    }
+}
+
+impl Handler<GetStatus> for Supervisor {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _message: GetStatus, _ctx: &mut Self::Context) -> Self::Result {
+        let status = self.machine.status(self.now_ms());
+        MessageResult(self.wall_clock_status(status))
+    }
+}
+
+impl Handler<GetDiagnostics> for Supervisor {
+    type Result = MessageResult<GetDiagnostics>;
+
+    fn handle(&mut self, _message: GetDiagnostics, _ctx: &mut Self::Context) -> Self::Result {
+        let counters = self.machine.restart_counters();
+        let (attempts, successes) = self.machine.reconnect_totals();
+        let (starts, exits) = self.machine.process_counts();
+        MessageResult(DiagnosticsSnapshot {
+            diagnostics: self.machine.diagnostics().clone(),
+            restarts_executed: counters.executed,
+            restarts_suppressed: counters.suppressed,
+            reconnect_attempts_total: attempts,
+            reconnect_successes_total: successes,
+            process_starts: starts,
+            process_exits: exits,
+            leaf_state: self.machine.leaf(),
+        })
+    }
+}
+
+impl Handler<GetHealth> for Supervisor {
+    type Result = MessageResult<GetHealth>;
+
+    fn handle(&mut self, _message: GetHealth, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.machine.health(self.now_ms()))
+    }
+}
+
+impl Handler<Subscribe> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, message: Subscribe, _ctx: &mut Self::Context) {
+        self.subscribers.push(message.0);
+    }
+}
