@@ -1,15 +1,11 @@
 //! Every rule of BEHAVIOUR.md must have a test whose name starts with its id in lower case
-//! (`fn r6_...`). This check lists the rules without one and fails when a rule owned by the
-//! functional core is among them.
+//! (`fn r6_...`). This check lists the rules without one and fails when any is missing.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use gatewarden_tests::repo_root;
 
-/// Rules decided by the actor layer (process, socket and file I/O). They are listed when
-/// missing but do not fail the check until the actor system lands.
-const ACTOR_LAYER_RULES: &[&str] = &["W1", "C2", "A1", "A3", "X1", "O1", "H4", "M6"];
 
 fn rule_ids(spec: &str) -> BTreeSet<String> {
     let mut ids = BTreeSet::new();
@@ -77,7 +73,7 @@ fn tested_ids() -> BTreeSet<String> {
 }
 
 #[test]
-fn every_core_rule_has_a_test_named_after_it() {
+fn every_rule_has_a_test_named_after_it() {
     let spec_path = repo_root().join("docs/spec/BEHAVIOUR.md");
     let spec = std::fs::read_to_string(&spec_path).expect("docs/spec/BEHAVIOUR.md is committed");
     let shared = repo_root().join("../shared/spec/BEHAVIOUR.md");
@@ -90,14 +86,9 @@ fn every_core_rule_has_a_test_named_after_it() {
     assert!(ids.len() >= 50, "parsed only {} rule ids", ids.len());
     let tested = tested_ids();
     let missing: Vec<&String> = ids.iter().filter(|id| !tested.contains(*id)).collect();
-    eprintln!("rules without a test: {missing:?}");
-    let missing_core: Vec<&&String> = missing
-        .iter()
-        .filter(|id| !ACTOR_LAYER_RULES.contains(&id.as_str()))
-        .collect();
     assert!(
-        missing_core.is_empty(),
-        "core-owned rules without a test named after them: {missing_core:?}"
+        missing.is_empty(),
+        "rules without a test named after them: {missing:?}"
     );
 }
 
