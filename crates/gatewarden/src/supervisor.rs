@@ -205,7 +205,8 @@ pub struct Supervisor {
     timers: HashMap<TimerKind, SpawnHandle>,
     replies: HashMap<ReplyId, oneshot::Sender<CommandOutcome>>,
     next_reply: ReplyId,
-    readiness: Option<SpawnHandle>,
+    /// W1: the readiness wait in progress, with its epoch and port.
+    readiness: Option<(SpawnHandle, u64, u16)>,
     stderr: StderrDeduper,
     stderr_pid: Option<u32>,
 }
@@ -345,23 +346,7 @@ impl Supervisor {
                 );
             }
             Effect::SpawnProcess { epoch, port } => self.spawn_process(epoch, port, ctx),
-            Effect::AwaitReadiness { epoch, port } => {
-                if let Some(handle) = self.readiness.take() {
-                    ctx.cancel_future(handle);
-                }
-                let host = self.options.host.clone();
-                let connect = self.options.core.connect.clone();
-                let handle = self.run(
-                    async move {
-                        match connection::await_readiness(&host, port, &connect).await {
-                            Ok(()) => Event::ReadinessConfirmed { epoch },
-                            Err(failure) => Event::StepFailed { epoch, failure },
-                        }
-                    },
-                    ctx,
-                );
-                self.readiness = Some(handle);
-            }
+            Effect::AwaitReadiness { epoch, port } => self.await_readiness(epoch, port, ctx),
             Effect::OpenConnection { epoch, .. } => {
                 if let Some(connection) = &self.connection {
                     connection.do_send(connection::Open { epoch });
@@ -517,6 +502,26 @@ impl Supervisor {
         }
     }
 
+    /// W1: wait for the gateway's challenge. Probing starts at once and backs off; a fresh wait
+    /// (which probes at once again) replaces a running one.
+    fn await_readiness(&mut self, epoch: u64, port: u16, ctx: &mut Context<Self>) {
+        if let Some((handle, _, _)) = self.readiness.take() {
+            ctx.cancel_future(handle);
+        }
+        let host = self.options.host.clone();
+        let connect = self.options.core.connect.clone();
+        let handle = self.run(
+            async move {
+                match connection::await_readiness(&host, port, &connect).await {
+                    Ok(()) => Event::ReadinessConfirmed { epoch },
+                    Err(failure) => Event::StepFailed { epoch, failure },
+                }
+            },
+            ctx,
+        );
+        self.readiness = Some((handle, epoch, port));
+    }
+
     fn spawn_process(&mut self, epoch: u64, port: u16, ctx: &mut Context<Self>) {
         let spec = self.options.profile.launch_spec(
             port,
@@ -619,7 +624,16 @@ impl Supervisor {
             );
         }
         match output.stream {
-            OutputStream::Stdout => tracing::debug!(target: "gateway", "{}", output.line),
+            OutputStream::Stdout => {
+                tracing::debug!(target: "gateway", "{}", output.line);
+                // W1 (beyond): the gateway says it listens; probe now instead of at the next
+                // backoff step. The probe still decides: a listening line is not readiness.
+                if output.line.contains("\"listening\"") {
+                    if let Some((_, epoch, port)) = self.readiness {
+                        self.await_readiness(epoch, port, ctx);
+                    }
+                }
+            }
             OutputStream::Stderr => {
                 let classified = classify_stderr_line(&output.line);
                 match self.stderr.observe(&classified) {
@@ -859,7 +873,7 @@ impl Handler<ProcessExited> for Supervisor {
     fn handle(&mut self, message: ProcessExited, ctx: &mut Self::Context) {
         if self.machine.owned_pid() == Some(message.pid) {
             // W1: the readiness wait for a dead process is over; the exit decides.
-            if let Some(handle) = self.readiness.take() {
+            if let Some((handle, _, _)) = self.readiness.take() {
                 ctx.cancel_future(handle);
             }
         }
