@@ -173,7 +173,8 @@ pub fn evaluate_connect(
 
     let auth = params.get("auth").and_then(Value::as_object);
     let auth_field = |name: &str| auth_text(auth, name);
-    let method = authenticate(policy, auth, device_token_scopes)?;
+    let has_device = params.get("device").is_some_and(Value::is_object);
+    let method = authenticate(policy, auth, has_device, device_token_scopes)?;
 
     let requested: Vec<String> = params
         .get("scopes")
@@ -288,19 +289,26 @@ fn auth_text<'a>(auth: Option<&'a Map<String, Value>>, name: &str) -> Option<&'a
 fn authenticate(
     policy: &ServerPolicy,
     auth: Option<&Map<String, Value>>,
+    has_device: bool,
     device_token_scopes: &dyn Fn(&str) -> Option<Vec<String>>,
 ) -> Result<AuthMethod, Rejected> {
     let auth_field = |name: &str| auth_text(auth, name);
+    // As the real gateway: with a signed device a device-token retry can still work.
     let mismatch = || {
         Rejected::policy(
             RpcError::new(
                 code::INVALID_REQUEST,
-                "unauthorized: gateway token mismatch (set gateway.remote.token to match gateway.auth.token)",
+                "unauthorized: gateway token mismatch (use this gateway's gateway.auth.token or pair the device)",
             )
             .with_details(json!({
                 "code": "AUTH_TOKEN_MISMATCH",
-                "canRetryWithDeviceToken": false,
-                "recommendedNextStep": "update the shared gateway token",
+                "authReason": "token_mismatch",
+                "canRetryWithDeviceToken": has_device,
+                "recommendedNextStep": if has_device {
+                    "retry_with_device_token"
+                } else {
+                    "update_auth_credentials"
+                },
             })),
         )
     };
@@ -319,9 +327,14 @@ fn authenticate(
         return Err(Rejected::policy(
             RpcError::new(
                 code::INVALID_REQUEST,
-                "unauthorized: gateway token missing (set gateway.remote.token to match gateway.auth.token)",
+                "unauthorized: gateway token missing (use this gateway's gateway.auth.token or pair the device)",
             )
-            .with_details(json!({"code": "AUTH_TOKEN_MISSING"})),
+            .with_details(json!({
+                "code": "AUTH_TOKEN_MISSING",
+                "authReason": "token_missing",
+                "canRetryWithDeviceToken": false,
+                "recommendedNextStep": "update_auth_configuration",
+            })),
         ));
     };
     if policy.reject_token {

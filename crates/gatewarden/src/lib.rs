@@ -1,19 +1,31 @@
 //! The actor shell of gatewarden: it carries out what the functional core (`gatewarden-core`)
 //! decides, and turns every result back into an event.
 //!
+//! Apps embed it through one address: [`GatewaySupervisor::start`] returns an
+//! `Addr<`[`Supervisor`]`>` that takes the messages of [`supervisor`] (`Start`, `Stop`, `Restart`,
+//! `Reload`, `Rpc`, `GetStatus`, `Subscribe`, ...). See `examples/embed.rs`.
+//!
 //! # Layout
 //!
-//! - [`launch`]: what to run ([`launch::LaunchSpec`]), secrets that never reach argv or logs (A3),
-//!   and the service-manager variables scrubbed from the child environment.
-//! - [`process`]: [`process::ProcessActor`], which owns one gateway child at a time (X1, X2, T4, T6),
-//!   forwards every raw output line (X3 classification happens elsewhere) and records the owned
-//!   gateway in the state directory so a later supervisor can recognise its orphan (O1).
-//! - [`orphan`]: Linux `/proc` inspection: who listens on a port, process start times, process
-//!   group members, killing orphans and waiting for a port to be free (O1, L5 step 3).
+//! - [`supervisor`]: the `Supervisor` actor, which owns the lifecycle machine and carries out its
+//!   effects, and the public messages.
+//! - [`process`]: [`process::ProcessActor`], which owns one gateway child at a time (X1, X2, T4, T6)
+//!   and records it so a later supervisor can recognise its orphan (O1).
+//! - [`connection`]: [`connection::ConnectionActor`], the WebSocket: handshake (C1, C2), device
+//!   identity (A1, A2), token (A3), RPC (M1), dispatch (M2–M5); readiness probes (W1).
+//! - [`heartbeat`]: [`heartbeat::HeartbeatActor`], the heartbeat and health-check ticks and their
+//!   I/O (H1, H4); the machine counts the misses.
+//! - [`reload`]: [`reload::ReloadPolicyActor`], the cached reload policy (P1, P2).
+//! - [`profile`]: launch profiles (sim, openclaw, custom), the doctor command, the reload signal.
+//! - [`launch`]: what to run, secrets that never reach argv or logs (A3).
+//! - [`identity`]: the device key pair on disk (A1).
+//! - [`orphan`]: `/proc` inspection: listeners on a port, start times, process groups (O1).
+//! - [`events`]: [`events::GatewayEvent`], what subscribers hear.
 #![deny(missing_docs)]
 
 pub mod connection;
 pub mod events;
+pub mod heartbeat;
 pub mod identity;
 pub mod launch;
 pub mod orphan;

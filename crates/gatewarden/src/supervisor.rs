@@ -26,6 +26,7 @@ use gatewarden_core::stderr::{classify_stderr_line, StderrAction, StderrDeduper,
 
 use crate::connection::{self, ConnectionActor, ConnectionConfig, ConnectionReport, TokenSource};
 use crate::events::GatewayEvent;
+use crate::heartbeat::{self, HeartbeatActor, HeartbeatReport};
 use crate::launch::Secret;
 use crate::orphan;
 use crate::process::{
@@ -200,6 +201,7 @@ pub struct Supervisor {
     origin: Instant,
     process: Option<Addr<ProcessActor>>,
     connection: Option<Addr<ConnectionActor>>,
+    heartbeat: Option<Addr<HeartbeatActor>>,
     reload_policy: Option<Addr<ReloadPolicyActor>>,
     subscribers: Vec<Recipient<GatewayEvent>>,
     timers: HashMap<TimerKind, SpawnHandle>,
@@ -221,6 +223,7 @@ impl Supervisor {
             origin: Instant::now(),
             process: None,
             connection: None,
+            heartbeat: None,
             reload_policy: None,
             subscribers: Vec::new(),
             timers: HashMap::new(),
@@ -364,19 +367,13 @@ impl Supervisor {
                 }
             }
             Effect::SendPing => {
-                if let Some(connection) = &self.connection {
-                    connection.do_send(connection::Ping);
+                if let Some(heartbeat) = &self.heartbeat {
+                    heartbeat.do_send(heartbeat::SendPing);
                 }
             }
             Effect::CheckSocket { epoch } => {
-                if let Some(connection) = self.connection.clone() {
-                    self.run(
-                        async move {
-                            let open = connection.send(connection::IsOpen).await.unwrap_or(false);
-                            Event::SocketChecked { epoch, open }
-                        },
-                        ctx,
-                    );
+                if let Some(heartbeat) = &self.heartbeat {
+                    heartbeat.do_send(heartbeat::CheckSocket { epoch });
                 }
             }
             Effect::RequestExternalShutdown { epoch, timeout_ms } => {
@@ -465,7 +462,16 @@ impl Supervisor {
                 if let Some(handle) = self.timers.remove(&timer) {
                     ctx.cancel_future(handle);
                 }
-                let delay = Duration::from_millis(at_ms.saturating_sub(self.now_ms()));
+                let delay_ms = at_ms.saturating_sub(self.now_ms());
+                if let (true, Some(heartbeat)) = (HeartbeatActor::owns(timer), &self.heartbeat) {
+                    heartbeat.do_send(heartbeat::ArmTick {
+                        timer,
+                        generation,
+                        delay_ms,
+                    });
+                    return;
+                }
+                let delay = Duration::from_millis(delay_ms);
                 let handle = ctx.run_later(delay, move |actor, ctx| {
                     actor.timers.remove(&timer);
                     actor.feed(Event::TimerFired { timer, generation }, ctx);
@@ -475,6 +481,9 @@ impl Supervisor {
             Effect::CancelTimer { timer } => {
                 if let Some(handle) = self.timers.remove(&timer) {
                     ctx.cancel_future(handle);
+                }
+                if let (true, Some(heartbeat)) = (HeartbeatActor::owns(timer), &self.heartbeat) {
+                    heartbeat.do_send(heartbeat::CancelTick(timer));
                 }
             }
             Effect::FailPendingRpcs { error } => {
@@ -831,6 +840,8 @@ impl Actor for Supervisor {
             me.clone().recipient(),
         )
         .start();
+        self.heartbeat =
+            Some(HeartbeatActor::new(connection.clone(), me.clone().recipient()).start());
         self.connection = Some(connection);
         let config_path = self.options.gateway_config_path.clone().unwrap_or_else(|| {
             self.options
@@ -884,6 +895,14 @@ impl Handler<ProcessExited> for Supervisor {
             },
             ctx,
         );
+    }
+}
+
+impl Handler<HeartbeatReport> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, message: HeartbeatReport, ctx: &mut Self::Context) {
+        self.feed(message.0, ctx);
     }
 }
 
