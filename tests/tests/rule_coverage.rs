@@ -6,7 +6,6 @@ use std::path::Path;
 
 use gatewarden_tests::repo_root;
 
-
 fn rule_ids(spec: &str) -> BTreeSet<String> {
     let mut ids = BTreeSet::new();
     for piece in spec.split("**").skip(1).step_by(2) {

@@ -106,6 +106,17 @@ fn sample_events(machine: &LifecycleMachine) -> Vec<Event> {
                 answers_as_gateway: false,
             },
         },
+        Event::PortProbed {
+            epoch,
+            probe: PortProbe {
+                listeners: vec![Listener {
+                    pid: None,
+                    program: None,
+                    ours_by_record: false,
+                }],
+                answers_as_gateway: false,
+            },
+        },
         Event::OrphansKilled {
             epoch,
             survivors: vec![],

@@ -1397,3 +1397,52 @@ fn l7_auth_rejection_does_not_reconnect_forever() {
         .unwrap_or_default()
         .contains("AUTH_TOKEN_MISMATCH"));
 }
+
+#[test]
+fn n5_crash_seen_on_the_socket_before_the_exit_does_not_cost_an_attempt() {
+    // The socket closes before the exit is reported; the reconnect probe still sees the dying
+    // process's listening socket, with no visible owner.
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    harness.advance(10_000);
+    harness.socket_closed(1006);
+    harness.advance(0);
+    assert_eq!(harness.leaf(), "probing_port");
+    let epoch = harness.epoch();
+    harness.send(Event::PortProbed {
+        epoch,
+        probe: PortProbe {
+            listeners: vec![Listener {
+                pid: None,
+                program: None,
+                ours_by_record: false,
+            }],
+            answers_as_gateway: false,
+        },
+    });
+    assert_eq!(harness.leaf(), "awaiting_ready");
+    harness.exit(pid, 137);
+    assert_eq!(harness.leaf(), "probing_port", "probe again at once");
+    harness.probe_free();
+    assert_eq!(harness.leaf(), "spawning");
+    assert_eq!(harness.machine.status(harness.now).error, None);
+}
+
+#[test]
+fn o1_ownerless_listener_is_retried_not_reported_as_a_foreign_program() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    let epoch = harness.epoch();
+    harness.send(Event::PortProbed {
+        epoch,
+        probe: PortProbe {
+            listeners: vec![Listener {
+                pid: None,
+                program: None,
+                ours_by_record: false,
+            }],
+            answers_as_gateway: false,
+        },
+    });
+    assert_eq!(harness.leaf(), "retry_waiting");
+}

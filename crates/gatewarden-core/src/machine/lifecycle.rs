@@ -1011,7 +1011,16 @@ fn after_probe(core: &mut Core, flow: &mut StartFlow, probe: &PortProbe) -> Stat
         }
         return before_spawn(core, flow);
     }
-    if owned.is_some() && probe.listeners.iter().any(|listener| listener.pid == owned) {
+    // A listening socket with no visible owner while our process has not been reaped yet is our
+    // dying process's (a crash reported by the socket before the exit): wait for it, its exit
+    // sends the flow straight back to probe and spawn (N5: no failed attempt, no backoff).
+    let ownerless = probe
+        .listeners
+        .iter()
+        .all(|listener| listener.pid.is_none());
+    if owned.is_some()
+        && (ownerless || probe.listeners.iter().any(|listener| listener.pid == owned))
+    {
         flow.own_process = true;
         if probe.answers_as_gateway {
             return State::connecting(flow.clone());
@@ -1071,6 +1080,11 @@ fn after_probe(core: &mut Core, flow: &mut StartFlow, probe: &PortProbe) -> Stat
                 );
             }
         }
+    }
+    if ownerless {
+        // Nobody visibly holds the socket (a process in its last moments, or one we may not
+        // inspect): not proof of an unrelated program, so a transient failure worth a retry.
+        return step_failed(core, flow, StartFailure::PortStillOccupied { port });
     }
     let program = probe
         .listeners
