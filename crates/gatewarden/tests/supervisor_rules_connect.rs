@@ -1,0 +1,523 @@
+//! Connecting, readiness, auth, attaching and the status/health surface, end to end against the
+//! real `gatewarden-sim`. Each test is named after the BEHAVIOUR.md rule it proves.
+
+mod supervisor_rules_common;
+mod supervisor_support;
+
+use std::time::{Duration, Instant};
+
+use gatewarden::events::GatewayEvent;
+use gatewarden::launch::Secret;
+use gatewarden::supervisor::{GetDiagnostics, GetHealth, Start, Stop};
+use gatewarden_core::health::{HealthReason, HealthState};
+use gatewarden_core::machine::{CommandOutcome, LifecycleState, Status};
+use gatewarden_core::rpc::RpcError;
+use serde_json::json;
+use supervisor_rules_common::{init_tracing, rpc, wait_diagnostics, ExternalSim, LogCapture};
+use supervisor_support::{alive, free_port, options, start, wait_gone, Fixture};
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
+
+#[actix_rt::test]
+async fn g1_ready_event_sets_gateway_ready() {
+    init_tracing();
+    let state_dir = tempfile::tempdir().unwrap();
+    let mut options = options(&state_dir, &["--ready-event"]);
+    // Only the `gateway.ready` event may set it: no snapshot, no health event, no fallback.
+    options.core.ready.snapshot_counts_as_ready = false;
+    options.core.ready.health_event_counts_as_ready = false;
+    options.core.ready.fallback_ms = 600_000;
+    let mut fixture = start(options, state_dir);
+    assert_eq!(
+        fixture.supervisor.send(Start).await.unwrap(),
+        CommandOutcome::Completed
+    );
+    let status = fixture.wait_status(|status| status.gateway_ready).await;
+    assert_eq!(status.state, LifecycleState::Running);
+    fixture.supervisor.send(Stop).await.unwrap();
+}
+
+#[actix_rt::test]
+async fn g1_without_any_ready_signal_gateway_is_not_ready() {
+    init_tracing();
+    // The control for g1: the same config without `--ready-event` stays not ready, so g1 proves
+    // the event (not something else) set it.
+    let state_dir = tempfile::tempdir().unwrap();
+    let mut options = options(&state_dir, &[]);
+    options.core.ready.snapshot_counts_as_ready = false;
+    options.core.ready.health_event_counts_as_ready = false;
+    options.core.ready.fallback_ms = 600_000;
+    let fixture = start(options, state_dir);
+    assert_eq!(
+        fixture.supervisor.send(Start).await.unwrap(),
+        CommandOutcome::Completed
+    );
+    // The sim sends its `health` event right after hello-ok; an echo round trip after the
+    // handshake is ordered after it on the same socket.
+    rpc(&fixture.supervisor, "echo", Some(json!({})), 5_000)
+        .await
+        .unwrap();
+    let status = fixture.status().await;
+    assert_eq!(status.state, LifecycleState::Running);
+    assert!(
+        !status.gateway_ready,
+        "ready without any signal: {status:?}"
+    );
+    fixture.supervisor.send(Stop).await.unwrap();
+}
+
+#[actix_rt::test]
+async fn g2_fallback_sets_ready_without_any_signal() {
+    init_tracing();
+    let state_dir = tempfile::tempdir().unwrap();
+    let mut options = options(&state_dir, &[]);
+    options.core.ready.snapshot_counts_as_ready = false;
+    options.core.ready.health_event_counts_as_ready = false;
+    options.core.ready.fallback_ms = 400;
+    let mut fixture = start(options, state_dir);
+    assert_eq!(
+        fixture.supervisor.send(Start).await.unwrap(),
+        CommandOutcome::Completed
+    );
+    let running = fixture.wait_state(LifecycleState::Running).await;
+    assert!(!running.gateway_ready, "ready before the fallback");
+    let connected_at = running.connected_at_ms.expect("connectedAt");
+    let ready = fixture.wait_status(|status| status.gateway_ready).await;
+    assert_eq!(ready.state, LifecycleState::Running);
+    let after = unix_ms().saturating_sub(connected_at);
+    // Loose lower bound: the fallback must not fire (much) before its time.
+    assert!(
+        after >= 350,
+        "ready {after} ms after connect, fallback is 400"
+    );
+    fixture.supervisor.send(Stop).await.unwrap();
+}
+
+#[actix_rt::test]
+async fn g2_snapshot_counts_as_ready() {
+    init_tracing();
+    let state_dir = tempfile::tempdir().unwrap();
+    let mut options = options(&state_dir, &[]);
+    // Default snapshot rule; the health event and the fallback cannot be what sets it.
+    options.core.ready.health_event_counts_as_ready = false;
+    options.core.ready.fallback_ms = 600_000;
+    let mut fixture = start(options, state_dir);
+    assert_eq!(
+        fixture.supervisor.send(Start).await.unwrap(),
+        CommandOutcome::Completed
+    );
+    let running = fixture.wait_state(LifecycleState::Running).await;
+    assert!(
+        running.gateway_ready,
+        "the handshake snapshot did not count as ready: {running:?}"
+    );
+    fixture.supervisor.send(Stop).await.unwrap();
+}
+
+#[actix_rt::test]
+async fn c2_older_gateway_speaking_3_is_accepted_and_recorded() {
+    init_tracing();
+    let mut fixture = Fixture::new(&["--protocol", "3"]);
+    assert_eq!(
+        fixture.supervisor.send(Start).await.unwrap(),
+        CommandOutcome::Completed
+    );
+    let status = fixture.wait_state(LifecycleState::Running).await;
+    assert_eq!(status.protocol, Some(3));
+    fixture.supervisor.send(Stop).await.unwrap();
+}
+
+#[actix_rt::test]
+async fn l7_wrong_token_reports_auth_mismatch_without_restart_storm() {
+    init_tracing();
+    let state_dir = tempfile::tempdir().unwrap();
+    let mut options = options(&state_dir, &["--reject-token"]);
+    options.token = Some(Secret::new("tok-l7-not-what-the-gateway-wants"));
+    options.core.start.retry_delay_ms = 50;
+    options.core.reconnect.base_delay_ms = 50;
+    let fixture = start(options, state_dir);
+    match fixture.supervisor.send(Start).await.unwrap() {
+        CommandOutcome::Failed { message } => {
+            assert!(message.contains("AUTH_TOKEN_MISMATCH"), "{message}")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let status = fixture.status().await;
+    assert_eq!(status.state, LifecycleState::Error);
+    let error = status.error.expect("status.error set");
+    assert!(error.contains("AUTH_TOKEN_MISMATCH"), "{error}");
+    let starts = fixture
+        .supervisor
+        .send(GetDiagnostics)
+        .await
+        .unwrap()
+        .process_starts;
+    assert!(starts <= 3, "{starts} process starts for one start");
+    // No restart storm: nothing more is spawned while a wrong token cannot fix itself.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let later = fixture.supervisor.send(GetDiagnostics).await.unwrap();
+    assert_eq!(later.process_starts, starts, "respawned: {later:?}");
+    assert_eq!(fixture.status().await.state, LifecycleState::Error);
+    fixture.supervisor.send(Stop).await.unwrap();
+}
+
+#[actix_rt::test]
+async fn a3_token_never_in_gateway_argv_or_status() {
+    init_tracing();
+    const TOKEN: &str = "tok-a3-4f9c2e7b1d-secret";
+    let capture = LogCapture::default();
+    let _guard = capture.install();
+    let state_dir = tempfile::tempdir().unwrap();
+    let mut options = options(&state_dir, &[]);
+    options.token = Some(Secret::new(TOKEN));
+    let mut fixture = start(options, state_dir);
+    assert_eq!(
+        fixture.supervisor.send(Start).await.unwrap(),
+        CommandOutcome::Completed
+    );
+    let status = fixture.wait_state(LifecycleState::Running).await;
+    let pid = status.pid.expect("owned pid");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(cmdline.contains("--port"), "not the sim's argv: {cmdline}");
+    assert!(!cmdline.contains(TOKEN), "token in argv: {cmdline}");
+    // The gateway did get the token (through the environment): it authenticated us with it.
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&environ).contains(TOKEN),
+        "the token never reached the gateway, so this test proves nothing"
+    );
+    let status_json = serde_json::to_string(&fixture.status().await).unwrap();
+    assert!(!status_json.contains(TOKEN), "{status_json}");
+    let diagnostics = fixture.supervisor.send(GetDiagnostics).await.unwrap();
+    let diagnostics_json = serde_json::to_string(&diagnostics).unwrap();
+    assert!(!diagnostics_json.contains(TOKEN), "{diagnostics_json}");
+    let health = fixture.supervisor.send(GetHealth).await.unwrap();
+    assert!(!serde_json::to_string(&health).unwrap().contains(TOKEN));
+    fixture.supervisor.send(Stop).await.unwrap();
+    wait_gone(pid).await;
+    let events = capture.events();
+    assert!(
+        events.iter().any(|event| event.text.contains("spawning")),
+        "the spawn log was not captured, so the log check proves nothing"
+    );
+    for event in &events {
+        assert!(!event.text.contains(TOKEN), "token logged: {event:?}");
+    }
+}
+
+#[actix_rt::test]
+async fn o1_foreign_gateway_is_attached_as_external() {
+    init_tracing();
+    let port = free_port();
+    let mut external = ExternalSim::start(port, &[]).await;
+    let state_dir = tempfile::tempdir().unwrap();
+    let mut options = options(&state_dir, &[]);
+    options.core.port = port;
+    let mut fixture = start(options, state_dir);
+    assert_eq!(
+        fixture.supervisor.send(Start).await.unwrap(),
+        CommandOutcome::Completed
+    );
+    let status = fixture.wait_state(LifecycleState::Running).await;
+    assert!(status.external, "{status:?}");
+    assert_eq!(status.pid, None, "an external gateway's pid is not ours");
+    let diagnostics = fixture.supervisor.send(GetDiagnostics).await.unwrap();
+    assert_eq!(diagnostics.process_starts, 0, "spawned a second gateway");
+    // It is really connected to the foreign one.
+    let reply = rpc(
+        &fixture.supervisor,
+        "echo",
+        Some(json!({"o1": true})),
+        5_000,
+    )
+    .await;
+    assert_eq!(reply, Ok(json!({"o1": true})));
+    assert_eq!(
+        fixture.supervisor.send(Stop).await.unwrap(),
+        CommandOutcome::Completed
+    );
+    assert!(!external.exited(), "the foreign gateway was stopped");
+    assert!(alive(external.pid));
+}
+
+#[actix_rt::test]
+async fn t2_external_gateway_is_asked_to_shutdown_once_then_marked_unsupported() {
+    init_tracing();
+    const UNSUPPORTED: &str = "does not support \"shutdown\"";
+    const FAILED: &str = "shutdown request to the external gateway failed";
+    let capture = LogCapture::default();
+    let _guard = capture.install();
+    let port = free_port();
+    let mut external = ExternalSim::start(port, &[]).await;
+    let state_dir = tempfile::tempdir().unwrap();
+    let mut options = options(&state_dir, &[]);
+    options.core.port = port;
+    let mut fixture = start(options, state_dir);
+
+    assert_eq!(
+        fixture.supervisor.send(Start).await.unwrap(),
+        CommandOutcome::Completed
+    );
+    let status = fixture.wait_state(LifecycleState::Running).await;
+    assert!(status.external);
+    assert_eq!(status.pid, None);
+    assert_eq!(
+        fixture.supervisor.send(Stop).await.unwrap(),
+        CommandOutcome::Completed
+    );
+    // The sim answers "unknown method: shutdown": marked unsupported, once.
+    assert_eq!(capture.count(UNSUPPORTED), 1, "{:#?}", capture.events());
+    assert_eq!(capture.count(FAILED), 0, "{:#?}", capture.events());
+    assert!(!external.exited(), "we signalled a process we do not own");
+
+    // A second attach and stop does not ask again.
+    assert_eq!(
+        fixture.supervisor.send(Start).await.unwrap(),
+        CommandOutcome::Completed
+    );
+    let status = fixture.wait_state(LifecycleState::Running).await;
+    assert!(status.external);
+    assert_eq!(
+        fixture.supervisor.send(Stop).await.unwrap(),
+        CommandOutcome::Completed
+    );
+    assert_eq!(fixture.status().await.state, LifecycleState::Stopped);
+    assert_eq!(
+        capture.count(UNSUPPORTED),
+        1,
+        "shutdown asked again: {:#?}",
+        capture.events()
+    );
+    assert_eq!(capture.count(FAILED), 0, "{:#?}", capture.events());
+    assert!(!external.exited(), "we signalled a process we do not own");
+    assert!(alive(external.pid));
+}
+
+/// Two statuses equal except for what is recomputed on read (uptime) and the wall-clock
+/// conversion of connectedAt (±2 ms between two reads of the clocks).
+fn same_status(published: &Status, current: &Status) -> bool {
+    let close = match (published.connected_at_ms, current.connected_at_ms) {
+        (Some(a), Some(b)) => a.abs_diff(b) <= 2,
+        (None, None) => true,
+        _ => false,
+    };
+    let strip = |status: &Status| Status {
+        uptime_ms: None,
+        connected_at_ms: None,
+        ..status.clone()
+    };
+    close && strip(published) == strip(current)
+}
+
+#[actix_rt::test]
+async fn s3_every_status_change_is_published() {
+    init_tracing();
+    let mut fixture = Fixture::new(&[]);
+    let initial = fixture.status().await;
+    assert_eq!(initial.state, LifecycleState::Stopped);
+    assert_eq!(
+        fixture.supervisor.send(Start).await.unwrap(),
+        CommandOutcome::Completed
+    );
+    // Wait for the gateway to settle (ready via the snapshot or health event), then everything
+    // published so far must end in the current status.
+    rpc(&fixture.supervisor, "echo", Some(json!({})), 5_000)
+        .await
+        .unwrap();
+    let mut published = Vec::new();
+    while let Ok(event) = fixture.events.try_recv() {
+        if let GatewayEvent::Status(status) = event {
+            published.push(status);
+        }
+    }
+    let states: Vec<LifecycleState> = published.iter().map(|status| status.state).collect();
+    assert_eq!(
+        states.first(),
+        Some(&LifecycleState::Starting),
+        "{states:?}"
+    );
+    let first_running = states
+        .iter()
+        .position(|state| *state == LifecycleState::Running)
+        .expect("running published");
+    assert!(
+        states[..first_running]
+            .iter()
+            .all(|state| *state == LifecycleState::Starting),
+        "{states:?}"
+    );
+    // Consecutive published statuses differ (a change is published once).
+    for pair in published.windows(2) {
+        assert!(
+            !same_status(&pair[0], &pair[1]),
+            "published twice: {pair:?}"
+        );
+    }
+    let current = fixture.status().await;
+    assert!(current.gateway_ready);
+    let last = published.last().expect("statuses published");
+    assert!(
+        same_status(last, &current),
+        "current status never published\nlast published: {last:?}\ncurrent: {current:?}"
+    );
+
+    assert_eq!(
+        fixture.supervisor.send(Stop).await.unwrap(),
+        CommandOutcome::Completed
+    );
+    let stopped = fixture.wait_state(LifecycleState::Stopped).await;
+    assert_eq!(stopped.pid, None);
+    let current = fixture.status().await;
+    assert!(
+        same_status(&stopped, &current),
+        "{stopped:?} vs {current:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn h4_health_check_runs_while_running_and_publishes_no_error_when_healthy() {
+    init_tracing();
+    let capture = LogCapture::default();
+    let _guard = capture.install();
+    let state_dir = tempfile::tempdir().unwrap();
+    let mut options = options(&state_dir, &[]);
+    options.core.heartbeat.health_check_interval_ms = 20;
+    let mut fixture = start(options, state_dir);
+    assert_eq!(
+        fixture.supervisor.send(Start).await.unwrap(),
+        CommandOutcome::Completed
+    );
+    let running = fixture.wait_state(LifecycleState::Running).await;
+    // Many check intervals pass.
+    let until = Instant::now() + Duration::from_millis(600);
+    while Instant::now() < until {
+        match tokio::time::timeout_at(until.into(), fixture.events.recv()).await {
+            Ok(Some(GatewayEvent::Error { message })) => {
+                panic!("error published while healthy: {message}")
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("event channel closed"),
+            Err(_) => break,
+        }
+    }
+    let status = fixture.status().await;
+    assert_eq!(status.state, LifecycleState::Running);
+    assert_eq!(status.pid, running.pid);
+    assert_eq!(
+        capture.count("Gateway health check failed"),
+        0,
+        "{:#?}",
+        capture.events()
+    );
+    let health = fixture.supervisor.send(GetHealth).await.unwrap();
+    assert_eq!(health.state, HealthState::Healthy, "{health:?}");
+    fixture.supervisor.send(Stop).await.unwrap();
+}
+
+#[actix_rt::test]
+async fn h6_health_summary_reflects_state() {
+    init_tracing();
+    let mut fixture = Fixture::new(&[]);
+    let before = fixture.supervisor.send(GetHealth).await.unwrap();
+    assert_eq!(before.state, HealthState::Degraded);
+    assert_eq!(before.reasons, vec![HealthReason::GatewayNotRunning]);
+
+    fixture.supervisor.send(Start).await.unwrap();
+    fixture.wait_state(LifecycleState::Running).await;
+    let running = fixture.supervisor.send(GetHealth).await.unwrap();
+    assert_eq!(running.state, HealthState::Healthy, "{running:?}");
+    assert!(running.reasons.is_empty(), "{running:?}");
+    assert!(running.last_alive_at.is_some(), "{running:?}");
+
+    fixture.supervisor.send(Stop).await.unwrap();
+    fixture.wait_state(LifecycleState::Stopped).await;
+    let stopped = fixture.supervisor.send(GetHealth).await.unwrap();
+    assert_eq!(stopped.state, HealthState::Degraded);
+    assert_eq!(stopped.reasons, vec![HealthReason::GatewayNotRunning]);
+}
+
+#[actix_rt::test]
+async fn h6_failed_start_reports_gateway_error() {
+    init_tracing();
+    let state_dir = tempfile::tempdir().unwrap();
+    let mut options = options(&state_dir, &["--exit-before-ready", "3"]);
+    options.core.start.retry_delay_ms = 20;
+    let fixture = start(options, state_dir);
+    let outcome = fixture.supervisor.send(Start).await.unwrap();
+    assert!(
+        matches!(outcome, CommandOutcome::Failed { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(fixture.status().await.state, LifecycleState::Error);
+    let health = fixture.supervisor.send(GetHealth).await.unwrap();
+    assert_eq!(health.state, HealthState::Degraded);
+    assert_eq!(health.reasons, vec![HealthReason::GatewayError]);
+}
+
+#[actix_rt::test]
+async fn m6_transport_failures_count_and_success_resets() {
+    init_tracing();
+    let mut fixture = Fixture::new(&[]);
+    fixture.supervisor.send(Start).await.unwrap();
+    fixture.wait_state(LifecycleState::Running).await;
+
+    let timed_out = rpc(&fixture.supervisor, "sleep", Some(json!({"ms": 2_000})), 1).await;
+    assert_eq!(
+        timed_out,
+        Err(RpcError::Timeout {
+            method: "sleep".into()
+        })
+    );
+    let diagnostics = wait_diagnostics(&fixture.supervisor, "one RPC failure", |diagnostics| {
+        diagnostics.diagnostics.consecutive_rpc_failures == 1
+    })
+    .await;
+    assert_eq!(
+        diagnostics.diagnostics.last_rpc_failure_method.as_deref(),
+        Some("sleep")
+    );
+    assert!(diagnostics.diagnostics.last_rpc_failure_at.is_some());
+    let health = fixture.supervisor.send(GetHealth).await.unwrap();
+    assert_eq!(health.state, HealthState::Degraded);
+    assert!(
+        health.reasons.contains(&HealthReason::RpcTimeout),
+        "{health:?}"
+    );
+
+    // A gateway error is an answer: the connection works, so it is not counted.
+    let unknown = rpc(&fixture.supervisor, "no.such.method", None, 5_000).await;
+    assert!(
+        matches!(unknown, Err(RpcError::Gateway { .. })),
+        "{unknown:?}"
+    );
+    let timed_out = rpc(&fixture.supervisor, "sleep", Some(json!({"ms": 2_000})), 1).await;
+    assert!(
+        matches!(timed_out, Err(RpcError::Timeout { .. })),
+        "{timed_out:?}"
+    );
+    let diagnostics = wait_diagnostics(&fixture.supervisor, "two RPC failures", |diagnostics| {
+        diagnostics.diagnostics.consecutive_rpc_failures >= 2
+    })
+    .await;
+    assert_eq!(
+        diagnostics.diagnostics.consecutive_rpc_failures, 2,
+        "a gateway error was counted as a transport failure"
+    );
+
+    let echo = rpc(&fixture.supervisor, "echo", Some(json!({"m6": 1})), 5_000).await;
+    assert_eq!(echo, Ok(json!({"m6": 1})));
+    let diagnostics = wait_diagnostics(&fixture.supervisor, "the reset", |diagnostics| {
+        diagnostics.diagnostics.consecutive_rpc_failures == 0
+    })
+    .await;
+    assert!(diagnostics.diagnostics.last_rpc_success_at.is_some());
+    let health = fixture.supervisor.send(GetHealth).await.unwrap();
+    assert_eq!(health.state, HealthState::Healthy, "{health:?}");
+    fixture.supervisor.send(Stop).await.unwrap();
+}
