@@ -26,6 +26,13 @@ pub enum LaunchProfile {
         /// Extra arguments (fault flags in tests, `--tick-interval-ms`, ...).
         extra_args: Vec<String>,
     },
+    /// The simulator embedded in another binary (the `gatewarden` CLI): `<program> sim ...`.
+    EmbeddedSim {
+        /// The binary that embeds it (usually the running `gatewarden`).
+        program: PathBuf,
+        /// Extra arguments, as for [`LaunchProfile::Sim`].
+        extra_args: Vec<String>,
+    },
     /// The real OpenClaw gateway: `node <entry> gateway run --port N --bind loopback --auth token
     /// --allow-unconfigured`, token through `OPENCLAW_GATEWAY_TOKEN`, never argv.
     OpenClaw {
@@ -69,7 +76,7 @@ impl LaunchProfile {
     /// The default port of this profile.
     pub fn default_port(&self) -> u16 {
         match self {
-            LaunchProfile::Sim { .. } => SIM_DEFAULT_PORT,
+            LaunchProfile::Sim { .. } | LaunchProfile::EmbeddedSim { .. } => SIM_DEFAULT_PORT,
             _ => OPENCLAW_DEFAULT_PORT,
         }
     }
@@ -91,6 +98,7 @@ impl LaunchProfile {
                 Some(program) => Ok(program.clone()),
                 None => find_sim_binary(),
             },
+            LaunchProfile::EmbeddedSim { program, .. } => Ok(program.clone()),
             LaunchProfile::OpenClaw { node, .. } => Ok(node.clone()),
             LaunchProfile::Custom { program, .. } => Ok(program.clone()),
         }
@@ -132,6 +140,9 @@ impl LaunchProfile {
             LaunchProfile::Sim { extra_args, .. } => spec
                 .args(["--port", port_text.as_str()])
                 .args(extra_args.iter().map(String::as_str)),
+            LaunchProfile::EmbeddedSim { extra_args, .. } => spec
+                .args(["sim", "--port", port_text.as_str()])
+                .args(extra_args.iter().map(String::as_str)),
             LaunchProfile::OpenClaw { entry, .. } => spec.arg(entry.to_string_lossy()).args([
                 "gateway",
                 "run",
@@ -155,6 +166,7 @@ impl LaunchProfile {
         let spec = self.base_spec(state_dir)?;
         let spec = match self {
             LaunchProfile::OpenClaw { entry, .. } => spec.arg(entry.to_string_lossy()),
+            LaunchProfile::EmbeddedSim { .. } => spec.arg("sim"),
             _ => spec,
         };
         Ok(spec.args(["doctor", "--fix", "--yes", "--non-interactive"]))
@@ -264,6 +276,21 @@ mod tests {
             .env_vars()
             .iter()
             .any(|(name, value)| name == "OPENCLAW_NO_RESPAWN" && value == "1"));
+    }
+
+    #[test]
+    fn l6_embedded_sim_runs_through_the_sim_subcommand() {
+        let profile = LaunchProfile::EmbeddedSim {
+            program: "/usr/bin/gatewarden".into(),
+            extra_args: vec!["--ready-event".into()],
+        };
+        let spec = profile.launch_spec(5, None, Path::new("/tmp/s")).unwrap();
+        assert_eq!(spec.arguments(), ["sim", "--port", "5", "--ready-event"]);
+        let doctor = profile.doctor_spec(Path::new("/tmp/s")).unwrap();
+        assert_eq!(
+            doctor.arguments(),
+            ["sim", "doctor", "--fix", "--yes", "--non-interactive"]
+        );
     }
 
     #[test]

@@ -1,0 +1,218 @@
+//! The subcommands other than `run`: the control-socket clients, `config print` and `diagrams`.
+
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::Parser as _;
+
+use gatewarden_core::diagram;
+use gatewarden_core::machine::CommandOutcome;
+
+use crate::cli::{Cli, Command, ConfigCommand, RunArgs, TargetArgs};
+use crate::control::{self, ControlReply, ControlRequest, ControlResponse};
+use crate::instance::StatusReport;
+use crate::{config, console, launch, logging, run, UsageError};
+
+/// How long `status` waits for an answer.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long `start`, `restart`, `reload` and `stop` wait: a start of the real gateway may take
+/// minutes (readiness waits up to `connect.ready_timeout_ms`, 8 min by default).
+const LIFECYCLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Margin on top of an RPC's own time limit for the answer to come back over the socket.
+const RPC_MARGIN: Duration = Duration::from_secs(10);
+
+/// Parse the command line and do what it says.
+pub fn dispatch() -> anyhow::Result<ExitCode> {
+    // Bad flags: clap prints its message and exits 2 (`--help`/`--version` exit 0).
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    match cli.command {
+        Command::Run(args) => run::run(&args, cli.log_format),
+        Command::Status { target, json } => status(&target, json),
+        Command::Start { target } => lifecycle(&target, "start", ControlRequest::Start {}),
+        Command::Restart { target } => lifecycle(&target, "restart", ControlRequest::Restart {}),
+        Command::Reload { target } => lifecycle(&target, "reload", ControlRequest::Reload {}),
+        Command::Stop { target, exit } => lifecycle(&target, "stop", ControlRequest::Stop { exit }),
+        Command::Rpc {
+            target,
+            method,
+            params,
+            timeout,
+        } => rpc(&target, method, params.as_deref(), timeout),
+        Command::Config(ConfigCommand::Print(args)) => config_print(&args),
+        Command::Diagrams { out } => diagrams(&out),
+    }
+}
+
+/// The control socket and the settings of the instance `target` names.
+fn target_settings(target: &TargetArgs) -> anyhow::Result<(config::Settings, PathBuf)> {
+    let args = RunArgs {
+        target: target.clone(),
+        ..RunArgs::default()
+    };
+    let settings = config::resolve(&args)?;
+    let path = settings.control_path();
+    Ok((settings, path))
+}
+
+fn ask(path: &Path, request: &ControlRequest, timeout: Duration) -> anyhow::Result<ControlReply> {
+    match control::request(path, request, timeout)? {
+        ControlResponse::Ok(reply) => Ok(reply),
+        ControlResponse::Error(error) => Err(error.into()),
+    }
+}
+
+fn status(target: &TargetArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let (_, path) = target_settings(target)?;
+    let reply = ask(&path, &ControlRequest::Status {}, STATUS_TIMEOUT)?;
+    let ControlReply::Status(report) = reply else {
+        bail!("gatewarden answered `status` with something else");
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", human_status(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn human_status(report: &StatusReport) -> String {
+    let optional = |value: Option<String>| value.unwrap_or_else(|| "-".into());
+    let mut out = format!(
+        "gateway {} (pid {}, uptime {})\n",
+        report.state.as_str(),
+        optional(report.pid.map(|pid| pid.to_string())),
+        optional(report.uptime.map(console::human_duration)),
+    );
+    out.push_str(&format!(
+        "  port {} · version {} · protocol {} · ready {}{}\n",
+        report.port,
+        optional(report.version.clone()),
+        optional(report.protocol.map(|protocol| protocol.to_string())),
+        if report.gateway_ready { "yes" } else { "no" },
+        if report.external {
+            " · external (not ours)"
+        } else {
+            ""
+        }
+    ));
+    let health = serde_json::to_value(report.health.state)
+        .ok()
+        .and_then(|value| value.as_str().map(String::from))
+        .unwrap_or_default();
+    out.push_str(&format!(
+        "  health {health} · reconnect attempts {} · heartbeat misses {}\n",
+        report.reconnect_attempts, report.health.consecutive_heartbeat_misses
+    ));
+    if let Some(error) = &report.error {
+        out.push_str(&format!("  error: {error}\n"));
+    }
+    out.push_str(&format!(
+        "  supervisor pid {} · profile {} · up {}\n",
+        report.supervisor.pid,
+        report.supervisor.profile.as_str(),
+        console::human_duration(report.supervisor.uptime)
+    ));
+    out
+}
+
+fn lifecycle(target: &TargetArgs, name: &str, request: ControlRequest) -> anyhow::Result<ExitCode> {
+    let (_, path) = target_settings(target)?;
+    let reply = ask(&path, &request, LIFECYCLE_TIMEOUT)?;
+    let ControlReply::Command { outcome } = reply else {
+        bail!("gatewarden answered `{name}` with something else");
+    };
+    match outcome {
+        CommandOutcome::Completed => println!("{name}: done"),
+        CommandOutcome::Scheduled => println!("{name}: scheduled"),
+        CommandOutcome::Deferred => {
+            println!("{name}: deferred until the current start or reconnect settles")
+        }
+        CommandOutcome::Ignored { reason } => println!("{name}: nothing to do ({reason})"),
+        CommandOutcome::Suppressed { retry_after_ms } => {
+            bail!("{name} suppressed by the restart governor; try again in {retry_after_ms} ms")
+        }
+        CommandOutcome::Superseded => bail!("{name} was superseded by a later start or stop"),
+        CommandOutcome::Failed { message } => bail!("{name} failed: {message}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rpc(
+    target: &TargetArgs,
+    method: String,
+    params: Option<&str>,
+    timeout_ms: Option<u64>,
+) -> anyhow::Result<ExitCode> {
+    let params =
+        match params {
+            None => None,
+            Some(text) => Some(serde_json::from_str(text).map_err(|error| {
+                UsageError(format!("PARAMS is not valid JSON ({error}): {text}"))
+            })?),
+        };
+    let (settings, path) = target_settings(target)?;
+    let limit = Duration::from_millis(timeout_ms.unwrap_or(settings.core.rpc.default_timeout_ms));
+    let request = ControlRequest::Rpc {
+        method: method.clone(),
+        params,
+        timeout_ms,
+    };
+    let reply = ask(&path, &request, limit.saturating_add(RPC_MARGIN))
+        .with_context(|| format!("rpc {method} failed"))?;
+    let ControlReply::Rpc { result } = reply else {
+        bail!("gatewarden answered `rpc` with something else");
+    };
+    let text = if std::io::stdout().is_terminal() {
+        serde_json::to_string_pretty(&result)?
+    } else {
+        serde_json::to_string(&result)?
+    };
+    println!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn config_print(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let settings = config::resolve(args)?;
+    let origin = launch::token_origin(&settings);
+    if let launch::TokenOrigin::File(path) = &origin {
+        std::fs::metadata(path)
+            .with_context(|| format!("cannot read token file {}", path.display()))?;
+    }
+    let summary = launch::TokenSummary { origin };
+    print!("{}", config::render(&settings, &summary)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Write the diagrams as `cargo run -p xtask -- diagrams` does.
+fn diagrams(out: &Path) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let observed = diagram::explore();
+    let mermaid = out.join("lifecycle.mmd");
+    let dot = out.join("lifecycle.dot");
+    std::fs::write(&mermaid, diagram::mermaid(&observed))
+        .with_context(|| format!("cannot write {}", mermaid.display()))?;
+    std::fs::write(&dot, diagram::dot(&observed))
+        .with_context(|| format!("cannot write {}", dot.display()))?;
+    println!("wrote {}", mermaid.display());
+    println!("wrote {}", dot.display());
+    let svg = out.join("lifecycle.svg");
+    // The SVG is a convenience for readers; without Graphviz the text formats are enough.
+    match std::process::Command::new("dot")
+        .arg("-Tsvg")
+        .arg(&dot)
+        .arg("-o")
+        .arg(&svg)
+        .status()
+    {
+        Ok(status) if status.success() => println!("wrote {}", svg.display()),
+        Ok(status) => eprintln!("dot failed ({status}); skipped the SVG"),
+        Err(_) => eprintln!("Graphviz `dot` not installed; skipped the SVG"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

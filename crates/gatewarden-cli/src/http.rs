@@ -1,0 +1,381 @@
+//! `--http`: `/healthz`, `/readyz` and `/metrics` (Prometheus text format) from a small
+//! hand-written HTTP/1.1 responder.
+//!
+//! Hand-written because the surface is three GET routes with `Connection: close`: a web framework
+//! would be most of the binary. Requests are bounded ([`MAX_REQUEST_BYTES`], a read deadline) and
+//! anything unexpected gets a 4xx answer, never a panic.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+use gatewarden_core::health::HealthState;
+use gatewarden_core::machine::LifecycleState;
+
+use crate::instance::{Instance, Snapshot};
+
+/// The largest request head accepted (the routes take no body).
+const MAX_REQUEST_BYTES: usize = 8 * 1024;
+
+/// A client must send its request head within this time.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// At most this many requests are served at once.
+const MAX_CONCURRENT: usize = 32;
+
+/// Bind the HTTP endpoint (before the gateway starts, so a taken port fails fast).
+pub async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot serve HTTP on {address}"))
+}
+
+/// Serve until the task is dropped.
+pub async fn serve(listener: TcpListener, instance: Rc<Instance>) {
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "HTTP accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let instance = instance.clone();
+        actix_rt::spawn(async move {
+            let _permit = permit;
+            if let Err(error) = serve_connection(stream, &instance).await {
+                tracing::debug!(%error, "HTTP connection ended early");
+            }
+        });
+    }
+}
+
+/// An answer.
+struct Response {
+    status: u16,
+    content_type: &'static str,
+    body: String,
+    allow: bool,
+}
+
+impl Response {
+    fn text(status: u16, body: impl Into<String>) -> Self {
+        Response {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into(),
+            allow: false,
+        }
+    }
+
+    fn json(status: u16, body: serde_json::Value) -> Self {
+        Response {
+            status,
+            content_type: "application/json",
+            body: format!("{body}\n"),
+            allow: false,
+        }
+    }
+}
+
+async fn serve_connection(mut stream: TcpStream, instance: &Instance) -> std::io::Result<()> {
+    let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
+        Ok(Ok(head)) => head,
+        Ok(Err(error)) => return Err(error),
+        Err(_) => None,
+    };
+    let (response, head_only) = match head.as_deref().map(parse_request_line) {
+        None => (Response::text(400, "bad request\n"), false),
+        Some(Err(status)) => (Response::text(status, "bad request\n"), false),
+        Some(Ok((method, path))) => {
+            let head_only = method == "HEAD";
+            if method != "GET" && !head_only {
+                let mut response = Response::text(405, "method not allowed\n");
+                response.allow = true;
+                (response, false)
+            } else {
+                (route(path, instance).await, head_only)
+            }
+        }
+    };
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n",
+        response.status,
+        reason(response.status),
+        response.content_type,
+        response.body.len()
+    );
+    if response.allow {
+        out.push_str("Allow: GET, HEAD\r\n");
+    }
+    out.push_str("\r\n");
+    if !head_only {
+        out.push_str(&response.body);
+    }
+    stream.write_all(out.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// Read up to the end of the request head; `None` when it is too long or the peer went away.
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
+    let mut buffer = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let read = stream.read(&mut chunk).await?;
+        if read == 0 {
+            return Ok(None);
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+        if let Some(end) = find(&buffer, b"\r\n\r\n").or_else(|| find(&buffer, b"\n\n")) {
+            buffer.truncate(end);
+            return Ok(Some(String::from_utf8_lossy(&buffer).into_owned()));
+        }
+        if buffer.len() > MAX_REQUEST_BYTES {
+            return Ok(None);
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+/// `GET /path HTTP/1.1` → (`GET`, `/path`), query string dropped; `Err(status)` otherwise.
+fn parse_request_line(head: &str) -> Result<(&str, &str), u16> {
+    let line = head.lines().next().ok_or(400u16)?;
+    let mut parts = line.split_ascii_whitespace();
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(400);
+    };
+    if !version.starts_with("HTTP/1.") {
+        return Err(505);
+    }
+    let path = target.split(['?', '#']).next().unwrap_or(target);
+    Ok((method, path))
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+async fn route(path: &str, instance: &Instance) -> Response {
+    match path {
+        // Liveness of the supervisor itself: it answers a status query.
+        "/healthz" => match instance.status().await {
+            Ok(status) => {
+                Response::json(200, serde_json::json!({"ok": true, "state": status.state}))
+            }
+            Err(_) => Response::json(
+                503,
+                serde_json::json!({"ok": false, "error": "supervisor not answering"}),
+            ),
+        },
+        // Readiness of the gateway: running and its subsystems ready (G1/G2).
+        "/readyz" => match instance.status().await {
+            Ok(status) => {
+                let ready = status.state == LifecycleState::Running && status.gateway_ready;
+                let body = serde_json::json!({
+                    "ready": ready,
+                    "state": status.state,
+                    "gatewayReady": status.gateway_ready,
+                });
+                Response::json(if ready { 200 } else { 503 }, body)
+            }
+            Err(_) => Response::json(
+                503,
+                serde_json::json!({"ready": false, "error": "supervisor not answering"}),
+            ),
+        },
+        "/metrics" => match instance.snapshot().await {
+            Ok(snapshot) => Response {
+                status: 200,
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                body: render_metrics(&snapshot, instance),
+                allow: false,
+            },
+            Err(_) => Response::text(503, "supervisor not answering\n"),
+        },
+        _ => Response::text(404, "not found (try /healthz, /readyz, /metrics)\n"),
+    }
+}
+
+/// The Prometheus text exposition of a snapshot.
+pub fn render_metrics(snapshot: &Snapshot, instance: &Instance) -> String {
+    let mut out = String::new();
+    let status = &snapshot.status;
+    let counters = &snapshot.diagnostics;
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    let plain = |value: u64| vec![(String::new(), value)];
+    let states = [
+        LifecycleState::Stopped,
+        LifecycleState::Starting,
+        LifecycleState::Running,
+        LifecycleState::Reconnecting,
+        LifecycleState::Error,
+    ];
+    let state_samples: Vec<(String, u64)> = states
+        .iter()
+        .map(|state| {
+            (
+                format!("{{state=\"{}\"}}", state.as_str()),
+                u64::from(*state == status.state),
+            )
+        })
+        .collect();
+    metric(
+        "gatewarden_state",
+        "gauge",
+        "Lifecycle state of the gateway (1 for the current state).",
+        &state_samples,
+    );
+    let health_samples: Vec<(String, u64)> = [
+        (HealthState::Healthy, "healthy"),
+        (HealthState::Degraded, "degraded"),
+        (HealthState::Unresponsive, "unresponsive"),
+    ]
+    .iter()
+    .map(|(state, name)| {
+        (
+            format!("{{state=\"{name}\"}}"),
+            u64::from(*state == snapshot.health.state),
+        )
+    })
+    .collect();
+    metric(
+        "gatewarden_health",
+        "gauge",
+        "Health summary of the gateway (1 for the current state).",
+        &health_samples,
+    );
+    metric(
+        "gatewarden_gateway_ready",
+        "gauge",
+        "1 when the gateway reports its subsystems ready.",
+        &plain(u64::from(status.gateway_ready)),
+    );
+    metric(
+        "gatewarden_gateway_uptime_seconds",
+        "gauge",
+        "Seconds since the gateway connection was established (0 when not running).",
+        &plain(status.uptime_ms.unwrap_or(0) / 1000),
+    );
+    metric(
+        "gatewarden_supervisor_uptime_seconds",
+        "gauge",
+        "Seconds since gatewarden started.",
+        &plain(instance.machine_now_ms() / 1000),
+    );
+    metric(
+        "gatewarden_restarts_executed_total",
+        "counter",
+        "Restarts carried out (R3).",
+        &plain(counters.restarts_executed),
+    );
+    metric(
+        "gatewarden_restarts_suppressed_total",
+        "counter",
+        "Restarts refused by the restart governor (R3).",
+        &plain(counters.restarts_suppressed),
+    );
+    metric(
+        "gatewarden_reconnect_attempts",
+        "gauge",
+        "Automatic reconnect attempts since the last reset (N2).",
+        &plain(u64::from(status.reconnect_attempts)),
+    );
+    metric(
+        "gatewarden_reconnect_attempts_total",
+        "counter",
+        "Automatic reconnect attempts (N4).",
+        &plain(counters.reconnect_attempts_total),
+    );
+    metric(
+        "gatewarden_reconnect_successes_total",
+        "counter",
+        "Successful automatic reconnects (N4).",
+        &plain(counters.reconnect_successes_total),
+    );
+    metric(
+        "gatewarden_rpc_successes_total",
+        "counter",
+        "RPCs made through gatewarden that succeeded.",
+        &plain(instance.rpc.successes.get()),
+    );
+    metric("gatewarden_rpc_failures_total", "counter", "RPCs made through gatewarden that failed in transport: timeout, not connected, stopped, send failure (M6).", &plain(instance.rpc.failures.get()));
+    metric(
+        "gatewarden_rpc_gateway_errors_total",
+        "counter",
+        "RPCs made through gatewarden that the gateway answered with an error.",
+        &plain(instance.rpc.gateway_errors.get()),
+    );
+    metric(
+        "gatewarden_rpc_consecutive_failures",
+        "gauge",
+        "RPC transport failures since the last success (M6).",
+        &plain(u64::from(counters.diagnostics.consecutive_rpc_failures)),
+    );
+    metric(
+        "gatewarden_heartbeat_misses",
+        "gauge",
+        "Consecutive missed heartbeat pings (H5).",
+        &plain(u64::from(counters.diagnostics.consecutive_heartbeat_misses)),
+    );
+    metric(
+        "gatewarden_process_starts_total",
+        "counter",
+        "Gateway processes spawned.",
+        &plain(counters.process_starts),
+    );
+    metric(
+        "gatewarden_process_exits_total",
+        "counter",
+        "Gateway processes that exited.",
+        &plain(counters.process_exits),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_lines_are_parsed_strictly() {
+        assert_eq!(
+            parse_request_line("GET /readyz?x=1 HTTP/1.1\r\nHost: a"),
+            Ok(("GET", "/readyz"))
+        );
+        assert_eq!(parse_request_line("GET /readyz"), Err(400));
+        assert_eq!(parse_request_line("GET / HTTP/2 extra"), Err(400));
+        assert_eq!(parse_request_line("GET / SPDY/3"), Err(505));
+        assert_eq!(parse_request_line(""), Err(400));
+    }
+}

@@ -1,0 +1,238 @@
+//! The running instance as the control socket, the HTTP endpoint and the status area see it: the
+//! supervisor's address plus what only the CLI knows (profile, clock origin, RPC counters).
+
+use std::cell::Cell;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix::Addr;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use gatewarden::supervisor::{
+    DiagnosticsSnapshot, GetDiagnostics, GetHealth, GetStatus, Supervisor,
+};
+use gatewarden_core::health::HealthSummary;
+use gatewarden_core::machine::{LifecycleState, Status};
+use gatewarden_core::rpc::RpcError;
+
+use crate::config::ProfileKind;
+
+/// How long a status query may take before the supervisor counts as wedged.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Everything the CLI's servers share. Single-threaded (the actix system), hence `Cell`.
+pub struct Instance {
+    /// The supervisor actor.
+    pub supervisor: Addr<Supervisor>,
+    /// Which profile runs.
+    pub profile: ProfileKind,
+    /// When the supervisor was started: its machine clock counts from (about) here.
+    pub origin: Instant,
+    /// The same moment in Unix milliseconds.
+    pub origin_unix_ms: u64,
+    /// RPCs made through this instance.
+    pub rpc: RpcCounters,
+    /// Set by `stop --exit`: the run loop ends once the gateway is stopped.
+    pub exit_requested: Notify,
+}
+
+/// RPC outcomes counted by the CLI (the library keeps only the last success and failure).
+#[derive(Debug, Default)]
+pub struct RpcCounters {
+    /// Answered successfully.
+    pub successes: Cell<u64>,
+    /// Transport failures (timeout, not connected, stopped, send failure): M6's failures.
+    pub failures: Cell<u64>,
+    /// The gateway answered with an error (the connection works).
+    pub gateway_errors: Cell<u64>,
+}
+
+impl RpcCounters {
+    /// Count one outcome.
+    pub fn record(&self, outcome: &Result<serde_json::Value, RpcError>) {
+        let cell = match outcome {
+            Ok(_) => &self.successes,
+            Err(error) if error.is_transport() => &self.failures,
+            Err(_) => &self.gateway_errors,
+        };
+        cell.set(cell.get().wrapping_add(1));
+    }
+}
+
+/// The `status --json` snapshot: the core `Status` with the field names of S2, plus health.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusReport {
+    /// S1.
+    pub state: LifecycleState,
+    /// Gateway port.
+    pub port: u16,
+    /// Owned gateway process.
+    pub pid: Option<u32>,
+    /// Milliseconds since connected.
+    pub uptime: Option<u64>,
+    /// Last error text.
+    pub error: Option<String>,
+    /// When the handshake completed (Unix ms).
+    pub connected_at: Option<u64>,
+    /// Gateway version from the handshake.
+    pub version: Option<String>,
+    /// Protocol the gateway chose.
+    pub protocol: Option<u32>,
+    /// The gateway's boot id.
+    pub boot_id: Option<String>,
+    /// Automatic reconnect attempts since the last reset.
+    pub reconnect_attempts: u32,
+    /// G1/G2.
+    pub gateway_ready: bool,
+    /// Attached to a gateway this supervisor did not spawn.
+    pub external: bool,
+    /// H6, with times in Unix ms.
+    pub health: HealthSummary,
+    /// The supervisor itself.
+    pub supervisor: SupervisorInfo,
+}
+
+/// About the `gatewarden run` process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SupervisorInfo {
+    /// Its pid.
+    pub pid: u32,
+    /// The launch profile.
+    pub profile: ProfileKind,
+    /// Milliseconds since it started.
+    pub uptime: u64,
+    /// Its version.
+    pub version: String,
+}
+
+/// Everything `/metrics` and the status area need, read in one go.
+pub struct Snapshot {
+    /// S2.
+    pub status: Status,
+    /// H6.
+    pub health: HealthSummary,
+    /// Counters and diagnostics.
+    pub diagnostics: DiagnosticsSnapshot,
+}
+
+/// The supervisor did not answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Gone;
+
+impl std::fmt::Display for Gone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the supervisor did not answer")
+    }
+}
+
+impl std::error::Error for Gone {}
+
+impl Instance {
+    /// A new instance around `supervisor`, started at `origin`.
+    pub fn new(supervisor: Addr<Supervisor>, profile: ProfileKind, origin: Instant) -> Self {
+        Instance {
+            supervisor,
+            profile,
+            origin,
+            origin_unix_ms: unix_ms().saturating_sub(millis(origin.elapsed())),
+            rpc: RpcCounters::default(),
+            exit_requested: Notify::new(),
+        }
+    }
+
+    /// The supervisor's machine clock now (ms since `origin`).
+    pub fn machine_now_ms(&self) -> u64 {
+        millis(self.origin.elapsed())
+    }
+
+    /// A machine-clock time as Unix milliseconds.
+    pub fn to_unix_ms(&self, machine_ms: u64) -> u64 {
+        self.origin_unix_ms.saturating_add(machine_ms)
+    }
+
+    /// Status, health and diagnostics.
+    pub async fn snapshot(&self) -> Result<Snapshot, Gone> {
+        let ask = async {
+            let status = self.supervisor.send(GetStatus).await.map_err(|_| Gone)?;
+            let health = self.supervisor.send(GetHealth).await.map_err(|_| Gone)?;
+            let diagnostics = self
+                .supervisor
+                .send(GetDiagnostics)
+                .await
+                .map_err(|_| Gone)?;
+            Ok(Snapshot {
+                status,
+                health,
+                diagnostics,
+            })
+        };
+        tokio::time::timeout(QUERY_TIMEOUT, ask)
+            .await
+            .unwrap_or(Err(Gone))
+    }
+
+    /// Only the status (the cheapest liveness question).
+    pub async fn status(&self) -> Result<Status, Gone> {
+        match tokio::time::timeout(QUERY_TIMEOUT, self.supervisor.send(GetStatus)).await {
+            Ok(Ok(status)) => Ok(status),
+            _ => Err(Gone),
+        }
+    }
+
+    /// The `status --json` report.
+    pub async fn report(&self) -> Result<StatusReport, Gone> {
+        let snapshot = self.snapshot().await?;
+        Ok(self.report_from(snapshot))
+    }
+
+    /// The `status --json` report of a snapshot.
+    pub fn report_from(&self, snapshot: Snapshot) -> StatusReport {
+        let Snapshot {
+            status, mut health, ..
+        } = snapshot;
+        // The health times are on the supervisor's machine clock; people and scripts want Unix
+        // time, like `connectedAt`.
+        let unix = |at: Option<u64>| at.map(|at| self.to_unix_ms(at));
+        health.last_alive_at = unix(health.last_alive_at);
+        health.last_rpc_success_at = unix(health.last_rpc_success_at);
+        health.last_rpc_failure_at = unix(health.last_rpc_failure_at);
+        health.last_channels_status_ok_at = unix(health.last_channels_status_ok_at);
+        health.last_channels_status_failure_at = unix(health.last_channels_status_failure_at);
+        StatusReport {
+            state: status.state,
+            port: status.port,
+            pid: status.pid,
+            uptime: status.uptime_ms,
+            error: status.error,
+            connected_at: status.connected_at_ms,
+            version: status.version,
+            protocol: status.protocol,
+            boot_id: status.boot_id,
+            reconnect_attempts: status.reconnect_attempts,
+            gateway_ready: status.gateway_ready,
+            external: status.external,
+            health,
+            supervisor: SupervisorInfo {
+                pid: std::process::id(),
+                profile: self.profile,
+                uptime: millis(self.origin.elapsed()),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            },
+        }
+    }
+}
+
+/// Milliseconds of a duration, saturating.
+pub fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Unix time in milliseconds.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(millis)
+        .unwrap_or(0)
+}

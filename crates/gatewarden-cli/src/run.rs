@@ -1,0 +1,397 @@
+//! `gatewarden run`: start the supervisor in an actix system, serve the control socket and the
+//! HTTP endpoint, keep the status area fresh, and stop gracefully on Ctrl-C or SIGTERM.
+//!
+//! Shutdown: the first SIGINT/SIGTERM sends `Stop` and waits for it (the library terminates the
+//! gateway's whole process group), then exits 0. A second signal while that runs sends
+//! `ForceTerminateForQuit` and exits 130, as shells expect from an interrupted program.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use anyhow::Context as _;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::Notify;
+
+use gatewarden::events::GatewayEvent;
+use gatewarden::launch::Secret;
+use gatewarden::profile::LaunchProfile;
+use gatewarden::supervisor::{ForceTerminateForQuit, Start, Stop, Subscribe, Supervisor};
+use gatewarden::{GatewaySupervisor, SupervisorOptions};
+use gatewarden_core::config::SupervisorConfig;
+use gatewarden_core::machine::{CommandOutcome, LifecycleState, Status};
+
+use crate::cli::{LogFormat, RunArgs};
+use crate::config::ProfileKind;
+use crate::instance::Instance;
+use crate::launch::TokenOrigin;
+use crate::notify::Notifier;
+use crate::{config, console, control, http, launch, notify};
+
+/// How often the status area is redrawn when nothing happens (the uptime ticks).
+const AREA_REFRESH: Duration = Duration::from_secs(1);
+
+/// A second signal while stopping forces the quit; the force itself is bounded by this.
+const FORCE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything resolved before the actix system starts.
+struct Plan {
+    core: SupervisorConfig,
+    profile: LaunchProfile,
+    profile_kind: ProfileKind,
+    state_dir: PathBuf,
+    control_path: PathBuf,
+    http: Option<std::net::SocketAddr>,
+    token: Option<Secret>,
+    token_origin: TokenOrigin,
+    live_area: bool,
+}
+
+/// `gatewarden run`.
+pub fn run(args: &RunArgs, format: LogFormat) -> anyhow::Result<ExitCode> {
+    let settings = config::resolve(args)?;
+    let profile = launch::resolve_profile(&settings)?;
+    let (token, token_origin) = launch::resolve_token(&settings)?;
+    let state_dir = settings.state_dir();
+    launch::create_private_dir(&state_dir)?;
+    let plan = Plan {
+        core: settings.core.clone(),
+        profile,
+        profile_kind: settings.cli.profile,
+        control_path: settings.control_path(),
+        state_dir,
+        http: settings.http,
+        token,
+        token_origin,
+        live_area: format == LogFormat::Text && console::enable_live_area(),
+    };
+    let system = actix_rt::System::new();
+    let result = system.block_on(supervise(plan));
+    console::clear_status_area();
+    result
+}
+
+async fn supervise(plan: Plan) -> anyhow::Result<ExitCode> {
+    // Everything that can fail for a reason a person can fix is set up before the gateway starts.
+    let control_socket = control::bind(&plan.control_path)?;
+    let http_listener = match plan.http {
+        Some(address) => Some(http::bind(address).await?),
+        None => None,
+    };
+    let mut signals = Signals {
+        interrupt: signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?,
+        terminate: signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?,
+    };
+    let notifier = Notifier::from_env().map(Rc::new);
+
+    let port = plan.core.port;
+    let mut options = SupervisorOptions::new(plan.profile.clone(), plan.state_dir.clone());
+    options.core = plan.core.clone();
+    options.token = plan.token.clone();
+    let origin = Instant::now();
+    let supervisor = GatewaySupervisor::start(options);
+    let instance = Rc::new(Instance::new(supervisor.clone(), plan.profile_kind, origin));
+
+    let refresh = Rc::new(Notify::new());
+    let watcher = EventWatcher {
+        refresh: refresh.clone(),
+        notifier: notifier.clone(),
+        last: None,
+    }
+    .start();
+    supervisor.do_send(Subscribe(watcher.recipient()));
+
+    let mut tasks = vec![actix_rt::spawn(control::serve(
+        control_socket,
+        instance.clone(),
+    ))];
+    if let Some(listener) = http_listener {
+        tasks.push(actix_rt::spawn(http::serve(listener, instance.clone())));
+    }
+    if plan.live_area {
+        let header = area_header(&plan);
+        tasks.push(actix_rt::spawn(refresh_area(
+            instance.clone(),
+            refresh,
+            header,
+        )));
+    }
+    if let (Some(notifier), Some(interval)) = (notifier.clone(), notify::watchdog_interval()) {
+        tasks.push(actix_rt::spawn(watchdog(
+            instance.clone(),
+            notifier,
+            interval,
+        )));
+    }
+
+    tracing::info!(
+        profile = plan.profile_kind.as_str(),
+        port,
+        state_dir = %plan.state_dir.display(),
+        control = %plan.control_path.display(),
+        http = plan.http.map(|address| address.to_string()).unwrap_or_else(|| "off".into()),
+        token = %describe_token(&plan.token_origin),
+        "gatewarden supervising"
+    );
+
+    let code = supervise_until_quit(&instance, &mut signals, notifier.as_deref()).await;
+    for task in tasks {
+        task.abort();
+    }
+    code
+}
+
+/// Start the gateway, wait for a quit request, stop it.
+async fn supervise_until_quit(
+    instance: &Instance,
+    signals: &mut Signals,
+    notifier: Option<&Notifier>,
+) -> anyhow::Result<ExitCode> {
+    let supervisor = &instance.supervisor;
+    let start = supervisor.send(Start);
+    tokio::pin!(start);
+    let outcome = tokio::select! {
+        outcome = &mut start => Some(outcome),
+        name = signals.next() => {
+            tracing::info!("{name} during start: stopping");
+            None
+        }
+    };
+    match outcome {
+        None => return Ok(shutdown(supervisor, signals, notifier).await),
+        Some(Err(_)) => anyhow::bail!("the supervisor stopped unexpectedly during start"),
+        Some(Ok(CommandOutcome::Failed { message })) => {
+            // The first start failed after the library's own retries (L5–L7): nothing will try
+            // again, so say why and leave rather than sit in `error`.
+            let _ = shutdown(supervisor, signals, notifier).await;
+            return Err(anyhow::anyhow!("{message}{}", failure_hint(&message)))
+                .context("the gateway did not start");
+        }
+        Some(Ok(_)) => {}
+    }
+    if let Some(notifier) = notifier {
+        notifier.send("READY=1");
+    }
+    tokio::select! {
+        name = signals.next() => tracing::info!("{name}: stopping the gateway"),
+        () = instance.exit_requested.notified() => {}
+    }
+    Ok(shutdown(supervisor, signals, notifier).await)
+}
+
+/// Stop the gateway; a second signal forces the quit.
+async fn shutdown(
+    supervisor: &Addr<Supervisor>,
+    signals: &mut Signals,
+    notifier: Option<&Notifier>,
+) -> ExitCode {
+    if let Some(notifier) = notifier {
+        notifier.send("STOPPING=1");
+    }
+    let stop = supervisor.send(Stop);
+    tokio::pin!(stop);
+    tokio::select! {
+        outcome = &mut stop => {
+            match outcome {
+                Ok(CommandOutcome::Failed { message }) => tracing::warn!("stop: {message}"),
+                Ok(_) => tracing::debug!("stop finished"),
+                Err(_) => tracing::warn!("the supervisor went away while stopping"),
+            }
+            ExitCode::SUCCESS
+        }
+        name = signals.next() => {
+            tracing::warn!("{name} again: terminating the gateway now");
+            let _ = tokio::time::timeout(FORCE_TIMEOUT, supervisor.send(ForceTerminateForQuit)).await;
+            ExitCode::from(130)
+        }
+    }
+}
+
+/// SIGINT and SIGTERM, as one stream.
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Signals {
+    /// The next quit signal's name.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
+    }
+}
+
+fn describe_token(origin: &TokenOrigin) -> String {
+    match origin {
+        TokenOrigin::File(path) => format!("from {}", path.display()),
+        TokenOrigin::Environment(name) => format!("from ${name}"),
+        TokenOrigin::Generated => "generated for this run".into(),
+        TokenOrigin::None => "none".into(),
+    }
+}
+
+/// What a person can do about a start failure the library reported.
+fn failure_hint(message: &str) -> &'static str {
+    let lower = message.to_ascii_lowercase();
+    if is_auth_failure(&lower) {
+        "\nThe gateway rejected the token: pass the gateway's token with --token-file FILE or \
+         $OPENCLAW_GATEWAY_TOKEN (gatewarden does not retry a rejected token)."
+    } else if lower.contains("which is not a gateway") || lower.contains("held by") {
+        "\nAnother program holds the port; gatewarden never signals it. Stop it, or pick another --port."
+    } else if lower.contains("failed to spawn") {
+        "\nCheck the gateway command (--openclaw/--node, or the command after --)."
+    } else {
+        ""
+    }
+}
+
+fn is_auth_failure(lower: &str) -> bool {
+    [
+        "auth_token",
+        "token mismatch",
+        "unauthorized",
+        "auth_password",
+        "token_missing",
+    ]
+    .iter()
+    .any(|needle| lower.contains(needle))
+}
+
+fn area_header(plan: &Plan) -> String {
+    let mut header = format!(
+        "{} · port {} · control {}",
+        plan.profile_kind.as_str(),
+        plan.core.port,
+        plan.control_path.display()
+    );
+    if let Some(address) = plan.http {
+        header.push_str(&format!(" · http {address}"));
+    }
+    header
+}
+
+/// Redraw the status area on every status event and once a second.
+async fn refresh_area(instance: Rc<Instance>, refresh: Rc<Notify>, header: String) {
+    loop {
+        if let Ok(snapshot) = instance.snapshot().await {
+            console::show(console::render(
+                &snapshot,
+                &header,
+                instance.machine_now_ms(),
+            ));
+        }
+        tokio::select! {
+            () = refresh.notified() => {}
+            () = tokio::time::sleep(AREA_REFRESH) => {}
+        }
+    }
+}
+
+/// `WATCHDOG=1` while the supervisor actor answers: a wedged supervisor stops the pings and
+/// systemd restarts the service.
+async fn watchdog(instance: Rc<Instance>, notifier: Rc<Notifier>, interval: Duration) {
+    loop {
+        if instance.status().await.is_ok() {
+            notifier.send("WATCHDOG=1");
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// Hears the supervisor's events: logs lifecycle changes, tells systemd, wakes the status area.
+struct EventWatcher {
+    refresh: Rc<Notify>,
+    notifier: Option<Rc<Notifier>>,
+    last: Option<(LifecycleState, Option<u32>, Option<String>)>,
+}
+
+impl Actor for EventWatcher {
+    type Context = Context<Self>;
+}
+
+impl Handler<GatewayEvent> for EventWatcher {
+    type Result = ();
+
+    fn handle(&mut self, event: GatewayEvent, _ctx: &mut Self::Context) {
+        match event {
+            GatewayEvent::Status(status) => self.status_changed(&status),
+            GatewayEvent::ProcessExit { pid, code } => {
+                let code = code
+                    .map(|code| code.to_string())
+                    .unwrap_or_else(|| "none".into());
+                tracing::info!(pid, "gateway process exited (code {code})");
+            }
+            GatewayEvent::Error { message } => tracing::warn!("gateway: {message}"),
+            GatewayEvent::GatewayReady => tracing::info!("gateway ready"),
+            GatewayEvent::Notification { method, .. } => {
+                tracing::debug!(method, "gateway notification")
+            }
+            GatewayEvent::RawMessage(_)
+            | GatewayEvent::ChannelStatus(_)
+            | GatewayEvent::ChatMessage(_) => {}
+        }
+        self.refresh.notify_one();
+    }
+}
+
+impl EventWatcher {
+    fn status_changed(&mut self, status: &Status) {
+        let key = (status.state, status.pid, status.error.clone());
+        if self.last.as_ref() == Some(&key) {
+            return;
+        }
+        self.last = Some(key);
+        let pid = status
+            .pid
+            .map(|pid| pid.to_string())
+            .unwrap_or_else(|| "-".into());
+        match (&status.state, &status.error) {
+            (LifecycleState::Error, Some(error)) => {
+                tracing::error!(pid, "gateway error: {error}{}", failure_hint(error));
+            }
+            (state, _) => tracing::info!(
+                pid,
+                version = status.version.as_deref().unwrap_or("-"),
+                protocol = status.protocol.unwrap_or(0),
+                reconnect_attempts = status.reconnect_attempts,
+                "gateway {}",
+                state.as_str()
+            ),
+        }
+        if let Some(notifier) = &self.notifier {
+            let mut text = format!("gateway {}", status.state.as_str());
+            if let Some(pid) = status.pid {
+                text.push_str(&format!(", pid {pid}"));
+            }
+            if let Some(version) = &status.version {
+                text.push_str(&format!(", version {version}"));
+            }
+            if let Some(error) = &status.error {
+                text.push_str(&format!(": {error}"));
+            }
+            notifier.status(&text);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_rejections_get_a_token_hint() {
+        assert!(
+            failure_hint("Gateway rejected connect: unauthorized (AUTH_TOKEN_MISMATCH)")
+                .contains("token")
+        );
+        assert!(failure_hint(
+            "Port 5 is held by pid 7 (python3), which is not a gateway; it was left alone"
+        )
+        .contains("another --port"));
+        assert_eq!(failure_hint("Connect handshake timeout"), "");
+    }
+}
