@@ -751,6 +751,12 @@ async fn probe_port(
     record_path: &std::path::Path,
     probe_timeout_ms: u64,
 ) -> PortProbe {
+    // A refused loopback connect answers "nobody listens" in microseconds; the /proc scan costs
+    // milliseconds on a large machine (the kernel walks hash tables sized by RAM), so it only runs
+    // when something answers.
+    if !something_listens(port) {
+        return PortProbe::free();
+    }
     let listeners = orphan::listeners_on_port(port).unwrap_or_default();
     if listeners.is_empty() {
         return PortProbe::free();
@@ -770,6 +776,20 @@ async fn probe_port(
         listeners,
         answers_as_gateway,
     }
+}
+
+/// Does anything accept connections on the port, on IPv4 or IPv6 loopback?
+fn something_listens(port: u16) -> bool {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+    // Loopback connects are answered at once (accepted or refused); the bound only guards against
+    // a pathological firewall rule.
+    let bound = Duration::from_millis(200);
+    [
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
+    ]
+    .iter()
+    .any(|address| TcpStream::connect_timeout(address, bound).is_ok())
 }
 
 /// L6: run the doctor repair with a time limit, logging its output.
