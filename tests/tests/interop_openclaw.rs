@@ -11,6 +11,9 @@
 //!
 //! Measurements are printed as `interop-metric test=<name> <key>=<value>` lines (visible with
 //! `-- --nocapture`). docs/interop.md has the results table.
+// Each `#[actix_rt::test]` runs on its own thread with its own runtime, so holding the serialising
+// std mutex across awaits blocks only that test's thread, which is the point: one gateway at a time.
+#![allow(clippy::await_holding_lock)]
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
