@@ -21,6 +21,7 @@ use gatewarden_core::machine::{
     Command, CommandOutcome, Effect, Event, ExternalShutdownOutcome, LifecycleMachine, LogLevel,
     Notice, PortProbe, ReplyId, Status, TimerKind,
 };
+use gatewarden_core::reload_policy::ReloadPolicy;
 use gatewarden_core::rpc::RpcError;
 use gatewarden_core::stderr::{classify_stderr_line, StderrAction, StderrDeduper, StderrLevel};
 
@@ -987,36 +988,13 @@ impl Handler<ForceTerminateForQuit> for Supervisor {
     }
 }
 
-impl Handler<Reload> for Supervisor {
-    type Result = ResponseActFuture<Self, CommandOutcome>;
-
-    fn handle(&mut self, _message: Reload, _ctx: &mut Self::Context) -> Self::Result {
-        // P1/P2: read the policy first (cached, shared reads), then decide with it.
-        let policy = self.reload_policy.clone();
-        let fallback = gatewarden_core::reload_policy::default_policy(&self.options.core.reload);
-        Box::pin(
-            async move {
-                match policy {
-                    Some(policy) => policy
-                        .send(GetReloadPolicy { force: false })
-                        .await
-                        .unwrap_or(fallback),
-                    None => fallback,
-                }
-            }
-            .into_actor(self)
-            .then(|policy, actor, ctx| {
-                let receiver = actor.command(Command::Reload { policy }, ctx);
-                outcome_future(receiver).into_actor(actor)
-            }),
-        )
-    }
-}
-
-impl Handler<DebouncedReload> for Supervisor {
-    type Result = ResponseActFuture<Self, CommandOutcome>;
-
-    fn handle(&mut self, message: DebouncedReload, _ctx: &mut Self::Context) -> Self::Result {
+impl Supervisor {
+    /// P1/P2: read the reload policy first (cached, shared reads), then feed the command built
+    /// from it and answer with its outcome.
+    fn with_reload_policy(
+        &self,
+        build: impl FnOnce(ReloadPolicy) -> Command + 'static,
+    ) -> ResponseActFuture<Self, CommandOutcome> {
         let policy = self.reload_policy.clone();
         let fallback = gatewarden_core::reload_policy::default_policy(&self.options.core.reload);
         Box::pin(
@@ -1031,16 +1009,29 @@ impl Handler<DebouncedReload> for Supervisor {
             }
             .into_actor(self)
             .then(move |policy, actor, ctx| {
-                let receiver = actor.command(
-                    Command::DebouncedReload {
-                        delay_ms: message.delay_ms,
-                        policy,
-                    },
-                    ctx,
-                );
+                let receiver = actor.command(build(policy), ctx);
                 outcome_future(receiver).into_actor(actor)
             }),
         )
+    }
+}
+
+impl Handler<Reload> for Supervisor {
+    type Result = ResponseActFuture<Self, CommandOutcome>;
+
+    fn handle(&mut self, _message: Reload, _ctx: &mut Self::Context) -> Self::Result {
+        self.with_reload_policy(|policy| Command::Reload { policy })
+    }
+}
+
+impl Handler<DebouncedReload> for Supervisor {
+    type Result = ResponseActFuture<Self, CommandOutcome>;
+
+    fn handle(&mut self, message: DebouncedReload, _ctx: &mut Self::Context) -> Self::Result {
+        self.with_reload_policy(move |policy| Command::DebouncedReload {
+            delay_ms: message.delay_ms,
+            policy,
+        })
     }
 }
 
