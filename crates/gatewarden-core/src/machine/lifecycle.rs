@@ -200,12 +200,12 @@ impl Lifecycle {
                     context.waiters.start.extend(*reply);
                     Transition(begin_start(context, StartKind::Manual, 0))
                 }
-                Command::Stop => {
-                    match begin_stop(context, LifecycleState::Stopped, AfterStop::Nothing, *reply) {
-                        Some(state) => Transition(state),
-                        None => Handled,
-                    }
-                }
+                Command::Stop => Transition(begin_stop(
+                    context,
+                    LifecycleState::Stopped,
+                    AfterStop::Nothing,
+                    *reply,
+                )),
                 Command::Restart => match request_restart(context, LifecycleState::Stopped, *reply)
                 {
                     Some(state) => Transition(state),
@@ -269,10 +269,7 @@ impl Lifecycle {
                 reply,
             } => {
                 let shown = context.shown_state;
-                match begin_stop(context, shown, AfterStop::Nothing, *reply) {
-                    Some(state) => Transition(state),
-                    None => Handled,
-                }
+                Transition(begin_stop(context, shown, AfterStop::Nothing, *reply))
             }
             Event::TimerFired { timer, .. } => {
                 let shown = context.shown_state;
@@ -1491,14 +1488,13 @@ fn ask_reconnect(core: &mut Core) -> Option<State> {
 // Stop (T1–T6).
 // --------------------------------------------------------------------------------------------
 
-/// T1–T4. Returns the next state, or `None` when the machine stays where it is (never: a stop
-/// always leaves), as an `Option` for symmetry with the other requests.
+/// T1–T4. Returns the next state: `stopping` while something is awaited, else what follows T5.
 fn begin_stop(
     core: &mut Core,
     shown: LifecycleState,
     then: AfterStop,
     reply: Option<ReplyId>,
-) -> Option<State> {
+) -> State {
     core.log(LogLevel::Info, "gateway stop requested");
     core.bump_epoch();
     core.auto_reconnect = false;
@@ -1541,7 +1537,7 @@ fn begin_stop(
         let grace_ms = core.config.stop.kill_grace_ms;
         core.push(Effect::TerminateProcess { pid, grace_ms });
     }
-    Some(continue_stop(core, &mut stop))
+    continue_stop(core, &mut stop)
 }
 
 /// T5 once nothing is awaited; else stay in `stopping`.
@@ -1562,11 +1558,8 @@ fn continue_stop(core: &mut Core, stop: &mut StopFlow) -> State {
     match stop.then {
         AfterStop::Nothing => State::stopped(),
         AfterStop::Start => begin_start(core, StartKind::Manual, 0),
-        AfterStop::Restart => {
-            let state = begin_start(core, StartKind::Restart, 0);
-            // A start asked for during the restart's stop joins its start half.
-            state
-        }
+        // A start asked for during the restart's stop joins its start half (its waiters stay).
+        AfterStop::Restart => begin_start(core, StartKind::Restart, 0),
     }
 }
 
@@ -1657,7 +1650,7 @@ fn request_restart(
             );
             core.restart_in_flight = true;
             core.waiters.restart.extend(reply);
-            begin_stop(core, shown, AfterStop::Restart, None)
+            Some(begin_stop(core, shown, AfterStop::Restart, None))
         }
     }
 }
