@@ -171,15 +171,27 @@ impl Inbound {
 }
 
 /// M1: the request frame `{"type":"req","id","method","params"}` (`params` omitted when `None`).
+///
+/// Serialised straight from borrowed parts: this runs once per RPC, and building a `Value` map
+/// first would deep-copy the params and allocate every key.
 pub fn encode_request(id: &str, method: &str, params: Option<&Value>) -> String {
-    let mut frame = Map::new();
-    frame.insert("type".into(), Value::from("req"));
-    frame.insert("id".into(), Value::from(id));
-    frame.insert("method".into(), Value::from(method));
-    if let Some(params) = params {
-        frame.insert("params".into(), params.clone());
+    #[derive(serde::Serialize)]
+    struct Request<'a> {
+        #[serde(rename = "type")]
+        frame_type: &'static str,
+        id: &'a str,
+        method: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        params: Option<&'a Value>,
     }
-    Value::Object(frame).to_string()
+    let request = Request {
+        frame_type: "req",
+        id,
+        method,
+        params,
+    };
+    // Serialising borrowed strings and a `Value` cannot fail (no maps with non-string keys).
+    serde_json::to_string(&request).unwrap_or_default()
 }
 
 /// Decode with every reply id treated as pending: classification only. The dispatcher should
