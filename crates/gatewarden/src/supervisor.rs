@@ -54,7 +54,15 @@ pub struct SupervisorOptions {
     pub gateway_config_path: Option<PathBuf>,
     /// Host of the gateway (always loopback for a spawned gateway).
     pub host: String,
+    /// How many messages the supervisor's mailbox holds before `send` waits for room
+    /// (default [`DEFAULT_MAILBOX_CAPACITY`]). actix's own default of 16 makes most callers park
+    /// and be polled again as soon as a few dozen RPCs are in flight; the count costs no memory
+    /// up front (the mailbox is a linked queue), it only bounds a caller that never awaits.
+    pub mailbox_capacity: usize,
 }
+
+/// Default of [`SupervisorOptions::mailbox_capacity`].
+pub const DEFAULT_MAILBOX_CAPACITY: usize = 65_536;
 
 impl SupervisorOptions {
     /// Options for `profile` with the defaults of BEHAVIOUR.md and the profile's default port.
@@ -70,6 +78,7 @@ impl SupervisorOptions {
             token: None,
             gateway_config_path: None,
             host: "127.0.0.1".to_string(),
+            mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
         }
     }
 }
@@ -713,6 +722,12 @@ impl Supervisor {
                 self.publish(event);
                 return;
             }
+            ConnectionReport::RpcsSucceeded { .. } => {
+                // M6 keeps the time of the newest success, not a count.
+                let now = self.now_ms();
+                self.machine.diagnostics_mut().record_rpc_success(now);
+                return;
+            }
             ConnectionReport::RpcFinished { method, outcome } => {
                 let now = self.now_ms();
                 match outcome {
@@ -834,6 +849,7 @@ impl Actor for Supervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.options.mailbox_capacity);
         let me = ctx.address();
         let process = ProcessActor::new(
             ProcessActorConfig {
@@ -1035,8 +1051,61 @@ impl Handler<DebouncedReload> for Supervisor {
     }
 }
 
+/// How the supervisor answers an [`Rpc`]: at once (not connected), or by handing the caller's
+/// own reply channel to the connection actor, which answers it when the gateway replies.
+///
+/// This is the RPC hot path. A `ResponseFuture` would make actix spawn a task per call and keep
+/// a second channel in between; forwarding the caller's sender costs one mailbox hop and nothing
+/// else, and the answer still arrives exactly once (the connection's pending table owns it).
+pub struct RpcAnswer(RpcRoute);
+
+enum RpcRoute {
+    Now(Result<Value, RpcError>),
+    Forward {
+        connection: Addr<ConnectionActor>,
+        method: String,
+        params: Option<Value>,
+        timeout_ms: u64,
+    },
+}
+
+impl actix::dev::MessageResponse<Supervisor, Rpc> for RpcAnswer {
+    fn handle(
+        self,
+        _ctx: &mut Context<Supervisor>,
+        tx: Option<actix::dev::OneshotSender<Result<Value, RpcError>>>,
+    ) {
+        match self.0 {
+            RpcRoute::Now(answer) => {
+                if let Some(tx) = tx {
+                    // The caller may have stopped waiting.
+                    let _ = tx.send(answer);
+                }
+            }
+            RpcRoute::Forward {
+                connection,
+                method,
+                params,
+                timeout_ms,
+            } => {
+                // `do_send(Rpc)` has no reply channel; the call is still made (fire and forget).
+                let reply = tx.unwrap_or_else(|| oneshot::channel().0);
+                // `do_send` never parks on a full mailbox; the callers' own awaits bound what is
+                // in flight. If the connection actor is gone, `reply` is dropped with the
+                // message and the caller's `send` fails with `MailboxError::Closed`.
+                connection.do_send(connection::Call {
+                    method,
+                    params,
+                    timeout_ms,
+                    reply,
+                });
+            }
+        }
+    }
+}
+
 impl Handler<Rpc> for Supervisor {
-    type Result = ResponseFuture<Result<Value, RpcError>>;
+    type Result = RpcAnswer;
 
     fn handle(&mut self, message: Rpc, _ctx: &mut Self::Context) -> Self::Result {
         // M1: fail at once when not connected (S4).
@@ -1049,21 +1118,17 @@ impl Handler<Rpc> for Supervisor {
                     &message.method,
                     RpcFailureKind::NotConnected,
                 );
-                return Box::pin(async { Err(RpcError::NotConnected) });
+                return RpcAnswer(RpcRoute::Now(Err(RpcError::NotConnected)));
             }
         };
         let timeout_ms = message
             .timeout_ms
             .unwrap_or(self.options.core.rpc.default_timeout_ms);
-        Box::pin(async move {
-            connection
-                .send(connection::Rpc {
-                    method: message.method,
-                    params: message.params,
-                    timeout_ms,
-                })
-                .await
-                .unwrap_or(Err(RpcError::Stopped))
+        RpcAnswer(RpcRoute::Forward {
+            connection,
+            method: message.method,
+            params: message.params,
+            timeout_ms,
         })
     }
 }

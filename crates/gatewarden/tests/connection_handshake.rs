@@ -135,7 +135,9 @@ async fn c2_offers_3_to_4_and_older_gateway_chooses_3() {
         .wait_for("handshake outcome", |report| {
             !matches!(
                 report,
-                ConnectionReport::RpcFinished { .. } | ConnectionReport::ProofOfLife { .. }
+                ConnectionReport::RpcFinished { .. }
+                    | ConnectionReport::RpcsSucceeded { .. }
+                    | ConnectionReport::ProofOfLife { .. }
             )
         })
         .await;
@@ -340,7 +342,9 @@ async fn w1_startup_window_is_reported() {
         .wait_for("startup window", |report| {
             !matches!(
                 report,
-                ConnectionReport::RpcFinished { .. } | ConnectionReport::ProofOfLife { .. }
+                ConnectionReport::RpcFinished { .. }
+                    | ConnectionReport::RpcsSucceeded { .. }
+                    | ConnectionReport::ProofOfLife { .. }
             )
         })
         .await;

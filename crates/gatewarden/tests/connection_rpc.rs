@@ -12,6 +12,18 @@ use gatewarden_core::machine::ReadySource;
 use gatewarden_core::rpc::RpcError;
 use serde_json::json;
 
+/// M6: successes reported so far (they are coalesced into `RpcsSucceeded` counts).
+fn successes(reports: &[ConnectionReport]) -> u64 {
+    reports
+        .iter()
+        .map(|report| match report {
+            ConnectionReport::RpcsSucceeded { count } => *count,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// M6: failures reported for `method`, in order (each failure is reported on its own).
 fn finished_for<'a>(
     reports: &'a [ConnectionReport],
     method: &'a str,
@@ -90,16 +102,19 @@ async fn m1_many_rpcs_in_flight_all_answered_once() {
     for (index, answer) in answers {
         assert_eq!(answer, Ok(json!({"i": index})));
     }
+    // Every echo and the slow call succeeded: the coalesced success counts add up to exactly
+    // that, and no call is reported as failed.
+    let expected = CALLS as u64 + 1;
     let deadline = Instant::now() + SOON;
-    while finished_for(&reports.seen, "echo").count() < CALLS && Instant::now() < deadline {
+    while successes(&reports.seen) < expected && Instant::now() < deadline {
         reports.collect_for(Duration::from_millis(200)).await;
     }
-    let echo: Vec<_> = finished_for(&reports.seen, "echo").collect();
-    assert_eq!(echo.len(), CALLS);
-    assert!(echo.iter().all(|outcome| outcome.is_ok()));
+    assert_eq!(successes(&reports.seen), expected);
     // Nothing else is answered later (no stray timeouts from the shared timer).
     reports.collect_for(Duration::from_millis(500)).await;
-    assert_eq!(finished_for(&reports.seen, "echo").count(), CALLS);
+    assert_eq!(successes(&reports.seen), expected);
+    assert_eq!(finished_for(&reports.seen, "echo").count(), 0);
+    assert_eq!(finished_for(&reports.seen, "sleep").count(), 0);
 }
 
 #[actix_rt::test]
@@ -434,7 +449,24 @@ async fn m6_rpc_outcomes_are_reported() {
         })
         .await;
     let health: Vec<_> = finished_for(&reports.seen, "health").cloned().collect();
-    assert_eq!(health, vec![Err(RpcFailureKind::NotConnected), Ok(())]);
+    assert_eq!(health, vec![Err(RpcFailureKind::NotConnected)]);
+    // The one success is reported, and before the failure that followed it (so the
+    // supervisor's consecutive-failure count is reset in the right order).
+    assert_eq!(successes(&reports.seen), 1);
+    let success_at = reports
+        .seen
+        .iter()
+        .position(|report| matches!(report, ConnectionReport::RpcsSucceeded { .. }))
+        .expect("a success report");
+    let nope_at = reports
+        .seen
+        .iter()
+        .position(|report| matches!(report, ConnectionReport::RpcFinished { method, .. } if method == "nope"))
+        .expect("the gateway-error report");
+    assert!(
+        success_at < nope_at,
+        "success reported after the later failure"
+    );
     let nope: Vec<_> = finished_for(&reports.seen, "nope").cloned().collect();
     assert_eq!(nope, vec![Err(RpcFailureKind::Gateway)]);
     let sleep: Vec<_> = finished_for(&reports.seen, "sleep").cloned().collect();

@@ -7,12 +7,13 @@
 use actix_http::ws::Item;
 use awc::ws::Frame;
 use bytes::Bytes;
+use bytestring::ByteString;
 
 /// One whole inbound message, or what to do about a control frame.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Received {
     /// A complete text message (valid UTF-8).
-    Text(String),
+    Text(ByteString),
     /// A binary message (not part of the gateway protocol; dropped by the caller).
     Binary,
     /// A server ping: answer with a pong carrying the same bytes.
@@ -62,7 +63,7 @@ impl FrameAssembler {
     /// Take one frame; a whole message comes out once its last fragment is in.
     pub(crate) fn accept(&mut self, frame: Frame) -> Received {
         match frame {
-            Frame::Text(bytes) => self.finish_text(&bytes),
+            Frame::Text(bytes) => self.finish_text(bytes),
             Frame::Binary(_) => Received::Binary,
             Frame::Ping(bytes) => Received::Ping(bytes),
             Frame::Pong(_) => Received::Pong,
@@ -95,7 +96,9 @@ impl FrameAssembler {
                     Some(message) if message.overflowed => {
                         Received::Dropped("fragmented message larger than max_frame_bytes")
                     }
-                    Some(message) if message.is_text => self.finish_text(&message.bytes),
+                    Some(message) if message.is_text => {
+                        self.finish_text(Bytes::from(message.bytes))
+                    }
                     Some(_) => Received::Binary,
                 }
             }
@@ -133,12 +136,13 @@ impl FrameAssembler {
         }
     }
 
-    fn finish_text(&self, bytes: &[u8]) -> Received {
+    /// The frame's own bytes become the text (checked, not copied: this runs once per reply).
+    fn finish_text(&self, bytes: Bytes) -> Received {
         if bytes.len() > self.max_bytes {
             return Received::Dropped("text message larger than max_frame_bytes");
         }
-        match std::str::from_utf8(bytes) {
-            Ok(text) => Received::Text(text.to_string()),
+        match ByteString::try_from(bytes) {
+            Ok(text) => Received::Text(text),
             Err(_) => Received::Dropped("text message is not valid UTF-8"),
         }
     }

@@ -132,7 +132,7 @@ impl Socket {
                 Some(Ok(frame)) => frame,
             };
             match self.assembler.accept(frame) {
-                Received::Text(text) => return Ok(text),
+                Received::Text(text) => return Ok(text.to_string()),
                 Received::Ping(bytes) => {
                     if let Err(error) = self.sink.send(Message::Pong(bytes)).await {
                         return Err(Ended::Dropped(error.to_string()));

@@ -4,8 +4,10 @@
 //!
 //! [`ConnectionActor`] owns at most one socket at a time. [`Open`] runs the handshake
 //! ([`handshake`]) as a cancellable future; only a socket that reached `hello-ok` becomes the
-//! actor's open link. The open link is read by a stream attached to the actor's context and
-//! written by a small writer task, so a slow write never blocks message handling.
+//! actor's open link. The open link is read on the actor's context (up to `read_batch` frames
+//! per wake-up) and written by a small writer task, so a slow write never blocks message
+//! handling. [`Call`] is the RPC hot path: the supervisor forwards its caller's reply channel,
+//! and the answer goes straight back to that caller.
 //!
 //! # Reports (to the supervisor's `Recipient<ConnectionReport>`)
 //!
@@ -16,8 +18,11 @@
 //! - Every completed handshake is followed by exactly one [`ConnectionReport::Closed`], whoever
 //!   closed: the gateway (its close code), the network (1006), a protocol error (1002), the
 //!   supervisor ([`Close`] or a new [`Open`]: no code).
-//! - Every RPC is answered exactly once and reported once as [`ConnectionReport::RpcFinished`]
-//!   (M6).
+//! - Every RPC is answered exactly once (M1). For M6 a failed call is reported at once as
+//!   [`ConnectionReport::RpcFinished`]; successes are counted and reported as
+//!   [`ConnectionReport::RpcsSucceeded`] together with the proof-of-life report below (so at high
+//!   rates the supervisor gets one message per interval, not one per call). Reports keep the
+//!   order of the answers: pending successes are reported before any later failure.
 //! - Inbound traffic is reported as [`ConnectionReport::ProofOfLife`] (H3), at most one report per
 //!   `proof_of_life_interval_ms` plus one trailing report, so a flood of frames does not flood the
 //!   supervisor while the last frame is never hidden from it.
@@ -38,7 +43,7 @@ use actix::prelude::*;
 use awc::error::WsProtocolError;
 use awc::ws::{Frame, Message as WsMessage};
 use bytes::Bytes;
-use futures_util::{stream, SinkExt as _, StreamExt as _};
+use futures_util::SinkExt as _;
 use gatewarden_core::config::ConnectConfig;
 use gatewarden_core::error::StartFailure;
 use gatewarden_core::frame::{
@@ -63,6 +68,9 @@ pub const DEFAULT_MAX_FRAME_BYTES: usize = 26_214_400;
 
 /// Default of [`ConnectionConfig::proof_of_life_interval_ms`].
 pub const DEFAULT_PROOF_OF_LIFE_INTERVAL_MS: u64 = 100;
+
+/// Default of [`ConnectionConfig::read_batch`].
+pub const DEFAULT_READ_BATCH: usize = 256;
 
 /// Close code reported when the TCP connection went away without a close frame.
 pub const CLOSE_ABNORMAL: u16 = 1006;
@@ -128,6 +136,10 @@ pub struct ConnectionConfig {
     pub max_frame_bytes: usize,
     /// H3: at most one proof-of-life report per this many ms (plus one trailing report).
     pub proof_of_life_interval_ms: u64,
+    /// At most this many inbound frames are handled per wake-up of the actor before it yields
+    /// to its other work (its mailbox, timers). Large enough that replies to a burst of calls are
+    /// handled together (and the next burst is written with one flush); at least 1.
+    pub read_batch: usize,
 }
 
 impl Default for ConnectionConfig {
@@ -147,6 +159,7 @@ impl Default for ConnectionConfig {
                 .collect(),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             proof_of_life_interval_ms: DEFAULT_PROOF_OF_LIFE_INTERVAL_MS,
+            read_batch: DEFAULT_READ_BATCH,
         }
     }
 }
@@ -188,7 +201,7 @@ pub struct Ping;
 #[rtype(result = "bool")]
 pub struct IsOpen;
 
-/// M1: one request; answered exactly once.
+/// M1: one request; answered exactly once, through the reply of this message.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<Value, RpcError>")]
 pub struct Rpc {
@@ -198,6 +211,22 @@ pub struct Rpc {
     pub params: Option<Value>,
     /// Time limit.
     pub timeout_ms: u64,
+}
+
+/// M1: one request whose answer goes to `reply` (exactly once). This is [`Rpc`] for a caller
+/// that already holds a reply channel, e.g. the supervisor answering its own caller: the answer
+/// then travels straight from this actor to the caller, without a second mailbox round trip.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Call {
+    /// The method.
+    pub method: String,
+    /// The params (omitted from the frame when `None`).
+    pub params: Option<Value>,
+    /// Time limit.
+    pub timeout_ms: u64,
+    /// Where the answer goes. A caller that gave up waiting simply drops its receiver.
+    pub reply: oneshot::Sender<Result<Value, RpcError>>,
 }
 
 /// The `hello-ok` of the open socket, if any.
@@ -261,12 +290,18 @@ pub enum ConnectionReport {
     },
     /// M3–M5: something for subscribers.
     Published(GatewayEvent),
-    /// M6: how an RPC ended.
+    /// M6: an RPC failed (reported at once, after any successes answered before it).
     RpcFinished {
         /// The method.
         method: String,
-        /// `Ok` on success; the failure kind otherwise.
+        /// The failure kind (always `Err`; the `Result` keeps the M6 shape of one outcome).
         outcome: Result<(), RpcFailureKind>,
+    },
+    /// M6: this many RPCs succeeded since the last report (coalesced with proof of life, so the
+    /// newest success reaches the supervisor within `proof_of_life_interval_ms`).
+    RpcsSucceeded {
+        /// How many.
+        count: u64,
     },
 }
 
@@ -286,10 +321,49 @@ struct WriteFailed {
     reason: String,
 }
 
-/// One inbound item of a connection's reading half; `None` marks its end.
-struct Incoming {
+/// The reading half of an open socket, polled on the actor's own context so every frame is
+/// handled by the actor in arrival order.
+///
+/// This is actix's `StreamHandler` with a configurable batch: that one yields after 16 items,
+/// which caps how many replies are handled per wake-up and so how many of the callers' next
+/// requests are written per flush; at a few hundred calls in flight that cap alone costs more
+/// than the actors do. After `batch` frames it still yields (and wakes itself), so a flood of
+/// frames cannot starve the mailbox or the timers.
+struct ReadFrames {
+    stream: handshake::FrameStream,
     connection: u64,
-    frame: Option<Result<Frame, WsProtocolError>>,
+    batch: usize,
+}
+
+impl ActorFuture<ConnectionActor> for ReadFrames {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        actor: &mut ConnectionActor,
+        ctx: &mut Context<ConnectionActor>,
+        task: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        for _ in 0..this.batch {
+            match this.stream.as_mut().poll_next(task) {
+                Poll::Ready(Some(frame)) => actor.on_frame(this.connection, Some(frame), ctx),
+                Poll::Ready(None) => {
+                    actor.on_frame(this.connection, None, ctx);
+                    return Poll::Ready(());
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+            // The actor asked to wait for a future of its own; the context polls us again
+            // once that is done.
+            if ctx.waiting() {
+                return Poll::Pending;
+            }
+        }
+        task.waker().wake_by_ref();
+        Poll::Pending
+    }
 }
 
 type Waiter = oneshot::Sender<Result<Value, RpcError>>;
@@ -329,6 +403,8 @@ pub struct ConnectionActor {
     rpc_timer: Option<(u64, SpawnHandle)>,
     last_life_report: Option<Instant>,
     life_timer: Option<SpawnHandle>,
+    /// M6: successes answered but not yet reported (see [`ConnectionReport::RpcsSucceeded`]).
+    unreported_successes: u64,
 }
 
 impl ConnectionActor {
@@ -346,6 +422,7 @@ impl ConnectionActor {
             rpc_timer: None,
             last_life_report: None,
             life_timer: None,
+            unreported_successes: 0,
         }
     }
 
@@ -465,18 +542,11 @@ impl ConnectionActor {
             sink,
             assembler,
         } = socket;
-        let items = frames
-            .map(move |frame| Incoming {
-                connection,
-                frame: Some(frame),
-            })
-            .chain(stream::once(async move {
-                Incoming {
-                    connection,
-                    frame: None,
-                }
-            }));
-        let reader = ctx.add_stream(items);
+        let reader = ctx.spawn(ReadFrames {
+            stream: frames,
+            connection,
+            batch: self.config.read_batch.max(1),
+        });
         let (writer, queue) = mpsc::unbounded_channel();
         let writer_task = actix_rt::spawn(write_frames(sink, queue, ctx.address(), connection));
         self.last_life_report = None;
@@ -511,6 +581,7 @@ impl ConnectionActor {
                 }
                 self.fail_all_pending(&error);
                 self.disarm_rpc_timer_if_idle(ctx);
+                self.report_successes();
                 self.report(ConnectionReport::Closed {
                     epoch: link.epoch,
                     code,
@@ -525,18 +596,30 @@ impl ConnectionActor {
         }
     }
 
-    /// Answer one call and report it (M1: each exactly once, M6).
-    fn finish_rpc(&self, method: String, waiter: Waiter, outcome: Result<Value, RpcError>) {
-        let summary = match &outcome {
-            Ok(_) => Ok(()),
-            Err(error) => Err(error.failure_kind()),
-        };
+    /// Answer one call (M1: each exactly once) and account for it (M6): a success is counted
+    /// for the next proof-of-life report (every reply is an inbound frame, so one is always
+    /// due), a failure is reported now, after the successes that came before it.
+    fn finish_rpc(&mut self, method: String, waiter: Waiter, outcome: Result<Value, RpcError>) {
+        let failure = outcome.as_ref().err().map(RpcError::failure_kind);
         // The caller may have given up waiting; the answer is then simply dropped.
         let _ = waiter.send(outcome);
-        self.report(ConnectionReport::RpcFinished {
-            method,
-            outcome: summary,
-        });
+        match failure {
+            None => self.unreported_successes += 1,
+            Some(kind) => {
+                self.report_successes();
+                self.report(ConnectionReport::RpcFinished {
+                    method,
+                    outcome: Err(kind),
+                });
+            }
+        }
+    }
+
+    fn report_successes(&mut self) {
+        let count = std::mem::take(&mut self.unreported_successes);
+        if count > 0 {
+            self.report(ConnectionReport::RpcsSucceeded { count });
+        }
     }
 
     /// Keep the single RPC timer at or before the earliest deadline.
@@ -586,6 +669,7 @@ impl ConnectionActor {
     }
 
     fn report_alive(&mut self) {
+        self.report_successes();
         if let Some(epoch) = self.open_link().map(|link| link.epoch) {
             self.last_life_report = Some(Instant::now());
             self.report(ConnectionReport::ProofOfLife { epoch });
@@ -819,56 +903,88 @@ impl Handler<GetHandshake> for ConnectionActor {
     }
 }
 
-impl Handler<Rpc> for ConnectionActor {
-    type Result = ResponseFuture<Result<Value, RpcError>>;
-
-    fn handle(&mut self, message: Rpc, ctx: &mut Self::Context) -> Self::Result {
-        let Rpc {
-            method,
-            params,
-            timeout_ms,
-        } = message;
-        let Some(writer) = self.open_link().map(|link| link.writer.clone()) else {
+impl ConnectionActor {
+    /// M1: send one request and register `waiter` for its answer (or answer it now).
+    fn start_call(
+        &mut self,
+        method: String,
+        params: Option<Value>,
+        timeout_ms: u64,
+        waiter: Waiter,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.open_link().is_none() {
             // M1: at once, without waiting for a socket.
-            self.report(ConnectionReport::RpcFinished {
-                method,
-                outcome: Err(RpcFailureKind::NotConnected),
-            });
-            return Box::pin(async { Err(RpcError::NotConnected) });
-        };
+            self.finish_rpc(method, waiter, Err(RpcError::NotConnected));
+            return;
+        }
         let id = uuid::Uuid::new_v4().to_string();
-        let (waiter, answer) = oneshot::channel();
-        let deadline = self.now_ms().saturating_add(timeout_ms);
-        if let Err(waiter) = self
-            .pending
-            .insert(id.clone(), method.clone(), deadline, waiter)
-        {
+        let frame = encode_request(&id, &method, params.as_ref());
+        if self.pending.contains(&id) {
             // Two equal v4 UUIDs: practically impossible, but never leave a caller hanging.
             let error = RpcError::SendFailed {
                 reason: "duplicate request id".to_string(),
             };
             self.finish_rpc(method, waiter, Err(error));
-        } else {
-            let frame = encode_request(&id, &method, params.as_ref());
-            let queued = writer.send(Outbound {
-                message: WsMessage::Text(frame.into()),
-                rpc_id: Some(id.clone()),
-            });
-            if queued.is_err() {
+            return;
+        }
+        let deadline = self.now_ms().saturating_add(timeout_ms);
+        // Cannot be refused: the id was checked just above.
+        let _ = self.pending.insert(id.clone(), method, deadline, waiter);
+        let outbound = Outbound {
+            message: WsMessage::Text(frame.into()),
+            rpc_id: Some(id),
+        };
+        let queued = match &self.link {
+            Link::Open(link) => link.writer.send(outbound),
+            // Checked at the top; nothing in between closes the link.
+            _ => Err(mpsc::error::SendError(outbound)),
+        };
+        match queued {
+            Ok(()) => self.arm_rpc_timer(ctx),
+            Err(mpsc::error::SendError(outbound)) => {
+                let id = outbound.rpc_id.unwrap_or_default();
                 if let Some((method, waiter)) = self.pending.resolve(&id) {
                     let error = RpcError::SendFailed {
                         reason: "the connection's writer has stopped".to_string(),
                     };
                     self.finish_rpc(method, waiter, Err(error));
                 }
-            } else {
-                self.arm_rpc_timer(ctx);
             }
         }
+    }
+}
+
+impl Handler<Rpc> for ConnectionActor {
+    type Result = ResponseFuture<Result<Value, RpcError>>;
+
+    fn handle(&mut self, message: Rpc, ctx: &mut Self::Context) -> Self::Result {
+        let (waiter, answer) = oneshot::channel();
+        self.start_call(
+            message.method,
+            message.params,
+            message.timeout_ms,
+            waiter,
+            ctx,
+        );
         Box::pin(async move {
             // A dropped waiter means the actor went away without answering: that is a stop.
             answer.await.unwrap_or(Err(RpcError::Stopped))
         })
+    }
+}
+
+impl Handler<Call> for ConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, message: Call, ctx: &mut Self::Context) {
+        self.start_call(
+            message.method,
+            message.params,
+            message.timeout_ms,
+            message.reply,
+            ctx,
+        );
     }
 }
 
@@ -896,15 +1012,21 @@ impl Handler<WriteFailed> for ConnectionActor {
     }
 }
 
-impl StreamHandler<Incoming> for ConnectionActor {
-    fn handle(&mut self, item: Incoming, ctx: &mut Self::Context) {
+impl ConnectionActor {
+    /// One item of socket `connection`'s reading half; `None` marks its end.
+    fn on_frame(
+        &mut self,
+        connection: u64,
+        frame: Option<Result<Frame, WsProtocolError>>,
+        ctx: &mut Context<Self>,
+    ) {
         let current = self
             .open_link()
-            .is_some_and(|link| link.connection == item.connection);
+            .is_some_and(|link| link.connection == connection);
         if !current {
             return;
         }
-        let frame = match item.frame {
+        let frame = match frame {
             None => {
                 tracing::warn!("gateway connection dropped without a close frame");
                 self.drop_link(Some(CLOSE_ABNORMAL), RpcError::NotConnected, ctx);
@@ -926,7 +1048,6 @@ impl StreamHandler<Incoming> for ConnectionActor {
             }
             Some(Ok(frame)) => frame,
         };
-        self.note_alive(ctx);
         let received = match &mut self.link {
             Link::Open(link) => link.assembler.accept(frame),
             _ => return,
@@ -942,10 +1063,8 @@ impl StreamHandler<Incoming> for ConnectionActor {
             Received::Binary => tracing::debug!("dropped a binary message"),
             Received::Pong | Received::Partial => {}
         }
-    }
-
-    fn finished(&mut self, _ctx: &mut Self::Context) {
-        // Each socket's stream ends with an explicit `frame: None` item, handled above; the
-        // actor outlives its sockets, so the default (stop the actor) must not run.
+        // H3, after the frame was handled: a reply's success is then part of this report (or
+        // of the trailing one), so the newest success is never left unreported.
+        self.note_alive(ctx);
     }
 }
