@@ -248,6 +248,9 @@ struct Calls {
     commands_answered: u64,
     command_outcomes: BTreeMap<&'static str, u64>,
     command_max_ms: u64,
+    /// The first few `Failed` outcomes, for the figures (a failure under a storm can be
+    /// legitimate, e.g. a start whose process a concurrent restart killed).
+    command_failures: Vec<String>,
 }
 
 /// Per-pair outage record from the published statuses: an outage starts when the state leaves
@@ -519,6 +522,13 @@ async fn command(run: &Rc<Run>, pair: &Pair, call: ApiCall) -> Option<CommandOut
                 .entry(outcome_kind(&outcome))
                 .or_default() += 1;
             calls.command_max_ms = calls.command_max_ms.max(began.elapsed().as_millis() as u64);
+            if let CommandOutcome::Failed { message } = &outcome {
+                if calls.command_failures.len() < 10 {
+                    calls
+                        .command_failures
+                        .push(format!("pair {}: {call:?}: {message}", pair.index));
+                }
+            }
             Some(outcome)
         }
         Ok(Err(error)) => {
@@ -862,6 +872,15 @@ async fn converge(run: &Rc<Run>, pair: &Pair, why: &str) -> Option<Duration> {
             if status.state == LifecycleState::Running && status.pid.is_some() && !status.external {
                 let probe = json!({"pair": pair.index, "probe": true});
                 if rpc(run, pair, "echo", probe, 1_000).await.is_ok() {
+                    // The pid the status names is the pair's live gateway, a child of ours.
+                    let pid = status.pid.unwrap_or_default();
+                    if !observe::is_live_gateway_child(pid, pair.port) {
+                        run.fail(format!(
+                            "pair {}: running, but its status pid {pid} is not a live gateway \
+                             child on port {}",
+                            pair.index, pair.port
+                        ));
+                    }
                     return Some(began.elapsed());
                 }
             }
@@ -1310,6 +1329,9 @@ fn report(run: &Run, figures: &Figures) {
         calls.command_outcomes,
         calls.command_max_ms
     );
+    for failure in &calls.command_failures {
+        println!("    failed: {failure}");
+    }
     println!(
         "  /proc samples {} (every 3 ms); most live gateways of one pair at once {}; gateway \
          processes seen {}",

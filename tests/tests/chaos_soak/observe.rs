@@ -79,6 +79,13 @@ fn gateway_port(pid: u32) -> Option<u16> {
     std::str::from_utf8(args.get(at + 1)?).ok()?.parse().ok()
 }
 
+/// Is `pid` a live child of this process running with `--port port`?
+pub fn is_live_gateway_child(pid: u32, port: u16) -> bool {
+    own_children().contains(&pid)
+        && read_stat(pid).is_some_and(|stat| !stat.exited())
+        && gateway_port(pid) == Some(port)
+}
+
 /// The open file descriptors of this process.
 pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
