@@ -404,6 +404,19 @@ impl Lifecycle {
                 context.log(LogLevel::Info, format!("gateway spawned (pid={pid})"));
                 Transition(State::awaiting_ready(flow.clone()))
             }
+            Event::StepFailed {
+                failure: StartFailure::SpawnFailed { .. },
+                ..
+            } if context.owned_pid.is_some() => {
+                // Our spawn was refused because a superseded start's spawn got there first and
+                // the machine adopted that process meanwhile: wait for it instead.
+                context.log(
+                    LogLevel::Info,
+                    "a gateway spawned by a superseded start is owned; waiting for it",
+                );
+                flow.own_process = true;
+                Transition(State::awaiting_ready(flow.clone()))
+            }
             _ => Super,
         }
     }
