@@ -1501,3 +1501,29 @@ fn e1_a_spawn_superseded_by_a_newer_start_is_used_by_that_start() {
     assert_eq!(harness.state(), LifecycleState::Running);
     assert_eq!(harness.machine.status(harness.now).pid, Some(4_321));
 }
+
+#[test]
+fn l5_step2_owned_process_that_never_becomes_ready_is_replaced() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    // An in-place restart that leaves the process alive without a listener (invalid config).
+    harness.socket_closed(1012);
+    harness.advance(1_000);
+    harness.probe_free();
+    assert_eq!(harness.leaf(), "awaiting_ready");
+    let epoch = harness.epoch();
+    harness.send(Event::StepFailed {
+        epoch,
+        failure: StartFailure::ReadyTimeout { waited_ms: 480_000 },
+    });
+    assert_eq!(harness.terminate_pid(), Some(pid), "{:?}", harness.last);
+    harness.exit(pid, 0);
+    assert_eq!(harness.leaf(), "probing_port");
+    harness.probe_free();
+    let replacement = harness.spawned();
+    harness.ready();
+    harness.handshake();
+    assert_eq!(harness.state(), LifecycleState::Running);
+    assert_eq!(harness.machine.status(harness.now).pid, Some(replacement));
+    assert_eq!(harness.spawns(), 2);
+}
