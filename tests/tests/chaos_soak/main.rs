@@ -168,7 +168,7 @@ fn soak_config(port: u16) -> CoreConfig {
     };
     config.start.retry_delay_ms = 50;
     config.connect.probe_timeout_ms = 500;
-    config.connect.ready_timeout_ms = 5_000;
+    config.connect.ready_timeout_ms = 2_000;
     config.connect.challenge_timeout_ms = 1_500;
     config.connect.handshake_timeout_ms = 1_500;
     config.connect.startup_window_retry_ms = 100;
@@ -204,15 +204,17 @@ const SIM_ARGS: &[&str] = &["--drain-ms", "40", "--restart-down-ms", "30"];
 /// worst single recovery: a silent hang found by the heartbeat (`max_misses + 1` ticks plus the
 /// ping timeout), its SIGTERM ignored until the kill grace, a restart held back by the governor
 /// cooldown, the longest (jittered) reconnect backoff, one start attempt that fails on its
-/// challenge and handshake timeouts and its retry delay, the margin an in-place restart is
+/// challenge and handshake timeouts (or never becomes ready: an in-place restart that found its
+/// config invalid) and its retry delay, the margin an in-place restart is
 /// waited for, the longest delay a fault asks for, and [`LOAD_ALLOWANCE_MS`].
 fn convergence_bound(config: &CoreConfig) -> Duration {
     let heartbeat = &config.heartbeat;
     let detection =
         heartbeat.interval_ms * (u64::from(heartbeat.max_misses) + 1) + heartbeat.timeout_ms;
     let backoff = (config.reconnect.max_delay_ms as f64 * (1.0 + config.reconnect.jitter)) as u64;
-    let failed_attempt = config.connect.challenge_timeout_ms
-        + config.connect.handshake_timeout_ms
+    let failed_attempt = (config.connect.challenge_timeout_ms
+        + config.connect.handshake_timeout_ms)
+        .max(config.connect.ready_timeout_ms)
         + config.start.retry_delay_ms;
     Duration::from_millis(
         detection
@@ -719,6 +721,16 @@ async fn inject(run: &Rc<Run>, pair: &Rc<Pair>, fault: &Fault, rng: &mut Rng) ->
             applied(any)
         }
         Fault::Sigusr2 => signal_owned(pair, Signal::SIGUSR2).await,
+        Fault::InvalidConfigRestart => {
+            if sim_fault(run, pair, json!({"kind": "invalid-config"}))
+                .await
+                .is_none()
+            {
+                return Injected::NotApplicable;
+            }
+            signal_owned(pair, Signal::SIGUSR2).await;
+            Injected::Applied
+        }
         Fault::Crash { code, after_ms } => applied(
             sim_fault(
                 run,
@@ -825,6 +837,7 @@ fn disrupts(fault: &Fault) -> bool {
             | Fault::SlowStart { .. }
             | Fault::StartupWindow { .. }
             | Fault::Sigusr2
+            | Fault::InvalidConfigRestart
             | Fault::Crash { .. }
             | Fault::HangSilent
             | Fault::GrandchildThenKill

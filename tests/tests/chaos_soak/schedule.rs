@@ -97,6 +97,9 @@ pub enum Fault {
     StderrFlood { lines: u64, repeat: u64 },
     /// SIGUSR2: in-place restart (same pid, new boot id).
     Sigusr2,
+    /// The next in-place restart finds the config invalid and stays alive without a listener;
+    /// SIGUSR2 triggers it.
+    InvalidConfigRestart,
     /// `sim.fault crash` with `code` after `after_ms`.
     Crash { code: i32, after_ms: u64 },
     /// The gateway's only thread blocks: no frames, no signal handling; only SIGKILL ends it.
@@ -129,6 +132,7 @@ impl Fault {
             Fault::UnknownIdReply => "reply with unknown id",
             Fault::StderrFlood { .. } => "stderr flood",
             Fault::Sigusr2 => "sigusr2 in-place restart",
+            Fault::InvalidConfigRestart => "invalid config on restart",
             Fault::Crash { .. } => "crash (exit code)",
             Fault::HangSilent => "hang (silent)",
             Fault::IgnoreSigtermThenRestart => "ignore sigterm + restart",
@@ -179,6 +183,7 @@ pub fn next_fault(rng: &mut Rng) -> Fault {
         (2, 16), // GrandchildThenKill
         (7, 17), // ApiStorm
         (3, 18), // StopCheckpoint
+        (2, 19), // InvalidConfigRestart
     ];
     let total: u64 = WEIGHTS.iter().map(|(weight, _)| weight).sum();
     let mut ticket = rng.next_u64() % total;
@@ -250,6 +255,7 @@ pub fn next_fault(rng: &mut Rng) -> Fault {
                 .collect();
             Fault::ApiStorm(calls)
         }
-        _ => Fault::StopCheckpoint,
+        18 => Fault::StopCheckpoint,
+        _ => Fault::InvalidConfigRestart,
     }
 }
