@@ -875,6 +875,36 @@ thread_local! {
     static SEEN: RefCell<Option<SeenFn>> = const { RefCell::new(None) };
 }
 
+/// The pid a `running` status names is the pair's live gateway, a child of ours. A gateway can
+/// die right after the check that found it answering (a debounced restart of an earlier storm,
+/// a heartbeat restart on a starved machine), so only a status that keeps naming a dead pid
+/// while `running`, past [`LEFTOVER_SETTLE`], is a failure.
+async fn check_status_pid(run: &Rc<Run>, pair: &Pair, pid: u32) {
+    let deadline = Instant::now() + LEFTOVER_SETTLE;
+    loop {
+        if observe::is_live_gateway_child(pid, pair.port) {
+            return;
+        }
+        let Some(status) = status(pair).await else {
+            return;
+        };
+        if status.state != LifecycleState::Running || status.pid != Some(pid) {
+            return;
+        }
+        if Instant::now() >= deadline {
+            run.fail(format!(
+                "pair {}: running for {} ms with status pid {pid}, which is not a live gateway \
+                 child on port {}",
+                pair.index,
+                LEFTOVER_SETTLE.as_millis(),
+                pair.port
+            ));
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Running with an owned gateway that answers an `echo`, within the bound; returns how long
 /// it took.
 async fn converge(run: &Rc<Run>, pair: &Pair, why: &str) -> Option<Duration> {
@@ -885,15 +915,7 @@ async fn converge(run: &Rc<Run>, pair: &Pair, why: &str) -> Option<Duration> {
             if status.state == LifecycleState::Running && status.pid.is_some() && !status.external {
                 let probe = json!({"pair": pair.index, "probe": true});
                 if rpc(run, pair, "echo", probe, 1_000).await.is_ok() {
-                    // The pid the status names is the pair's live gateway, a child of ours.
-                    let pid = status.pid.unwrap_or_default();
-                    if !observe::is_live_gateway_child(pid, pair.port) {
-                        run.fail(format!(
-                            "pair {}: running, but its status pid {pid} is not a live gateway \
-                             child on port {}",
-                            pair.index, pair.port
-                        ));
-                    }
+                    check_status_pid(run, pair, status.pid.unwrap_or_default()).await;
                     return Some(began.elapsed());
                 }
             }
