@@ -281,6 +281,8 @@ struct Run {
     bound: Duration,
     /// Timer lag of the test's own thread.
     lag: std::sync::Arc<Lag>,
+    /// What the `/proc` sampler found (the gateways seen, for the after-stop checks).
+    sampled: RefCell<Option<std::sync::Arc<std::sync::Mutex<observe::Sampled>>>>,
 }
 
 impl Run {
@@ -382,8 +384,6 @@ fn error_kind(error: &RpcError) -> &'static str {
         RpcError::Stopped => "stopped",
         RpcError::SendFailed { .. } => "send failed",
         RpcError::Gateway { .. } => "gateway error",
-        #[allow(unreachable_patterns)]
-        _ => "other",
     }
 }
 
@@ -847,8 +847,12 @@ fn disrupts(fault: &Fault) -> bool {
 /// After a stop: no gateway process, child or grandchild of the pair may remain.
 async fn check_nothing_left(run: &Rc<Run>, pair: &Pair, when: &str) {
     run.stop_checks.set(run.stop_checks.get() + 1);
-    let seen = SEEN.with(|seen| seen.borrow().as_ref().map(|sampler| sampler(pair.index)));
-    let seen = seen.unwrap_or_default();
+    let seen = run
+        .sampled
+        .borrow()
+        .as_ref()
+        .map(|found| found.lock().expect("sampler lock").seen[pair.index].clone())
+        .unwrap_or_default();
     let deadline = Instant::now() + LEFTOVER_SETTLE;
     loop {
         let left = observe::leftovers(pair.port, &pair.state_marker, &seen);
@@ -866,13 +870,6 @@ async fn check_nothing_left(run: &Rc<Run>, pair: &Pair, when: &str) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-type SeenFn = Box<dyn Fn(usize) -> std::collections::HashSet<(u32, u64)>>;
-
-thread_local! {
-    /// The sampler's record of gateways seen, for the after-stop checks on this thread.
-    static SEEN: RefCell<Option<SeenFn>> = const { RefCell::new(None) };
 }
 
 /// The pid a `running` status names is the pair's live gateway, a child of ours. A gateway can
@@ -1111,6 +1108,7 @@ async fn soak(options: Options) -> (Rc<Run>, Option<Figures>) {
         conts_pending: Cell::new(0),
         bound,
         lag: std::sync::Arc::new(Lag::default()),
+        sampled: RefCell::new(None),
     });
     run.lag.tid.store(observe::current_tid(), Ordering::Relaxed);
     actix_rt::spawn(watch_lag(run.lag.clone()));
@@ -1126,14 +1124,7 @@ async fn soak(options: Options) -> (Rc<Run>, Option<Figures>) {
         pairs.iter().map(|pair| pair.port).collect(),
         Duration::from_millis(3),
     );
-    {
-        let found = sampler.found.clone();
-        SEEN.with(|seen| {
-            *seen.borrow_mut() = Some(Box::new(move |pair| {
-                found.lock().expect("sampler lock").seen[pair].clone()
-            }))
-        });
-    }
+    *run.sampled.borrow_mut() = Some(sampler.found.clone());
 
     // Warm-up: one start/stop cycle of every pair, so the baseline of open descriptors includes
     // what the runtime keeps for good (thread wakeups, the identity files' directories, ...).
@@ -1235,7 +1226,7 @@ async fn soak(options: Options) -> (Rc<Run>, Option<Figures>) {
         ));
     }
     sampler.finish();
-    SEEN.with(|seen| seen.borrow_mut().take());
+    run.sampled.borrow_mut().take();
     let found = sampler.found.lock().expect("sampler lock");
     for violation in found.violations.iter().take(20) {
         run.fail(violation.clone());
