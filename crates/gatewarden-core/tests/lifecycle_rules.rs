@@ -1446,3 +1446,84 @@ fn o1_ownerless_listener_is_retried_not_reported_as_a_foreign_program() {
     });
     assert_eq!(harness.leaf(), "retry_waiting");
 }
+
+#[test]
+fn e1_a_spawn_superseded_by_a_stop_is_terminated_not_left_running() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    harness.probe_free();
+    assert_eq!(harness.leaf(), "spawning");
+    let spawn_epoch = harness.epoch();
+    harness.command(Command::Stop);
+    assert_eq!(harness.state(), LifecycleState::Stopped);
+    // The spawn was already under way: its process exists although the flow is gone.
+    harness.send(Event::ProcessSpawned {
+        epoch: spawn_epoch,
+        pid: 4_321,
+    });
+    assert_eq!(harness.terminate_pid(), Some(4_321), "{:?}", harness.last);
+    assert_eq!(harness.state(), LifecycleState::Stopped);
+    harness.exit(4_321, 0);
+    assert_eq!(harness.state(), LifecycleState::Stopped);
+    assert_eq!(harness.machine.status(harness.now).pid, None);
+    // Nothing is owned any more: the next start spawns.
+    harness.command(Command::Start);
+    harness.probe_free();
+    assert_eq!(harness.leaf(), "spawning");
+}
+
+#[test]
+fn e1_a_spawn_superseded_by_a_newer_start_is_used_by_that_start() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    harness.probe_free();
+    let spawn_epoch = harness.epoch();
+    harness.command(Command::Stop);
+    harness.command(Command::Start);
+    harness.probe_free();
+    assert_eq!(harness.leaf(), "spawning");
+    harness.send(Event::ProcessSpawned {
+        epoch: spawn_epoch,
+        pid: 4_321,
+    });
+    assert_eq!(harness.terminate_pid(), None, "a newer start uses it");
+    // The newer flow's own spawn is refused by the process actor: it waits for the adopted one.
+    let epoch = harness.epoch();
+    harness.send(Event::StepFailed {
+        epoch,
+        failure: StartFailure::SpawnFailed {
+            message: "a gateway process is already owned (pid 4321)".into(),
+        },
+    });
+    assert_eq!(harness.leaf(), "awaiting_ready");
+    harness.ready();
+    harness.handshake();
+    assert_eq!(harness.state(), LifecycleState::Running);
+    assert_eq!(harness.machine.status(harness.now).pid, Some(4_321));
+}
+
+#[test]
+fn l5_step2_owned_process_that_never_becomes_ready_is_replaced() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    // An in-place restart that leaves the process alive without a listener (invalid config).
+    harness.socket_closed(1012);
+    harness.advance(1_000);
+    harness.probe_free();
+    assert_eq!(harness.leaf(), "awaiting_ready");
+    let epoch = harness.epoch();
+    harness.send(Event::StepFailed {
+        epoch,
+        failure: StartFailure::ReadyTimeout { waited_ms: 480_000 },
+    });
+    assert_eq!(harness.terminate_pid(), Some(pid), "{:?}", harness.last);
+    harness.exit(pid, 0);
+    assert_eq!(harness.leaf(), "probing_port");
+    harness.probe_free();
+    let replacement = harness.spawned();
+    harness.ready();
+    harness.handshake();
+    assert_eq!(harness.state(), LifecycleState::Running);
+    assert_eq!(harness.machine.status(harness.now).pid, Some(replacement));
+    assert_eq!(harness.spawns(), 2);
+}

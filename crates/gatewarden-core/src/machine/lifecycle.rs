@@ -404,6 +404,19 @@ impl Lifecycle {
                 context.log(LogLevel::Info, format!("gateway spawned (pid={pid})"));
                 Transition(State::awaiting_ready(flow.clone()))
             }
+            Event::StepFailed {
+                failure: StartFailure::SpawnFailed { .. },
+                ..
+            } if context.owned_pid.is_some() => {
+                // Our spawn was refused because a superseded start's spawn got there first and
+                // the machine adopted that process meanwhile: wait for it instead.
+                context.log(
+                    LogLevel::Info,
+                    "a gateway spawned by a superseded start is owned; waiting for it",
+                );
+                flow.own_process = true;
+                Transition(State::awaiting_ready(flow.clone()))
+            }
             _ => Super,
         }
     }
@@ -420,13 +433,20 @@ impl Lifecycle {
 
     /// W1: wait until the gateway sends `connect.challenge`. → connecting. The owned process's
     /// exit fails the attempt, except when we were waiting for a process that restarted in place
-    /// (L5 step 2): then it is gone for good and the flow probes again and spawns at once.
+    /// (L5 step 2): then it is gone for good and the flow probes again and spawns at once. If
+    /// that process does not become ready in time, it is terminated and waited for (→
+    /// awaiting_ready) instead of being waited for again by a retry.
     #[state(superstate = "starting", entry_action = "enter_awaiting_ready")]
     fn awaiting_ready(context: &mut Core, flow: &mut StartFlow, event: &Event) -> Outcome<State> {
         match event {
             Event::ReadinessConfirmed { .. } => {
                 flow.ready_at = Some(context.now_ms);
                 Transition(State::connecting(flow.clone()))
+            }
+            Event::StepFailed { failure, .. }
+                if owned_process_does_not_serve(context, flow, failure) =>
+            {
+                Transition(replace_owned_process(context, flow, failure))
             }
             Event::ProcessExited { pid, code } if flow.own_process => {
                 record_exit(context, *pid, *code);
@@ -1114,6 +1134,33 @@ fn before_spawn(core: &mut Core, flow: &mut StartFlow) -> State {
     } else {
         State::spawning(flow.clone())
     }
+}
+
+/// L5 step 2: our process, which restarted in place, is alive but never became ready. (A
+/// handshake that times out on it keeps the retry and backoff path: that process does listen.)
+fn owned_process_does_not_serve(core: &Core, flow: &StartFlow, failure: &StartFailure) -> bool {
+    flow.own_process
+        && core.owned_pid.is_some()
+        && matches!(failure, StartFailure::ReadyTimeout { .. })
+}
+
+/// L5 step 2: replace our process that restarted in place but does not serve (a gateway that
+/// finds its config invalid on an in-place restart stays alive without a listener until it is
+/// signalled again). Waiting for it again cannot help, and a retry would find it again. Its
+/// exit (after the kill grace at worst) sends the flow on to probe and spawn.
+fn replace_owned_process(core: &mut Core, flow: &mut StartFlow, failure: &StartFailure) -> State {
+    if let Some(pid) = core.owned_pid {
+        core.log(
+            LogLevel::Warn,
+            format!(
+                "the owned gateway (pid={pid}) did not become ready after restarting in place \
+                 ({failure}); replacing it"
+            ),
+        );
+        let grace_ms = core.config.stop.kill_grace_ms;
+        core.push(Effect::TerminateProcess { pid, grace_ms });
+    }
+    State::awaiting_ready(flow.clone())
 }
 
 /// L6/L7 after a failed step.

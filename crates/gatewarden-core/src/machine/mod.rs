@@ -78,6 +78,13 @@ impl LifecycleMachine {
         self.core.now_ms = self.core.now_ms.max(now_ms);
         self.core.transitions.clear();
         self.trace.clear();
+        if let Event::ProcessSpawned { epoch, pid } = &event {
+            if *epoch != self.core.epoch && self.core.owned_pid.is_none() {
+                self.adopt_superseded_spawn(*pid);
+                self.publish_status_if_changed();
+                return std::mem::take(&mut self.core.effects);
+            }
+        }
         if let Some(reason) = self.stale_reason(&event) {
             self.core.log(
                 LogLevel::Debug,
@@ -112,6 +119,33 @@ impl LifecycleMachine {
         }
         for (from, to) in self.core.transitions.drain(..) {
             self.trace.push((from, label.clone(), to));
+        }
+    }
+
+    /// E1 / X1: a spawn that a stop or a newer start superseded while it was under way still
+    /// made a process, and the process actor owns it. Dropping the report as stale would leave
+    /// that gateway running unsupervised, and the process actor would refuse every later spawn.
+    /// So the machine owns it: a newer start flow or a pending reconnect uses it (it is a fresh
+    /// gateway on our port); in any other state it is terminated.
+    fn adopt_superseded_spawn(&mut self, pid: u32) {
+        self.core.owned_pid = Some(pid);
+        self.core.process_starts = self.core.process_starts.wrapping_add(1);
+        match self.state() {
+            LifecycleState::Starting | LifecycleState::Reconnecting => self.core.log(
+                LogLevel::Info,
+                format!("gateway pid {pid} was spawned by a superseded start; using it"),
+            ),
+            _ => {
+                self.core.log(
+                    LogLevel::Warn,
+                    format!(
+                        "gateway pid {pid} was spawned by a start that was superseded; \
+                         terminating it"
+                    ),
+                );
+                let grace_ms = self.core.config.stop.kill_grace_ms;
+                self.core.push(Effect::TerminateProcess { pid, grace_ms });
+            }
         }
     }
 
