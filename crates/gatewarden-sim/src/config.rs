@@ -66,7 +66,7 @@ impl LoadedConfig {
         u16::try_from(port).ok()
     }
 
-    /// `gateway.auth.token`, the lowest-precedence source of the shared token.
+    /// `gateway.auth.token`: below `--token`, above `OPENCLAW_GATEWAY_TOKEN`.
     pub fn gateway_token(&self) -> Option<String> {
         let token = self
             .document
@@ -91,23 +91,33 @@ pub enum ConfigProblem {
 }
 
 impl ConfigProblem {
-    /// The lines printed to stderr before exiting 78 (the supervisor's invalid-config signals match them).
+    /// The lines printed to stderr before exiting 78 (the supervisor's invalid-config signals match
+    /// them). The shape is the real 2026.9.6 gateway's for unknown keys (seen live: `<root>:` for a
+    /// top-level key, `openclaw.json:N — gateway:` for a nested one, which the simulator does not
+    /// check); the unreadable and unparseable details are the simulator's own wording.
     pub fn stderr_lines(&self, path: &Path) -> Vec<String> {
-        let mut lines = vec![format!("Config invalid: {}", path.display())];
+        let mut lines = vec![format!(
+            "Gateway failed to start: Invalid config at {}:",
+            path.display()
+        )];
         match self {
             ConfigProblem::Unreadable(error) => {
-                lines.push(format!("  - <root>: cannot read file: {error}"))
+                lines.push(format!("<root>: cannot read file: {error}"))
             }
             ConfigProblem::Unparseable(error) => {
-                lines.push(format!("  - <root>: invalid JSON5: {error}"))
+                lines.push(format!("<root>: invalid JSON5: {error}"))
             }
             ConfigProblem::UnrecognizedKeys(keys) => {
                 for key in keys {
-                    lines.push(format!("  - <root>: Unrecognized key: \"{key}\""));
+                    lines.push(format!("<root>: Unrecognized key: \"{key}\""));
                 }
             }
         }
-        lines.push("Run: openclaw doctor --fix".to_string());
+        lines.push("Run \"openclaw doctor --fix\" to repair, then retry.".to_string());
+        lines.push(
+            "If startup is still blocked, inspect the adjacent .bak backup before restoring it manually."
+                .to_string(),
+        );
         lines
     }
 }
@@ -215,6 +225,15 @@ pub fn run_doctor(path: &Path, fix: bool) -> i32 {
             return 1;
         }
     };
+    // Like the real doctor, keep the original next to it (the gateway's invalid-config message
+    // points users at that `.bak`).
+    let mut backup = path.as_os_str().to_owned();
+    backup.push(".bak");
+    let backup = PathBuf::from(backup);
+    if let Err(error) = std::fs::write(&backup, &text) {
+        eprintln!("Doctor: cannot write {}: {error}", backup.display());
+        return 1;
+    }
     if let Err(error) = std::fs::write(path, repaired + "\n") {
         eprintln!("Doctor: cannot write {}: {error}", path.display());
         return 1;
@@ -222,6 +241,8 @@ pub fn run_doctor(path: &Path, fix: bool) -> i32 {
     for key in &unknown {
         println!("Doctor: removed unrecognized key \"{key}\"");
     }
+    println!("Updated config: {}", path.display());
+    println!("  Backup: {}", backup.display());
     println!("Doctor: repaired {}", path.display());
     0
 }
@@ -258,7 +279,14 @@ mod tests {
         assert_eq!(unknown_keys(&document), vec!["foo".to_string()]);
         let lines =
             ConfigProblem::UnrecognizedKeys(vec!["foo".into()]).stderr_lines(Path::new("/c.json"));
-        assert_eq!(lines[1], "  - <root>: Unrecognized key: \"foo\"");
-        assert_eq!(lines.last().unwrap(), "Run: openclaw doctor --fix");
+        assert_eq!(
+            lines[0],
+            "Gateway failed to start: Invalid config at /c.json:"
+        );
+        assert_eq!(lines[1], "<root>: Unrecognized key: \"foo\"");
+        assert_eq!(
+            lines[2],
+            "Run \"openclaw doctor --fix\" to repair, then retry."
+        );
     }
 }

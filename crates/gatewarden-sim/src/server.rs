@@ -195,9 +195,13 @@ async fn run_boots(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<Co
         };
 
         if first {
+            // Precedence as observed on the real gateway: `--token`, then the config's
+            // `gateway.auth.token`, then OPENCLAW_GATEWAY_TOKEN.
             let mut token = shared.token.lock().expect("token lock");
             if token.is_none() {
-                *token = loaded.gateway_token();
+                *token = loaded
+                    .gateway_token()
+                    .or_else(|| shared.settings.env_token.clone());
             }
         }
         let port = if first {

@@ -270,13 +270,22 @@ async fn invalid_config_exits_78_and_doctor_fix_repairs_it() {
 
     let mut sim = sim().state_dir(state).spawn();
     assert_eq!(sim.exit_code(SOON), 78);
-    assert!(sim.wait_stderr(&format!("Config invalid: {}", config.display()), SOON));
+    assert!(sim.wait_stderr(
+        &format!(
+            "Gateway failed to start: Invalid config at {}:",
+            config.display()
+        ),
+        SOON
+    ));
     let stderr = sim.stderr().join("\n");
     assert!(
-        stderr.contains("  - <root>: Unrecognized key: \"foo\""),
+        stderr.contains("<root>: Unrecognized key: \"foo\""),
         "{stderr}"
     );
-    assert!(stderr.contains("Run: openclaw doctor --fix"), "{stderr}");
+    assert!(
+        stderr.contains("Run \"openclaw doctor --fix\" to repair, then retry."),
+        "{stderr}"
+    );
 
     let doctor = std::process::Command::new(env!("CARGO_BIN_EXE_gatewarden-sim"))
         .args(["doctor", "--fix", "--yes", "--non-interactive"])
@@ -287,6 +296,11 @@ async fn invalid_config_exits_78_and_doctor_fix_repairs_it() {
         .unwrap();
     assert_eq!(doctor.status.code(), Some(0), "{doctor:?}");
     assert!(String::from_utf8_lossy(&doctor.stdout).contains("removed unrecognized key \"foo\""));
+    let backup = std::fs::read_to_string(config.with_extension("json.bak")).unwrap();
+    assert!(
+        backup.contains("foo: true"),
+        "the backup keeps the original: {backup}"
+    );
     let repaired: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
     assert_eq!(
@@ -315,7 +329,7 @@ async fn config_path_flag_and_env_are_honoured() {
 async fn fault_invalid_config_flag_exits_78_with_the_invalid_config_lines() {
     let mut sim = sim().arg("--fault-invalid-config").spawn();
     assert_eq!(sim.exit_code(SOON), 78);
-    assert!(sim.wait_stderr("Run: openclaw doctor --fix", SOON));
+    assert!(sim.wait_stderr("Run \"openclaw doctor --fix\" to repair", SOON));
     assert!(sim
         .stderr()
         .iter()
