@@ -8,7 +8,7 @@
 //! `GATEWARDEN_REQUIRE_OPENCLAW=1`, which makes a missing install a failure (as in
 //! `sim_crosscheck.rs`).
 //!
-//! The tests run one at a time (a process-wide lock): a real gateway's cold start takes 5–40 s of
+//! The tests run one at a time (a process-wide lock): a real gateway's cold start takes 12–100 s of
 //! a shared 2-core machine, and several at once would only make every bound flaky. That also lets
 //! one process-wide log capture serve every test: each test reads the supervisor's log lines
 //! from its own start on.
@@ -43,10 +43,11 @@ use tokio::sync::mpsc;
 
 mod support;
 
-/// Bound for a cold start to `running` (5–40 s measured on the loaded 2-core machine).
-const RUNNING_BOUND: Duration = Duration::from_secs(120);
+/// Bound for a cold start to `running`: 12–25 s measured with a load average of 3–5 on the 2-core
+/// machine, but up to 106 s with a load average of 12–15 (four agents compiling).
+const RUNNING_BOUND: Duration = Duration::from_secs(180);
 /// Bound for SIGKILL → a new gateway running (includes a cold start and any restart backoff).
-const RECOVERY_BOUND: Duration = Duration::from_secs(180);
+const RECOVERY_BOUND: Duration = Duration::from_secs(240);
 /// Bound for one command (Stop, Reload) or one RPC.
 const STEP_BOUND: Duration = Duration::from_secs(90);
 /// Bound for the doctor repair (`start.repair_timeout_ms` in scenario 8): it took 163 s once with

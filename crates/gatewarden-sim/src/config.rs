@@ -122,6 +122,52 @@ impl ConfigProblem {
     }
 }
 
+/// What the real 2026.9.6 gateway prints before exiting 78 when another gateway holds its state
+/// directory (seen live with a second gateway on the same `OPENCLAW_STATE_DIR`; the supervisor's
+/// L7 rule must not mistake it for an invalid config).
+pub const STATE_LOCK_CONFLICT_LINES: [&str; 3] = [
+    "Doctor could not enter maintenance. StateDatabaseCoordinatorContentionError: another OpenClaw process owns gateway-lifecycle Stop the Gateway service and other OpenClaw processes using this state, then run openclaw doctor --fix from an independent shell.",
+    "[gateway] requires state migration. Stop the service with openclaw gateway stop (or its service owner), then run openclaw doctor --fix, then start it again with openclaw gateway start.",
+    "Gateway failed to start: Doctor could not enter maintenance. StateDatabaseCoordinatorContentionError: another OpenClaw process owns gateway-lifecycle Stop the Gateway service and other OpenClaw processes using this state, then run openclaw doctor --fix from an independent shell. | gateway.maintenance_required. Stop the service with openclaw gateway stop (or its service owner), then run openclaw doctor --fix, then start it again with openclaw gateway start.",
+];
+
+/// The lock file inside a state directory; held (`flock`) for the whole life of one simulator.
+pub const STATE_LOCK_FILE: &str = "gateway-lifecycle.lock";
+
+/// Why the state directory could not be locked.
+#[derive(Debug)]
+pub enum StateLockError {
+    /// Another live process holds it.
+    Held,
+    /// The lock file could not be opened or locked for another reason.
+    Io(std::io::Error),
+}
+
+/// One gateway per state directory: an exclusive, non-blocking `flock` on
+/// [`STATE_LOCK_FILE`], released when the returned file is dropped or the process dies.
+pub fn lock_state_dir(dir: &Path) -> Result<std::fs::File, StateLockError> {
+    use std::os::unix::io::AsRawFd;
+    std::fs::create_dir_all(dir).map_err(StateLockError::Io)?;
+    // Opened close-on-exec (std's default), so a spawned grandchild never inherits the lock.
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(STATE_LOCK_FILE))
+        .map_err(StateLockError::Io)?;
+    // SAFETY: flock on a descriptor we own, with no pointers involved.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if locked == 0 {
+        return Ok(file);
+    }
+    let error = std::io::Error::last_os_error();
+    if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Err(StateLockError::Held)
+    } else {
+        Err(StateLockError::Io(error))
+    }
+}
+
 /// The config path: `--config`, else `OPENCLAW_CONFIG_PATH`, else `$OPENCLAW_STATE_DIR/openclaw.json`,
 /// else `$HOME/.openclaw/openclaw.json`.
 pub fn resolve_path(explicit: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
@@ -271,6 +317,27 @@ mod tests {
             resolve_path(None, &home_only),
             PathBuf::from("/home/u/.openclaw/openclaw.json")
         );
+    }
+
+    #[test]
+    fn a_state_dir_is_locked_by_one_holder_at_a_time() {
+        let dir = tempfile_dir();
+        let first = lock_state_dir(&dir).expect("first lock");
+        assert!(matches!(lock_state_dir(&dir), Err(StateLockError::Held)));
+        drop(first);
+        lock_state_dir(&dir).expect("free again once the holder is gone");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A fresh directory under the system temp dir (the crate has no tempfile dependency).
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "gatewarden-sim-lock-{}-{}",
+            std::process::id(),
+            crate::state::unix_ms()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]

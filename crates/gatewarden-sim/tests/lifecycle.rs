@@ -326,6 +326,27 @@ async fn config_path_flag_and_env_are_honoured() {
 }
 
 #[tokio::test]
+async fn a_second_gateway_on_the_same_state_dir_exits_78_with_the_lock_conflict_lines() {
+    let (mut first, _listening) = sim().start();
+    let shared = first.state_dir.path().to_str().unwrap().to_string();
+    let mut second = sim().env("OPENCLAW_STATE_DIR", &shared).spawn();
+    assert_eq!(second.exit_code(SOON), 78);
+    assert!(second.wait_stderr("another OpenClaw process owns gateway-lifecycle", SOON));
+    assert!(
+        !second
+            .stderr()
+            .iter()
+            .any(|line| line.to_ascii_lowercase().contains("invalid config")),
+        "a lock conflict is not a config error: {:?}",
+        second.stderr()
+    );
+    // The lock dies with its holder.
+    first.signal(libc::SIGTERM);
+    assert_eq!(first.exit_code(SOON), 0);
+    let (_third, _listening) = sim().env("OPENCLAW_STATE_DIR", &shared).start();
+}
+
+#[tokio::test]
 async fn fault_invalid_config_flag_exits_78_with_the_invalid_config_lines() {
     let mut sim = sim().arg("--fault-invalid-config").spawn();
     assert_eq!(sim.exit_code(SOON), 78);
