@@ -236,6 +236,16 @@ async fn interop_3_sigusr2_reload_reconnects_to_the_same_pid() {
         "Reload outcome; status: {:?}",
         gw.status().await
     );
+    // P4 (`reload.signal_restarts_in_place`, on for this profile): `Completed` means the
+    // supervisor is back on the restarted gateway, not merely that the pid survived 1.5 s.
+    let answered = gw.status().await;
+    assert_eq!(answered.state, LifecycleState::Running, "{answered:?}");
+    assert_eq!(answered.pid, Some(pid), "{answered:?}");
+    assert_ne!(
+        answered.boot_id.as_deref(),
+        Some(old_boot.as_str()),
+        "Reload answered before the in-place restart: {answered:?}"
+    );
     let (back_at, after) = gw
         .wait_status(STEP_BOUND, "running with a new bootId", |s| {
             s.state == LifecycleState::Running

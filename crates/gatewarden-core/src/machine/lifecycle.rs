@@ -1737,8 +1737,15 @@ fn reload_signal_sent(core: &mut Core, outcome: Result<(), String>) -> Option<St
                 .as_ref()
                 .is_some_and(|reload| !reload.awaiting_reconnect)
             {
-                let delay = core.config.reload.post_signal_check_ms;
-                core.arm(TimerKind::ReloadCheck, delay);
+                if core.config.reload.signal_restarts_in_place {
+                    // P4: the gateway will announce its in-place restart; wait for that (and then
+                    // for the reconnect) instead of judging it after the fixed P3 delay.
+                    let timeout = core.config.reload.restart_announce_timeout_ms;
+                    core.arm(TimerKind::ReloadDeadline, timeout);
+                } else {
+                    let delay = core.config.reload.post_signal_check_ms;
+                    core.arm(TimerKind::ReloadCheck, delay);
+                }
             }
             None
         }
@@ -1771,6 +1778,33 @@ fn reload_fallback(core: &mut Core) -> Option<State> {
         core.reply_all(waiters, CommandOutcome::Deferred);
     }
     next
+}
+
+/// P3: after the signal, a gateway still running with the signalled pid applied the reload in
+/// place; anything else falls back to a restart.
+fn reload_check(core: &mut Core, shown: LifecycleState) -> Option<State> {
+    let healthy = shown == LifecycleState::Running
+        && core
+            .reload
+            .as_ref()
+            .is_some_and(|reload| core.owned_pid == Some(reload.pid));
+    if healthy {
+        if let Some(reload) = core.reload.take() {
+            core.log(
+                LogLevel::Info,
+                "[gateway-refresh] mode=reload result=applied_in_place",
+            );
+            core.reply_all(reload.waiters, CommandOutcome::Completed);
+            core.flow_ended = true;
+        }
+        None
+    } else {
+        core.log(
+            LogLevel::Warn,
+            "[gateway-refresh] mode=reload result=fallback_restart cause=post_signal_unhealthy",
+        );
+        reload_fallback(core)
+    }
 }
 
 /// P5: debounced reload.
@@ -1809,31 +1843,16 @@ fn handle_common_timer(core: &mut Core, timer: TimerKind, shown: LifecycleState)
                 .unwrap_or_else(|| crate::reload_policy::default_policy(&core.config.reload));
             request_reload(core, shown, &policy, None)
         }
-        TimerKind::ReloadCheck => {
-            let healthy = shown == LifecycleState::Running
-                && core
-                    .reload
-                    .as_ref()
-                    .is_some_and(|reload| core.owned_pid == Some(reload.pid));
-            if healthy {
-                if let Some(reload) = core.reload.take() {
-                    core.log(
-                        LogLevel::Info,
-                        "[gateway-refresh] mode=reload result=applied_in_place",
-                    );
-                    core.reply_all(reload.waiters, CommandOutcome::Completed);
-                    core.flow_ended = true;
-                }
-                None
-            } else {
-                core.log(
-                    LogLevel::Warn,
-                    "[gateway-refresh] mode=reload result=fallback_restart cause=post_signal_unhealthy",
-                );
-                reload_fallback(core)
-            }
-        }
+        TimerKind::ReloadCheck => reload_check(core, shown),
         TimerKind::ReloadDeadline => {
+            let announced = core
+                .reload
+                .as_ref()
+                .is_some_and(|reload| reload.awaiting_reconnect);
+            if !announced {
+                // P4: no in-place restart was announced in time; judge the process as P3 does.
+                return reload_check(core, shown);
+            }
             core.log(
                 LogLevel::Warn,
                 "[gateway-refresh] mode=reload result=fallback_restart cause=no_reconnect_in_time",
