@@ -209,6 +209,9 @@ async fn interop_3_sigusr2_reload_reconnects_to_the_same_pid() {
     };
     let mut gw = Gateway::launch(&install, |options| {
         options.core.reload.recent_connect_skip_ms = 0;
+        // The in-place restart announces 1.5 s but took up to 53 s on the loaded 2-core box;
+        // the default 10 s margin would fall back to a full restart in the middle of it.
+        options.core.reload.restart_expected_margin_ms = RECOVERY_BOUND.as_millis() as u64;
     });
     let status = gw.start_and_wait_running(NAME).await;
     let pid = status.pid.expect("pid");
@@ -216,16 +219,16 @@ async fn interop_3_sigusr2_reload_reconnects_to_the_same_pid() {
         .boot_id
         .clone()
         .expect("a boot id after the handshake");
-    // Let the gateway finish its startup sidecars first (a restart request while it is still
-    // starting is not what this scenario measures). Soft: proceed after the bound either way.
-    let ready = gw
-        .try_wait_status(Duration::from_secs(60), |s| s.gateway_ready)
-        .await
-        .is_some();
-    println!("interop-info test={NAME} gateway_ready_before_reload={ready}");
+    // Let the gateway finish its startup sidecars first (`/startupz` 200: a restart request
+    // while it is still starting is not what this scenario measures). Soft: proceed after the
+    // bound either way.
+    let started = wait_startupz(gw.port, Duration::from_secs(120)).await;
+    println!("interop-info test={NAME} startupz_200_before_reload={started}");
 
     let sent_at = Instant::now();
-    let outcome = tokio::time::timeout(STEP_BOUND, gw.supervisor.send(Reload))
+    // The announcement may take up to `restart_announce_timeout_ms`, then the restart itself.
+    let reload_bound = RECOVERY_BOUND + Duration::from_secs(90);
+    let outcome = tokio::time::timeout(reload_bound, gw.supervisor.send(Reload))
         .await
         .expect("Reload answered in time")
         .expect("supervisor alive");
@@ -240,7 +243,6 @@ async fn interop_3_sigusr2_reload_reconnects_to_the_same_pid() {
     // supervisor is back on the restarted gateway, not merely that the pid survived 1.5 s.
     let answered = gw.status().await;
     assert_eq!(answered.state, LifecycleState::Running, "{answered:?}");
-    assert_eq!(answered.pid, Some(pid), "{answered:?}");
     assert_ne!(
         answered.boot_id.as_deref(),
         Some(old_boot.as_str()),
@@ -253,8 +255,30 @@ async fn interop_3_sigusr2_reload_reconnects_to_the_same_pid() {
                 && s.boot_id != Some(old_boot.clone())
         })
         .await;
-    assert_eq!(after.pid, Some(pid), "an in-process restart keeps the pid");
-    assert!(process_is_running(pid));
+    // Under heavy load the real gateway's in-place restart can fail by itself: it cannot retake
+    // its state lease within its own 5 s and exits 1 (seen once, load average 12). Then the
+    // supervisor's respawn is what answers the reload (P4); that path is asserted instead, and
+    // only when the gateway said so.
+    let in_place_failed = gw.exits.iter().any(|(_, exited, _)| *exited == pid);
+    if in_place_failed {
+        assert!(
+            gw.logs.count_since(
+                sent_at,
+                "failed to reacquire gateway lock for in-process restart"
+            ) >= 1,
+            "the gateway exited during its restart without saying why"
+        );
+        assert_ne!(answered.pid, Some(pid), "{answered:?}");
+        assert!(answered.pid.is_some_and(process_is_running), "{answered:?}");
+        println!(
+            "interop-info test={NAME} in_place_restart_failed_by_itself=true new_pid={:?}",
+            answered.pid
+        );
+    } else {
+        assert_eq!(answered.pid, Some(pid), "{answered:?}");
+        assert_eq!(after.pid, Some(pid), "an in-process restart keeps the pid");
+        assert!(process_is_running(pid));
+    }
     // Downtime as the supervisor published it: first non-running status after the request, to
     // the first running status with the new bootId.
     let down_at = gw
@@ -272,8 +296,14 @@ async fn interop_3_sigusr2_reload_reconnects_to_the_same_pid() {
         .filter(|(at, _)| *at >= sent_at)
         .map(|(_, s)| s.state.as_str())
         .collect();
+    let announced = gw
+        .logs
+        .first_after(sent_at, "announced an in-place restart")
+        .map_or("none".to_string(), |at| {
+            at.duration_since(sent_at).as_millis().to_string()
+        });
     println!(
-        "interop-metric test={NAME} reload_call_ms={reload_call_ms} request_to_running_new_boot_ms={} downtime_ms={downtime} pid={pid} states={states:?}",
+        "interop-metric test={NAME} reload_call_ms={reload_call_ms} signal_to_announce_ms={announced} request_to_running_new_boot_ms={} downtime_ms={downtime} pid={pid} states={states:?}",
         back_at.duration_since(sent_at).as_millis()
     );
     gw.stop_and_check(NAME).await;
@@ -799,6 +829,22 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 fn signal(pid: u32, signal: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)
         .unwrap_or_else(|error| panic!("{signal} to {pid}: {error}"));
+}
+
+/// Polls the gateway's `/startupz` until it answers 200 (sidecars settled, not draining);
+/// false after `bound`.
+async fn wait_startupz(port: u16, bound: Duration) -> bool {
+    let deadline = Instant::now() + bound;
+    while Instant::now() < deadline {
+        if matches!(
+            http(port, "GET", "/startupz", Duration::from_secs(5)),
+            Ok((200, _))
+        ) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
 }
 
 /// The process group's members, once it is empty or after 10 s.

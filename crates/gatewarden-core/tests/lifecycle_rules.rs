@@ -1088,6 +1088,50 @@ fn p4_without_an_announced_restart_the_reload_is_judged_after_the_announce_timeo
 }
 
 #[test]
+fn p4_when_the_in_place_restart_kills_the_gateway_the_new_gateway_answers_the_reload() {
+    let mut harness = in_place_harness();
+    let pid = harness.start_to_running();
+    harness.advance(20_000);
+    let reply = harness.command(Command::Reload { policy: hybrid() });
+    let epoch = harness.epoch();
+    harness.send(Event::SignalSent {
+        epoch,
+        outcome: Ok(()),
+    });
+    harness.send(Event::ShutdownAnnounced {
+        epoch,
+        restart_expected_ms: Some(1_500),
+    });
+    harness.socket_closed(1012);
+    harness.advance(1_000);
+    // The reconnect finds our process not listening and waits for it (L5 step 2) …
+    harness.probe_free();
+    assert_eq!(harness.leaf(), "awaiting_ready");
+    // … but its restart fails and it exits; a new gateway is spawned.
+    harness.exit(pid, 1);
+    assert_eq!(
+        harness.reply_of(reply),
+        None,
+        "answered before the new gateway runs"
+    );
+    harness.probe_free();
+    let new_pid = harness.spawned();
+    harness.ready();
+    harness.handshake();
+    assert_eq!(harness.reply_of(reply), Some(&CommandOutcome::Completed));
+    assert_eq!(harness.machine.status(harness.now).pid, Some(new_pid));
+    // No restart stacked on top: the reload's deadline (1.5 s + 10 s margin) is gone with it.
+    // (Less than a heartbeat interval, which would count misses: nothing answers pings here.)
+    harness.advance(20_000);
+    assert_eq!(harness.spawns(), 2);
+    assert_eq!(
+        harness.all_count(|effect| matches!(effect, Effect::TerminateProcess { .. })),
+        0
+    );
+    assert_eq!(harness.state(), LifecycleState::Running);
+}
+
+#[test]
 fn p5_debounced_reloads_coalesce_and_restart_mode_routes_to_restart() {
     let mut harness = Harness::quiet();
     let pid = harness.start_to_running();

@@ -1408,6 +1408,21 @@ fn record_exit(core: &mut Core, pid: u32, code: Option<i32>) {
     core.owned_pid = None;
     core.last_exit_code = code;
     core.process_exits = core.process_exits.wrapping_add(1);
+    if core.config.reload.signal_restarts_in_place {
+        if let Some(reload) = core.reload.take_if(|reload| reload.pid == pid) {
+            // P4: the in-place restart the reload asked for ended the process instead (the real
+            // gateway exits 1 when it cannot retake its state lease in time). The new gateway the
+            // supervisor starts now reads the new config: its start answers the reload, and no
+            // second restart is stacked on top (the deadline would have asked for one).
+            core.cancel(TimerKind::ReloadCheck);
+            core.cancel(TimerKind::ReloadDeadline);
+            core.log(
+                LogLevel::Warn,
+                format!("[gateway-refresh] mode=reload result=process_exited pid={pid}; the next start answers the reload"),
+            );
+            core.waiters.start.extend(reload.waiters);
+        }
+    }
     let expected = !core.auto_reconnect;
     core.publish(Notice::ProcessExit {
         pid,
