@@ -325,6 +325,19 @@ pub struct ReloadConfig {
     pub restart_expected_margin_ms: u64,
     /// P4: the signal that asks the gateway to reload.
     pub signal: ReloadSignal,
+    /// P4: the signal makes the gateway restart in place (a `shutdown` event with
+    /// `restartExpectedMs`, close 1012, same pid), as OpenClaw's SIGUSR2 does with
+    /// `OPENCLAW_NO_RESPAWN=1`. The reload then waits for that announcement (up to
+    /// `restart_announce_timeout_ms`) and for the reconnect to the same process instead of the
+    /// fixed `post_signal_check_ms` check, which under load can answer before the gateway has
+    /// even begun its restart. Off by default (the seed's P3 check); the OpenClaw profile turns
+    /// it on.
+    pub signal_restarts_in_place: bool,
+    /// P4: with `signal_restarts_in_place`, how long to wait for the gateway's `shutdown`
+    /// announcement after signalling before judging the process the P3 way. Generous because the
+    /// real gateway defers a signalled restart while it is busy: 15 s passed without one once,
+    /// on a loaded 2-core machine, right after its start.
+    pub restart_announce_timeout_ms: u64,
 }
 
 impl Default for ReloadConfig {
@@ -337,6 +350,8 @@ impl Default for ReloadConfig {
             post_signal_check_ms: 1_500,
             restart_expected_margin_ms: 10_000,
             signal: ReloadSignal::Sigusr2,
+            signal_restarts_in_place: false,
+            restart_announce_timeout_ms: 60_000,
         }
     }
 }

@@ -1021,6 +1021,116 @@ fn p4_reload_falls_back_to_restart_when_the_reconnect_never_comes() {
     assert!(harness.all_count(|effect| matches!(effect, Effect::TerminateProcess { .. })) == 1);
 }
 
+/// P4 with `reload.signal_restarts_in_place` (the OpenClaw profile's setting).
+fn in_place_harness() -> Harness {
+    let mut config = SupervisorConfig::default();
+    config.reconnect.jitter = 0.0;
+    config.reload.signal_restarts_in_place = true;
+    Harness::new(config)
+}
+
+#[test]
+fn p4_a_reload_that_restarts_in_place_answers_after_the_reconnect_not_after_the_fixed_check() {
+    let mut harness = in_place_harness();
+    let pid = harness.start_to_running();
+    harness.advance(10_000);
+    let reply = harness.command(Command::Reload { policy: hybrid() });
+    let epoch = harness.epoch();
+    harness.send(Event::SignalSent {
+        epoch,
+        outcome: Ok(()),
+    });
+    // A loaded gateway takes longer than the P3 check to announce its restart: the reload must
+    // not answer `Completed` meanwhile (the real gateway's interop run 1 and 3 saw exactly that).
+    let check = harness.machine.config().reload.post_signal_check_ms;
+    harness.advance(check + 1_000);
+    assert_eq!(harness.reply_of(reply), None, "answered before the restart");
+    harness.send(Event::ShutdownAnnounced {
+        epoch,
+        restart_expected_ms: Some(1_500),
+    });
+    harness.socket_closed(1012);
+    harness.advance(2_000);
+    harness.probe_free();
+    harness.ready();
+    harness.handshake();
+    assert_eq!(harness.reply_of(reply), Some(&CommandOutcome::Completed));
+    assert_eq!(harness.machine.status(harness.now).pid, Some(pid));
+    assert_eq!(harness.spawns(), 1);
+    assert_eq!(
+        harness.all_count(|effect| matches!(effect, Effect::TerminateProcess { .. })),
+        0
+    );
+}
+
+#[test]
+fn p4_without_an_announced_restart_the_reload_is_judged_after_the_announce_timeout() {
+    let mut harness = in_place_harness();
+    let pid = harness.start_to_running();
+    harness.advance(10_000);
+    let reply = harness.command(Command::Reload { policy: hybrid() });
+    let epoch = harness.epoch();
+    harness.send(Event::SignalSent {
+        epoch,
+        outcome: Ok(()),
+    });
+    let timeout = harness.machine.config().reload.restart_announce_timeout_ms;
+    harness.advance(timeout - 1);
+    assert_eq!(harness.reply_of(reply), None);
+    // Still running with the signalled pid: applied in place (P3), no restart.
+    harness.advance(1);
+    assert_eq!(harness.reply_of(reply), Some(&CommandOutcome::Completed));
+    assert_eq!(harness.machine.status(harness.now).pid, Some(pid));
+    assert_eq!(
+        harness.all_count(|effect| matches!(effect, Effect::TerminateProcess { .. })),
+        0
+    );
+}
+
+#[test]
+fn p4_when_the_in_place_restart_kills_the_gateway_the_new_gateway_answers_the_reload() {
+    let mut harness = in_place_harness();
+    let pid = harness.start_to_running();
+    harness.advance(20_000);
+    let reply = harness.command(Command::Reload { policy: hybrid() });
+    let epoch = harness.epoch();
+    harness.send(Event::SignalSent {
+        epoch,
+        outcome: Ok(()),
+    });
+    harness.send(Event::ShutdownAnnounced {
+        epoch,
+        restart_expected_ms: Some(1_500),
+    });
+    harness.socket_closed(1012);
+    harness.advance(1_000);
+    // The reconnect finds our process not listening and waits for it (L5 step 2) …
+    harness.probe_free();
+    assert_eq!(harness.leaf(), "awaiting_ready");
+    // … but its restart fails and it exits; a new gateway is spawned.
+    harness.exit(pid, 1);
+    assert_eq!(
+        harness.reply_of(reply),
+        None,
+        "answered before the new gateway runs"
+    );
+    harness.probe_free();
+    let new_pid = harness.spawned();
+    harness.ready();
+    harness.handshake();
+    assert_eq!(harness.reply_of(reply), Some(&CommandOutcome::Completed));
+    assert_eq!(harness.machine.status(harness.now).pid, Some(new_pid));
+    // No restart stacked on top: the reload's deadline (1.5 s + 10 s margin) is gone with it.
+    // (Less than a heartbeat interval, which would count misses: nothing answers pings here.)
+    harness.advance(20_000);
+    assert_eq!(harness.spawns(), 2);
+    assert_eq!(
+        harness.all_count(|effect| matches!(effect, Effect::TerminateProcess { .. })),
+        0
+    );
+    assert_eq!(harness.state(), LifecycleState::Running);
+}
+
 #[test]
 fn p5_debounced_reloads_coalesce_and_restart_mode_routes_to_restart() {
     let mut harness = Harness::quiet();

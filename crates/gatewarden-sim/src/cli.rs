@@ -52,8 +52,12 @@ impl HangMode {
 pub struct Settings {
     /// `--port`; `None` means "use OPENCLAW_GATEWAY_PORT, then gateway.port, then 18791".
     pub port: Option<u16>,
-    /// Shared token (`--token`, else `OPENCLAW_GATEWAY_TOKEN`). Never printed.
+    /// Shared token from `--token`, the highest-precedence source. Never printed.
     pub token: Option<String>,
+    /// `OPENCLAW_GATEWAY_TOKEN`: the *lowest*-precedence source, below the config's
+    /// `gateway.auth.token` (the real 2026.9.6 gateway does so, although its `--help` calls the
+    /// variable `--token`'s default). Never printed.
+    pub env_token: Option<String>,
     /// Shared password (`--password`, else `OPENCLAW_GATEWAY_PASSWORD`). Never printed.
     pub password: Option<String>,
     /// `--config PATH`; otherwise resolved from the environment.
@@ -111,6 +115,7 @@ impl Default for Settings {
         Settings {
             port: None,
             token: None,
+            env_token: None,
             password: None,
             config_path: None,
             version_string: "2026.9.6-sim".to_string(),
@@ -264,9 +269,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<In
         }
     }
 
-    if settings.token.is_none() {
-        settings.token = env("OPENCLAW_GATEWAY_TOKEN").filter(|token| !token.is_empty());
-    }
+    settings.env_token = env("OPENCLAW_GATEWAY_TOKEN").filter(|token| !token.is_empty());
     if settings.password.is_none() {
         settings.password =
             env("OPENCLAW_GATEWAY_PASSWORD").filter(|password| !password.is_empty());
@@ -389,16 +392,18 @@ mod tests {
     }
 
     #[test]
-    fn token_falls_back_to_the_environment_and_flag_wins() {
+    fn token_flag_and_environment_are_kept_apart() {
         let env = |name: &str| (name == "OPENCLAW_GATEWAY_TOKEN").then(|| "from-env".to_string());
         let Invocation::Run(settings) = parse(&[], &env).unwrap() else {
             panic!()
         };
-        assert_eq!(settings.token.as_deref(), Some("from-env"));
+        assert_eq!(settings.token, None);
+        assert_eq!(settings.env_token.as_deref(), Some("from-env"));
         let Invocation::Run(settings) = parse(&args(&["--token=flag"]), &env).unwrap() else {
             panic!()
         };
         assert_eq!(settings.token.as_deref(), Some("flag"));
+        assert_eq!(settings.env_token.as_deref(), Some("from-env"));
     }
 
     #[test]

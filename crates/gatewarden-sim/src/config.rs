@@ -66,7 +66,7 @@ impl LoadedConfig {
         u16::try_from(port).ok()
     }
 
-    /// `gateway.auth.token`, the lowest-precedence source of the shared token.
+    /// `gateway.auth.token`: below `--token`, above `OPENCLAW_GATEWAY_TOKEN`.
     pub fn gateway_token(&self) -> Option<String> {
         let token = self
             .document
@@ -91,24 +91,80 @@ pub enum ConfigProblem {
 }
 
 impl ConfigProblem {
-    /// The lines printed to stderr before exiting 78 (the supervisor's invalid-config signals match them).
+    /// The lines printed to stderr before exiting 78 (the supervisor's invalid-config signals match
+    /// them). The shape is the real 2026.9.6 gateway's for unknown keys (seen live: `<root>:` for a
+    /// top-level key, `openclaw.json:N — gateway:` for a nested one, which the simulator does not
+    /// check); the unreadable and unparseable details are the simulator's own wording.
     pub fn stderr_lines(&self, path: &Path) -> Vec<String> {
-        let mut lines = vec![format!("Config invalid: {}", path.display())];
+        let mut lines = vec![format!(
+            "Gateway failed to start: Invalid config at {}:",
+            path.display()
+        )];
         match self {
             ConfigProblem::Unreadable(error) => {
-                lines.push(format!("  - <root>: cannot read file: {error}"))
+                lines.push(format!("<root>: cannot read file: {error}"))
             }
             ConfigProblem::Unparseable(error) => {
-                lines.push(format!("  - <root>: invalid JSON5: {error}"))
+                lines.push(format!("<root>: invalid JSON5: {error}"))
             }
             ConfigProblem::UnrecognizedKeys(keys) => {
                 for key in keys {
-                    lines.push(format!("  - <root>: Unrecognized key: \"{key}\""));
+                    lines.push(format!("<root>: Unrecognized key: \"{key}\""));
                 }
             }
         }
-        lines.push("Run: openclaw doctor --fix".to_string());
+        lines.push("Run \"openclaw doctor --fix\" to repair, then retry.".to_string());
+        lines.push(
+            "If startup is still blocked, inspect the adjacent .bak backup before restoring it manually."
+                .to_string(),
+        );
         lines
+    }
+}
+
+/// What the real 2026.9.6 gateway prints before exiting 78 when another gateway holds its state
+/// directory (seen live with a second gateway on the same `OPENCLAW_STATE_DIR`; the supervisor's
+/// L7 rule must not mistake it for an invalid config).
+pub const STATE_LOCK_CONFLICT_LINES: [&str; 3] = [
+    "Doctor could not enter maintenance. StateDatabaseCoordinatorContentionError: another OpenClaw process owns gateway-lifecycle Stop the Gateway service and other OpenClaw processes using this state, then run openclaw doctor --fix from an independent shell.",
+    "[gateway] requires state migration. Stop the service with openclaw gateway stop (or its service owner), then run openclaw doctor --fix, then start it again with openclaw gateway start.",
+    "Gateway failed to start: Doctor could not enter maintenance. StateDatabaseCoordinatorContentionError: another OpenClaw process owns gateway-lifecycle Stop the Gateway service and other OpenClaw processes using this state, then run openclaw doctor --fix from an independent shell. | gateway.maintenance_required. Stop the service with openclaw gateway stop (or its service owner), then run openclaw doctor --fix, then start it again with openclaw gateway start.",
+];
+
+/// The lock file inside a state directory; held (`flock`) for the whole life of one simulator.
+pub const STATE_LOCK_FILE: &str = "gateway-lifecycle.lock";
+
+/// Why the state directory could not be locked.
+#[derive(Debug)]
+pub enum StateLockError {
+    /// Another live process holds it.
+    Held,
+    /// The lock file could not be opened or locked for another reason.
+    Io(std::io::Error),
+}
+
+/// One gateway per state directory: an exclusive, non-blocking `flock` on
+/// [`STATE_LOCK_FILE`], released when the returned file is dropped or the process dies.
+pub fn lock_state_dir(dir: &Path) -> Result<std::fs::File, StateLockError> {
+    use std::os::unix::io::AsRawFd;
+    std::fs::create_dir_all(dir).map_err(StateLockError::Io)?;
+    // Opened close-on-exec (std's default), so a spawned grandchild never inherits the lock.
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(STATE_LOCK_FILE))
+        .map_err(StateLockError::Io)?;
+    // SAFETY: flock on a descriptor we own, with no pointers involved.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if locked == 0 {
+        return Ok(file);
+    }
+    let error = std::io::Error::last_os_error();
+    if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Err(StateLockError::Held)
+    } else {
+        Err(StateLockError::Io(error))
     }
 }
 
@@ -215,6 +271,15 @@ pub fn run_doctor(path: &Path, fix: bool) -> i32 {
             return 1;
         }
     };
+    // Like the real doctor, keep the original next to it (the gateway's invalid-config message
+    // points users at that `.bak`).
+    let mut backup = path.as_os_str().to_owned();
+    backup.push(".bak");
+    let backup = PathBuf::from(backup);
+    if let Err(error) = std::fs::write(&backup, &text) {
+        eprintln!("Doctor: cannot write {}: {error}", backup.display());
+        return 1;
+    }
     if let Err(error) = std::fs::write(path, repaired + "\n") {
         eprintln!("Doctor: cannot write {}: {error}", path.display());
         return 1;
@@ -222,6 +287,8 @@ pub fn run_doctor(path: &Path, fix: bool) -> i32 {
     for key in &unknown {
         println!("Doctor: removed unrecognized key \"{key}\"");
     }
+    println!("Updated config: {}", path.display());
+    println!("  Backup: {}", backup.display());
     println!("Doctor: repaired {}", path.display());
     0
 }
@@ -253,12 +320,40 @@ mod tests {
     }
 
     #[test]
+    fn a_state_dir_is_locked_by_one_holder_at_a_time() {
+        let dir = tempfile_dir();
+        let first = lock_state_dir(&dir).expect("first lock");
+        assert!(matches!(lock_state_dir(&dir), Err(StateLockError::Held)));
+        drop(first);
+        lock_state_dir(&dir).expect("free again once the holder is gone");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A fresh directory under the system temp dir (the crate has no tempfile dependency).
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "gatewarden-sim-lock-{}-{}",
+            std::process::id(),
+            crate::state::unix_ms()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
     fn unknown_top_level_key_is_reported_with_the_real_lines() {
         let document = parse_document("{gateway: {port: 1}, foo: 1, // comment\n}").unwrap();
         assert_eq!(unknown_keys(&document), vec!["foo".to_string()]);
         let lines =
             ConfigProblem::UnrecognizedKeys(vec!["foo".into()]).stderr_lines(Path::new("/c.json"));
-        assert_eq!(lines[1], "  - <root>: Unrecognized key: \"foo\"");
-        assert_eq!(lines.last().unwrap(), "Run: openclaw doctor --fix");
+        assert_eq!(
+            lines[0],
+            "Gateway failed to start: Invalid config at /c.json:"
+        );
+        assert_eq!(lines[1], "<root>: Unrecognized key: \"foo\"");
+        assert_eq!(
+            lines[2],
+            "Run \"openclaw doctor --fix\" to repair, then retry."
+        );
     }
 }

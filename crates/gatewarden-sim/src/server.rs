@@ -62,6 +62,25 @@ pub fn run(settings: Settings) -> i32 {
 
 async fn async_main(settings: Settings) -> i32 {
     let env = |name: &str| std::env::var(name).ok();
+    // One gateway per state directory, as the real one: a second exits 78 with its lines. Only an
+    // explicit OPENCLAW_STATE_DIR is locked; the `$HOME/.openclaw` default would make unrelated
+    // simulators of a test run exclude each other.
+    let _state_lock = match env("OPENCLAW_STATE_DIR").filter(|dir| !dir.is_empty()) {
+        Some(dir) => match config::lock_state_dir(Path::new(&dir)) {
+            Ok(lock) => Some(lock),
+            Err(config::StateLockError::Held) => {
+                for line in config::STATE_LOCK_CONFLICT_LINES {
+                    eprintln!("{line}");
+                }
+                return config::EXIT_INVALID_CONFIG;
+            }
+            Err(config::StateLockError::Io(error)) => {
+                crate::log!("cannot lock the state dir {dir}: {error}; running without the lock");
+                None
+            }
+        },
+        None => None,
+    };
     for _ in 0..settings.stderr_repeat {
         for line in &settings.stderr_lines {
             eprintln!("{line}");
@@ -195,9 +214,13 @@ async fn run_boots(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<Co
         };
 
         if first {
+            // Precedence as observed on the real gateway: `--token`, then the config's
+            // `gateway.auth.token`, then OPENCLAW_GATEWAY_TOKEN.
             let mut token = shared.token.lock().expect("token lock");
             if token.is_none() {
-                *token = loaded.gateway_token();
+                *token = loaded
+                    .gateway_token()
+                    .or_else(|| shared.settings.env_token.clone());
             }
         }
         let port = if first {

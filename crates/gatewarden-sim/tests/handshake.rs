@@ -167,6 +167,49 @@ async fn handshake_rejects_wrong_token_with_auth_token_mismatch_and_1008() {
 }
 
 #[tokio::test]
+async fn handshake_token_in_the_config_beats_the_environment_and_the_flag_beats_both() {
+    // As the real 2026.9.6 gateway does (seen live): `--token`, then `gateway.auth.token`, then
+    // OPENCLAW_GATEWAY_TOKEN.
+    let with_config = || {
+        let state = tempfile::tempdir().unwrap();
+        std::fs::write(
+            state.path().join("openclaw.json"),
+            r#"{"gateway":{"auth":{"token":"from-config"}}}"#,
+        )
+        .unwrap();
+        sim()
+            .env("OPENCLAW_GATEWAY_TOKEN", "from-env")
+            .state_dir(state)
+    };
+    let (_sim, listening) = with_config().start();
+    for (token, accepted) in [("from-config", true), ("from-env", false)] {
+        let (_client, reply) = Client::connect(
+            listening.port,
+            connect_params("test", "test", Some(token)),
+            None,
+        )
+        .await;
+        if accepted {
+            assert_eq!(reply["ok"], true, "{token}: {reply}");
+        } else {
+            assert_eq!(
+                detail_code(&reply),
+                "AUTH_TOKEN_MISMATCH",
+                "{token}: {reply}"
+            );
+        }
+    }
+    let (_sim, listening) = with_config().args(&["--token", "from-flag"]).start();
+    let (_client, reply) = Client::connect(
+        listening.port,
+        connect_params("test", "test", Some("from-flag")),
+        None,
+    )
+    .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+}
+
+#[tokio::test]
 async fn handshake_accepts_the_shared_token_in_the_password_field() {
     let (_sim, listening) = sim().args(&["--token", TOKEN]).start();
     let mut params = connect_params("test", "test", None);

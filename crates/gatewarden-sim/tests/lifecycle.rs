@@ -270,13 +270,22 @@ async fn invalid_config_exits_78_and_doctor_fix_repairs_it() {
 
     let mut sim = sim().state_dir(state).spawn();
     assert_eq!(sim.exit_code(SOON), 78);
-    assert!(sim.wait_stderr(&format!("Config invalid: {}", config.display()), SOON));
+    assert!(sim.wait_stderr(
+        &format!(
+            "Gateway failed to start: Invalid config at {}:",
+            config.display()
+        ),
+        SOON
+    ));
     let stderr = sim.stderr().join("\n");
     assert!(
-        stderr.contains("  - <root>: Unrecognized key: \"foo\""),
+        stderr.contains("<root>: Unrecognized key: \"foo\""),
         "{stderr}"
     );
-    assert!(stderr.contains("Run: openclaw doctor --fix"), "{stderr}");
+    assert!(
+        stderr.contains("Run \"openclaw doctor --fix\" to repair, then retry."),
+        "{stderr}"
+    );
 
     let doctor = std::process::Command::new(env!("CARGO_BIN_EXE_gatewarden-sim"))
         .args(["doctor", "--fix", "--yes", "--non-interactive"])
@@ -287,6 +296,11 @@ async fn invalid_config_exits_78_and_doctor_fix_repairs_it() {
         .unwrap();
     assert_eq!(doctor.status.code(), Some(0), "{doctor:?}");
     assert!(String::from_utf8_lossy(&doctor.stdout).contains("removed unrecognized key \"foo\""));
+    let backup = std::fs::read_to_string(config.with_extension("json.bak")).unwrap();
+    assert!(
+        backup.contains("foo: true"),
+        "the backup keeps the original: {backup}"
+    );
     let repaired: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
     assert_eq!(
@@ -312,10 +326,31 @@ async fn config_path_flag_and_env_are_honoured() {
 }
 
 #[tokio::test]
+async fn a_second_gateway_on_the_same_state_dir_exits_78_with_the_lock_conflict_lines() {
+    let (mut first, _listening) = sim().start();
+    let shared = first.state_dir.path().to_str().unwrap().to_string();
+    let mut second = sim().env("OPENCLAW_STATE_DIR", &shared).spawn();
+    assert_eq!(second.exit_code(SOON), 78);
+    assert!(second.wait_stderr("another OpenClaw process owns gateway-lifecycle", SOON));
+    assert!(
+        !second
+            .stderr()
+            .iter()
+            .any(|line| line.to_ascii_lowercase().contains("invalid config")),
+        "a lock conflict is not a config error: {:?}",
+        second.stderr()
+    );
+    // The lock dies with its holder.
+    first.signal(libc::SIGTERM);
+    assert_eq!(first.exit_code(SOON), 0);
+    let (_third, _listening) = sim().env("OPENCLAW_STATE_DIR", &shared).start();
+}
+
+#[tokio::test]
 async fn fault_invalid_config_flag_exits_78_with_the_invalid_config_lines() {
     let mut sim = sim().arg("--fault-invalid-config").spawn();
     assert_eq!(sim.exit_code(SOON), 78);
-    assert!(sim.wait_stderr("Run: openclaw doctor --fix", SOON));
+    assert!(sim.wait_stderr("Run \"openclaw doctor --fix\" to repair", SOON));
     assert!(sim
         .stderr()
         .iter()

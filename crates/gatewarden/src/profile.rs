@@ -172,6 +172,14 @@ impl LaunchProfile {
         Ok(spec.args(["doctor", "--fix", "--yes", "--non-interactive"]))
     }
 
+    /// P4: does this gateway's reload signal make it restart in place (a `shutdown` event with
+    /// `restartExpectedMs`, close 1012, same pid)? OpenClaw's SIGUSR2 does, with the
+    /// `OPENCLAW_NO_RESPAWN=1` this profile sets. (So does the simulator's, but its tests keep the
+    /// seed's fixed post-signal check by default.)
+    pub fn reload_restarts_in_place(&self) -> bool {
+        matches!(self, LaunchProfile::OpenClaw { .. })
+    }
+
     /// P4: the signal that asks this gateway to reload. SIGUSR1 is refused for OpenClaw.
     pub fn reload_signal(&self, configured: ReloadSignal) -> Result<Signal, ProfileError> {
         match (self, configured) {

@@ -65,12 +65,14 @@ pub struct SupervisorOptions {
 pub const DEFAULT_MAILBOX_CAPACITY: usize = 65_536;
 
 impl SupervisorOptions {
-    /// Options for `profile` with the defaults of BEHAVIOUR.md and the profile's default port.
+    /// Options for `profile` with the defaults of BEHAVIOUR.md, the profile's default port and
+    /// whether its reload signal restarts it in place (P4).
     pub fn new(profile: LaunchProfile, state_dir: PathBuf) -> Self {
-        let core = CoreConfig {
+        let mut core = CoreConfig {
             port: profile.default_port(),
             ..CoreConfig::default()
         };
+        core.reload.signal_restarts_in_place = profile.reload_restarts_in_place();
         SupervisorOptions {
             core,
             profile,

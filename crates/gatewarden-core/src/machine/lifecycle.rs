@@ -1455,6 +1455,21 @@ fn record_exit(core: &mut Core, pid: u32, code: Option<i32>) {
     core.owned_pid = None;
     core.last_exit_code = code;
     core.process_exits = core.process_exits.wrapping_add(1);
+    if core.config.reload.signal_restarts_in_place {
+        if let Some(reload) = core.reload.take_if(|reload| reload.pid == pid) {
+            // P4: the in-place restart the reload asked for ended the process instead (the real
+            // gateway exits 1 when it cannot retake its state lease in time). The new gateway the
+            // supervisor starts now reads the new config: its start answers the reload, and no
+            // second restart is stacked on top (the deadline would have asked for one).
+            core.cancel(TimerKind::ReloadCheck);
+            core.cancel(TimerKind::ReloadDeadline);
+            core.log(
+                LogLevel::Warn,
+                format!("[gateway-refresh] mode=reload result=process_exited pid={pid}; the next start answers the reload"),
+            );
+            core.waiters.start.extend(reload.waiters);
+        }
+    }
     let expected = !core.auto_reconnect;
     core.publish(Notice::ProcessExit {
         pid,
@@ -1784,8 +1799,15 @@ fn reload_signal_sent(core: &mut Core, outcome: Result<(), String>) -> Option<St
                 .as_ref()
                 .is_some_and(|reload| !reload.awaiting_reconnect)
             {
-                let delay = core.config.reload.post_signal_check_ms;
-                core.arm(TimerKind::ReloadCheck, delay);
+                if core.config.reload.signal_restarts_in_place {
+                    // P4: the gateway will announce its in-place restart; wait for that (and then
+                    // for the reconnect) instead of judging it after the fixed P3 delay.
+                    let timeout = core.config.reload.restart_announce_timeout_ms;
+                    core.arm(TimerKind::ReloadDeadline, timeout);
+                } else {
+                    let delay = core.config.reload.post_signal_check_ms;
+                    core.arm(TimerKind::ReloadCheck, delay);
+                }
             }
             None
         }
@@ -1818,6 +1840,33 @@ fn reload_fallback(core: &mut Core) -> Option<State> {
         core.reply_all(waiters, CommandOutcome::Deferred);
     }
     next
+}
+
+/// P3: after the signal, a gateway still running with the signalled pid applied the reload in
+/// place; anything else falls back to a restart.
+fn reload_check(core: &mut Core, shown: LifecycleState) -> Option<State> {
+    let healthy = shown == LifecycleState::Running
+        && core
+            .reload
+            .as_ref()
+            .is_some_and(|reload| core.owned_pid == Some(reload.pid));
+    if healthy {
+        if let Some(reload) = core.reload.take() {
+            core.log(
+                LogLevel::Info,
+                "[gateway-refresh] mode=reload result=applied_in_place",
+            );
+            core.reply_all(reload.waiters, CommandOutcome::Completed);
+            core.flow_ended = true;
+        }
+        None
+    } else {
+        core.log(
+            LogLevel::Warn,
+            "[gateway-refresh] mode=reload result=fallback_restart cause=post_signal_unhealthy",
+        );
+        reload_fallback(core)
+    }
 }
 
 /// P5: debounced reload.
@@ -1856,31 +1905,16 @@ fn handle_common_timer(core: &mut Core, timer: TimerKind, shown: LifecycleState)
                 .unwrap_or_else(|| crate::reload_policy::default_policy(&core.config.reload));
             request_reload(core, shown, &policy, None)
         }
-        TimerKind::ReloadCheck => {
-            let healthy = shown == LifecycleState::Running
-                && core
-                    .reload
-                    .as_ref()
-                    .is_some_and(|reload| core.owned_pid == Some(reload.pid));
-            if healthy {
-                if let Some(reload) = core.reload.take() {
-                    core.log(
-                        LogLevel::Info,
-                        "[gateway-refresh] mode=reload result=applied_in_place",
-                    );
-                    core.reply_all(reload.waiters, CommandOutcome::Completed);
-                    core.flow_ended = true;
-                }
-                None
-            } else {
-                core.log(
-                    LogLevel::Warn,
-                    "[gateway-refresh] mode=reload result=fallback_restart cause=post_signal_unhealthy",
-                );
-                reload_fallback(core)
-            }
-        }
+        TimerKind::ReloadCheck => reload_check(core, shown),
         TimerKind::ReloadDeadline => {
+            let announced = core
+                .reload
+                .as_ref()
+                .is_some_and(|reload| reload.awaiting_reconnect);
+            if !announced {
+                // P4: no in-place restart was announced in time; judge the process as P3 does.
+                return reload_check(core, shown);
+            }
             core.log(
                 LogLevel::Warn,
                 "[gateway-refresh] mode=reload result=fallback_restart cause=no_reconnect_in_time",

@@ -1,0 +1,3 @@
+//! What several test binaries in `tests/tests/` share (each includes it with `mod support;`).
+
+pub mod gateway_process;
