@@ -21,7 +21,7 @@ use gatewarden_core::frame::{
 };
 use tokio::time::{timeout_at, Instant};
 
-use super::frames::{FrameAssembler, Received};
+use super::frames::{BoundedCodec, FrameAssembler, Received};
 use crate::endpoint::{check_gateway_endpoint, EndpointError, GatewayScheme};
 use crate::identity::DeviceIdentity;
 use crate::launch::Secret;
@@ -104,6 +104,8 @@ async fn open_socket(
         Ok(Err(error)) => return Err(classify_open_error(error)),
         Ok(Ok(connected)) => connected,
     };
+    // Our own bound on top of awc's, which buffers a whole oversize frame before dropping it.
+    let framed = framed.into_map_codec(|codec| BoundedCodec::new(codec, max_frame_bytes));
     let (sink, stream) = framed.split();
     Ok(Socket {
         stream: Box::pin(stream),
