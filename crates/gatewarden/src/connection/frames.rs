@@ -175,7 +175,10 @@ fn frame_header(src: &[u8]) -> Option<(usize, u64)> {
     let second = *src.get(1)?;
     let masked = second & 0x80 != 0;
     let (extended, length) = match second & 0x7f {
-        126 => (2, u64::from(u16::from_be_bytes(src.get(2..4)?.try_into().ok()?))),
+        126 => (
+            2,
+            u64::from(u16::from_be_bytes(src.get(2..4)?.try_into().ok()?)),
+        ),
         127 => (8, u64::from_be_bytes(src.get(2..10)?.try_into().ok()?)),
         short => (0, u64::from(short)),
     };
@@ -189,7 +192,9 @@ impl Decoder for BoundedCodec {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, ProtocolError> {
         if self.skipping > 0 {
-            let now = usize::try_from(self.skipping).unwrap_or(usize::MAX).min(src.len());
+            let now = usize::try_from(self.skipping)
+                .unwrap_or(usize::MAX)
+                .min(src.len());
             src.advance(now);
             self.skipping -= now as u64;
             if self.skipping > 0 {
@@ -250,7 +255,10 @@ mod tests {
         src.extend_from_slice(&[0x81, 127]);
         src.extend_from_slice(&(1u64 << 30).to_be_bytes());
         src.extend_from_slice(&[b'x'; 100]);
-        assert!(matches!(codec.decode(&mut src), Err(ProtocolError::Overflow)));
+        assert!(matches!(
+            codec.decode(&mut src),
+            Err(ProtocolError::Overflow)
+        ));
         assert!(src.is_empty(), "the payload is discarded, not kept");
         // The rest of the payload is discarded as it arrives, chunk by chunk.
         let mut left = (1u64 << 30) - 100;
