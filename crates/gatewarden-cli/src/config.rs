@@ -173,14 +173,40 @@ pub fn resolve_from(
     args: &RunArgs,
     environment: impl IntoIterator<Item = (OsString, OsString)>,
 ) -> anyhow::Result<Settings> {
+    let file = match &args.target.config {
+        Some(path) => Some((read_file(path)?, format!("config file {}", path.display()))),
+        None => None,
+    };
+    resolve_layers(file, args, environment)
+}
+
+/// Resolve the effective configuration from a config file's text (as if `--config` named a file
+/// holding it), `args` and the given environment. The fuzz target's way in: no file system.
+pub fn resolve_from_text(
+    text: &str,
+    args: &RunArgs,
+    environment: impl IntoIterator<Item = (OsString, OsString)>,
+) -> anyhow::Result<Settings> {
+    let tree = text
+        .parse::<Table>()
+        .map_err(|error| UsageError(format!("config text: {error}")))?;
+    resolve_layers(Some((tree, "config text".to_string())), args, environment)
+}
+
+/// The layers on top of an already parsed file (its tree and how to name it).
+fn resolve_layers(
+    file: Option<(Table, String)>,
+    args: &RunArgs,
+    environment: impl IntoIterator<Item = (OsString, OsString)>,
+) -> anyhow::Result<Settings> {
     let mut layers = Layers {
         tree: Table::new(),
         origins: BTreeMap::new(),
         file_origin: None,
     };
-    if let Some(path) = &args.target.config {
-        layers.tree = read_file(path)?;
-        layers.file_origin = Some(format!("config file {}", path.display()));
+    if let Some((tree, origin)) = file {
+        layers.tree = tree;
+        layers.file_origin = Some(origin);
     }
     apply_environment(&mut layers, environment)?;
     apply_flags(&mut layers, args)?;

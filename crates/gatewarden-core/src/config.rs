@@ -156,7 +156,15 @@ pub struct ConnectConfig {
     /// W1: the startup window answer (UNAVAILABLE + 1013) is retried after this long when the
     /// gateway gives no `retryAfterMs`.
     pub startup_window_retry_ms: u64,
+    /// M5: inbound messages larger than this are dropped with a logged error, so a hostile or
+    /// broken gateway cannot make the supervisor buffer without bound. The default is the
+    /// gateway's own post-handshake `maxPayload` ([`DEFAULT_MAX_FRAME_BYTES`]).
+    pub max_frame_bytes: usize,
 }
+
+/// The default of [`ConnectConfig::max_frame_bytes`]: the gateway's post-handshake `maxPayload`
+/// (25 MiB, OPENCLAW.md §3).
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 26_214_400;
 
 impl Default for ConnectConfig {
     fn default() -> Self {
@@ -170,6 +178,7 @@ impl Default for ConnectConfig {
             min_protocol: 3,
             max_protocol: 4,
             startup_window_retry_ms: 500,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
         }
     }
 }

@@ -13,6 +13,7 @@
 //!   [`heartbeat`] (H1–H3), [`recovery`] (L7), [`reload_policy`] (P1, P2), [`stderr`] (X3),
 //!   [`health`] (H5, H6, M6), [`rpc`] (M1), [`frame`] (C1, M2–M5), [`device_auth`] (A1, A2).
 //! - [`diagram`]: explores the real machine and renders the state diagrams.
+//! - [`fuzzing`]: the entry points of the fuzz targets and of the corpus replay test.
 #![deny(missing_docs)]
 
 pub mod config;
@@ -20,6 +21,7 @@ pub mod device_auth;
 pub mod diagram;
 pub mod error;
 pub mod frame;
+pub mod fuzzing;
 pub mod governor;
 pub mod health;
 pub mod heartbeat;

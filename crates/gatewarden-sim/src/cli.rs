@@ -108,6 +108,10 @@ pub struct Settings {
     pub hang_mode: HangMode,
     /// How long EADDRINUSE is retried before exiting 1 (the real gateway retries about 10 s).
     pub bind_retry_ms: u64,
+    /// Send this many `sim.flood` events after every `hello-ok` (0: none).
+    pub event_flood: u64,
+    /// Padding bytes in each flood event's payload.
+    pub event_flood_bytes: usize,
 }
 
 impl Default for Settings {
@@ -138,6 +142,8 @@ impl Default for Settings {
             reject_token: false,
             crash_after_ms: None,
             crash_code: 1,
+            event_flood: 0,
+            event_flood_bytes: crate::faults::DEFAULT_FLOOD_PAD_BYTES,
             hang_after_ms: None,
             hang_mode: HangMode::Silent,
             bind_retry_ms: 10_000,
@@ -186,6 +192,8 @@ FAULT FLAGS:
   --crash-code N
   --hang-after-ms N        hang N ms after listening (--hang-mode silent|sigstop, default silent)
   --hang-mode MODE
+  --event-flood N          send N sim.flood events after every hello-ok
+  --event-flood-bytes N    padding bytes per flood event (default 256)
 ";
 
 /// Parses `args` (without argv[0]); `env` looks up environment variables so tests can inject them.
@@ -264,6 +272,24 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<In
                 let mode = flags.value("--hang-mode")?;
                 settings.hang_mode = HangMode::parse(&mode)
                     .ok_or_else(|| format!("--hang-mode must be silent or sigstop, got {mode}"))?;
+            }
+            "--event-flood" => {
+                settings.event_flood = flags.number("--event-flood")?;
+                if settings.event_flood > crate::faults::MAX_FLOOD_COUNT {
+                    return Err(format!(
+                        "--event-flood must be at most {}",
+                        crate::faults::MAX_FLOOD_COUNT
+                    ));
+                }
+            }
+            "--event-flood-bytes" => {
+                settings.event_flood_bytes = flags.number("--event-flood-bytes")?;
+                if settings.event_flood_bytes > crate::protocol::MAX_PAYLOAD_BYTES {
+                    return Err(format!(
+                        "--event-flood-bytes must be at most {}",
+                        crate::protocol::MAX_PAYLOAD_BYTES
+                    ));
+                }
             }
             other => return Err(format!("error: unknown option '{other}'")),
         }

@@ -293,6 +293,31 @@ impl Connection {
         .await
     }
 
+    /// The event-flood fault: `count` `sim.flood` events, flushed in batches so the socket's
+    /// write buffer stays small and the peer's reading speed sets the pace.
+    async fn flood(&mut self, socket: &mut Socket, count: u64, pad_bytes: usize) -> Option<Ending> {
+        const FLUSH_EVERY: u64 = 64;
+        crate::log!(
+            "{}: flooding {count} events of {pad_bytes} padding bytes",
+            self.connection_id
+        );
+        let pad = "x".repeat(pad_bytes);
+        for n in 0..count {
+            let payload = json!({"n": n, "pad": pad});
+            if let Some(ending) = self.send_event(socket, "sim.flood", &payload).await {
+                return Some(ending);
+            }
+            if (n + 1).is_multiple_of(FLUSH_EVERY) && socket.flush().await.is_err() {
+                return Some(Ending::Gone);
+            }
+        }
+        if socket.flush().await.is_err() {
+            return Some(Ending::Gone);
+        }
+        crate::log!("{}: flood of {count} events sent", self.connection_id);
+        None
+    }
+
     async fn on_incoming(
         &mut self,
         socket: &mut Socket,
@@ -516,9 +541,19 @@ impl Connection {
             return Some(ending);
         }
         if self.shared.settings.ready_event {
-            return self
+            if let Some(ending) = self
                 .send_event(socket, "gateway.ready", &json!({"ts": unix_ms()}))
-                .await;
+                .await
+            {
+                return Some(ending);
+            }
+        }
+        let (count, pad_bytes) = (
+            self.shared.settings.event_flood,
+            self.shared.settings.event_flood_bytes,
+        );
+        if count > 0 {
+            return self.flood(socket, count, pad_bytes).await;
         }
         None
     }
@@ -691,6 +726,7 @@ impl Connection {
             json!({"ok": true, "applied": params.and_then(|params| params.get("kind")).cloned()});
         let mut ending = None;
         let mut after_reply: Option<Message> = None;
+        let mut flood = None;
         let mut notice = None;
         let flags = &self.shared.flags;
         match fault {
@@ -714,6 +750,7 @@ impl Connection {
                 }
             }
             Fault::Malformed(kind) => after_reply = Some(malformed_message(kind)),
+            Fault::EventFlood { count, pad_bytes } => flood = Some((count, pad_bytes)),
             Fault::IgnoreSigterm { enabled } => {
                 flags.ignore_sigterm.store(enabled, Ordering::Relaxed)
             }
@@ -757,6 +794,11 @@ impl Connection {
         }
         if let Some(message) = after_reply {
             if let Some(ending) = feed(socket, message).await {
+                return Some(ending);
+            }
+        }
+        if let Some((count, pad_bytes)) = flood {
+            if let Some(ending) = self.flood(socket, count, pad_bytes).await {
                 return Some(ending);
             }
         }
@@ -811,6 +853,15 @@ fn malformed_message(kind: Malformed) -> Message {
             frame.push_str(prefix);
             frame.extend(std::iter::repeat_n('x', pad));
             frame.push_str(suffix);
+            Message::text(frame)
+        }
+        Malformed::DeepNesting { depth } => {
+            let prefix = r#"{"type":"event","event":"sim.deep","payload":"#;
+            let mut frame = String::with_capacity(prefix.len() + 2 * depth + 1);
+            frame.push_str(prefix);
+            frame.extend(std::iter::repeat_n('[', depth));
+            frame.extend(std::iter::repeat_n(']', depth));
+            frame.push('}');
             Message::text(frame)
         }
         // A text frame must be UTF-8; a raw frame is the only way to send one that is not.

@@ -21,7 +21,25 @@ pub enum Malformed {
     },
     /// A text frame whose payload is not valid UTF-8.
     InvalidUtf8,
+    /// An event whose payload is `depth` nested arrays (`[[[...]]]`): valid JSON far deeper than
+    /// any parser's recursion limit.
+    DeepNesting {
+        /// Nesting depth.
+        depth: usize,
+    },
 }
+
+/// Default of the `deep-nesting` fault's `depth`: far past serde_json's limit of 128.
+pub const DEFAULT_NESTING_DEPTH: usize = 100_000;
+
+/// Default of the event flood's `count`.
+pub const DEFAULT_FLOOD_COUNT: u64 = 10_000;
+
+/// Default size of the padding in each flood event's payload.
+pub const DEFAULT_FLOOD_PAD_BYTES: usize = 256;
+
+/// Most events one flood may send (a typo must not keep the simulator busy for hours).
+pub const MAX_FLOOD_COUNT: u64 = 10_000_000;
 
 /// Which `shutdown` event, if any, precedes a scripted close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +89,13 @@ pub enum Fault {
     },
     /// Send a malformed frame on this connection.
     Malformed(Malformed),
+    /// Send `count` `sim.flood` events on this connection as fast as the socket takes them.
+    EventFlood {
+        /// How many events.
+        count: u64,
+        /// Padding bytes in each payload.
+        pad_bytes: usize,
+    },
     /// Turn SIGTERM ignoring on or off.
     IgnoreSigterm {
         /// New state.
@@ -184,9 +209,31 @@ pub fn parse(params: Option<&Value>) -> Result<Fault, String> {
                     Malformed::Oversize { bytes }
                 }
                 "invalid-utf8" => Malformed::InvalidUtf8,
+                "deep-nesting" => {
+                    let depth = number("depth", DEFAULT_NESTING_DEPTH as u64)?;
+                    let depth =
+                        usize::try_from(depth).map_err(|_| "depth out of range".to_string())?;
+                    // Two bytes per level; the same ceiling as an oversize frame.
+                    if depth > 2 * MAX_PAYLOAD_BYTES {
+                        return Err("depth too large".to_string());
+                    }
+                    Malformed::DeepNesting { depth }
+                }
                 other => return Err(format!("unknown malformed kind: {other}")),
             };
             Ok(Fault::Malformed(malformed))
+        }
+        "event-flood" => {
+            let count = number("count", DEFAULT_FLOOD_COUNT)?;
+            if count > MAX_FLOOD_COUNT {
+                return Err(format!("count above {MAX_FLOOD_COUNT}"));
+            }
+            let pad_bytes = number("bytes", DEFAULT_FLOOD_PAD_BYTES as u64)?;
+            let pad_bytes = usize::try_from(pad_bytes)
+                .ok()
+                .filter(|bytes| *bytes <= MAX_PAYLOAD_BYTES)
+                .ok_or("bytes too large")?;
+            Ok(Fault::EventFlood { count, pad_bytes })
         }
         "ignore-sigterm" => Ok(Fault::IgnoreSigterm { enabled: enabled() }),
         "spawn-grandchild" | "spawn" => {
@@ -314,6 +361,34 @@ mod tests {
                 notice: None
             }
         );
+    }
+
+    #[test]
+    fn deep_nesting_and_event_flood_have_bounded_defaults() {
+        assert_eq!(
+            parse(Some(&json!({"kind": "malformed", "what": "deep-nesting"}))).unwrap(),
+            Fault::Malformed(Malformed::DeepNesting {
+                depth: DEFAULT_NESTING_DEPTH
+            })
+        );
+        assert_eq!(
+            parse(Some(
+                &json!({"kind": "event-flood", "count": 5, "bytes": 1})
+            ))
+            .unwrap(),
+            Fault::EventFlood {
+                count: 5,
+                pad_bytes: 1
+            }
+        );
+        assert!(parse(Some(
+            &json!({"kind": "event-flood", "count": MAX_FLOOD_COUNT + 1})
+        ))
+        .is_err());
+        assert!(parse(Some(
+            &json!({"kind": "malformed", "what": "deep-nesting", "depth": 1u64 << 40})
+        ))
+        .is_err());
     }
 
     #[test]

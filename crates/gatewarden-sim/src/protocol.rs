@@ -158,6 +158,8 @@ pub const EVENTS: &[&str] = &[
     "shutdown",
     "gateway.ready",
     "sim.oversize",
+    "sim.deep",
+    "sim.flood",
 ];
 
 /// The `health` RPC result and `health` event payload.

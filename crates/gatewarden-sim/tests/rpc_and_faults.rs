@@ -290,6 +290,77 @@ async fn fault_malformed_sends_each_kind_of_bad_frame() {
 }
 
 #[tokio::test]
+async fn fault_deep_nesting_sends_valid_json_past_any_recursion_limit() {
+    let (_sim, listening) = sim().start();
+    let mut client = Client::hello(listening.port, None).await;
+    let reply = client
+        .request(
+            "sim.fault",
+            json!({"kind": "malformed", "what": "deep-nesting", "depth": 1000}),
+        )
+        .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    // serde_json refuses it (depth 1000 > 128), so the helper hands back the raw text.
+    let frame = client.next_json(SOON).await.expect("deep frame");
+    let text = frame.as_str().expect("unparseable for serde_json");
+    let prefix = r#"{"type":"event","event":"sim.deep","payload":"#;
+    let nested = text
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_suffix('}'))
+        .unwrap_or_else(|| panic!("not a sim.deep event: {}", &text[..80.min(text.len())]));
+    assert_eq!(nested, format!("{}{}", "[".repeat(1000), "]".repeat(1000)));
+    // The connection keeps serving.
+    assert_eq!(client.request("health", json!({})).await["ok"], true);
+}
+
+#[tokio::test]
+async fn fault_event_flood_sends_consecutive_events_and_keeps_serving() {
+    let (_sim, listening) = sim().start();
+    let mut client = Client::hello(listening.port, None).await;
+    let reply = client
+        .request(
+            "sim.fault",
+            json!({"kind": "event-flood", "count": 500, "bytes": 10}),
+        )
+        .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    let mut last_seq = None;
+    for n in 0..500u64 {
+        let event = client.event("sim.flood", SOON).await.expect("flood event");
+        assert_eq!(event["payload"]["n"], n, "{event}");
+        assert_eq!(event["payload"]["pad"], "x".repeat(10));
+        let seq = event["seq"].as_u64().expect("seq");
+        if let Some(last) = last_seq {
+            assert_eq!(seq, last + 1, "consecutive seq");
+        }
+        last_seq = Some(seq);
+    }
+    assert_eq!(client.request("health", json!({})).await["ok"], true);
+    let too_many = client
+        .request(
+            "sim.fault",
+            json!({"kind": "event-flood", "count": 10_000_001u64}),
+        )
+        .await;
+    assert_eq!(too_many["ok"], false, "{too_many}");
+}
+
+#[tokio::test]
+async fn flag_event_flood_follows_every_hello() {
+    let (_sim, listening) = sim()
+        .args(&["--event-flood", "20", "--event-flood-bytes", "3"])
+        .start();
+    for _connection in 0..2 {
+        let mut client = Client::hello(listening.port, None).await;
+        for n in 0..20u64 {
+            let event = client.event("sim.flood", SOON).await.expect("flood event");
+            assert_eq!(event["payload"]["n"], n, "{event}");
+            assert_eq!(event["payload"]["pad"], "xxx");
+        }
+    }
+}
+
+#[tokio::test]
 async fn fault_close_1012_closes_the_socket_and_the_process_keeps_serving() {
     let (mut sim, listening) = sim().start();
     let mut client = Client::hello(listening.port, None).await;

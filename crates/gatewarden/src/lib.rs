@@ -19,11 +19,13 @@
 //! - [`profile`]: launch profiles (sim, openclaw, custom), the doctor command, the reload signal.
 //! - [`launch`]: what to run, secrets that never reach argv or logs (A3).
 //! - [`identity`]: the device key pair on disk (A1).
+//! - [`endpoint`]: which gateway hosts may be reached (loopback; others need an opt-in and TLS).
 //! - [`orphan`]: `/proc` inspection: listeners on a port, start times, process groups (O1).
 //! - [`events`]: [`events::GatewayEvent`], what subscribers hear.
 #![deny(missing_docs)]
 
 pub mod connection;
+pub mod endpoint;
 pub mod events;
 pub mod heartbeat;
 pub mod identity;

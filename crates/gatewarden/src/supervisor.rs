@@ -52,13 +52,18 @@ pub struct SupervisorOptions {
     pub token: Option<Secret>,
     /// P1: the gateway config file holding `gateway.reload`; the profile's default when `None`.
     pub gateway_config_path: Option<PathBuf>,
-    /// Host of the gateway (always loopback for a spawned gateway).
+    /// Host of the gateway (always loopback for a spawned gateway). Another host is refused
+    /// unless `allow_remote_host` is set and `scheme` is `wss` (see [`crate::endpoint`]).
     pub host: String,
     /// How many messages the supervisor's mailbox holds before `send` waits for room
     /// (default [`DEFAULT_MAILBOX_CAPACITY`]). actix's own default of 16 makes most callers park
     /// and be polled again as soon as a few dozen RPCs are in flight; the count costs no memory
     /// up front (the mailbox is a linked queue), it only bounds a caller that never awaits.
     pub mailbox_capacity: usize,
+    /// How the gateway is reached: `ws://` by default (loopback only).
+    pub scheme: crate::endpoint::GatewayScheme,
+    /// The explicit opt-in for a gateway host that is not loopback (default: false).
+    pub allow_remote_host: bool,
 }
 
 /// Default of [`SupervisorOptions::mailbox_capacity`].
@@ -81,6 +86,8 @@ impl SupervisorOptions {
             gateway_config_path: None,
             host: "127.0.0.1".to_string(),
             mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
+            scheme: crate::endpoint::GatewayScheme::Ws,
+            allow_remote_host: false,
         }
     }
 }
@@ -90,7 +97,9 @@ pub struct GatewaySupervisor;
 
 impl GatewaySupervisor {
     /// Start a supervisor actor (the gateway is not started until it receives [`Start`]).
-    /// Must be called inside an actix system.
+    /// Must be called inside an actix system. The options are not checked here: use
+    /// [`GatewaySupervisor::try_start`] for a typed error about a refused gateway host (such a
+    /// host is refused again before every connect either way).
     pub fn start(options: SupervisorOptions) -> Addr<Supervisor> {
         Supervisor::new(options).start()
     }
@@ -874,6 +883,7 @@ impl Actor for Supervisor {
                     None => TokenSource::None,
                 },
                 identity_path: Some(identity_path),
+                max_frame_bytes: self.options.core.connect.max_frame_bytes,
                 ..ConnectionConfig::default()
             },
             me.clone().recipient(),

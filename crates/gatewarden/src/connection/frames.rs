@@ -4,9 +4,10 @@
 //! continuation items. This module turns them into whole messages with one size bound for both
 //! (M5: whatever is malformed is dropped, never a panic).
 
-use actix_http::ws::Item;
+use actix_codec::{Decoder, Encoder};
+use actix_http::ws::{Codec, Item, Message, ProtocolError};
 use awc::ws::Frame;
-use bytes::Bytes;
+use bytes::{Buf as _, Bytes, BytesMut};
 use bytestring::ByteString;
 
 /// One whole inbound message, or what to do about a control frame.
@@ -148,10 +149,143 @@ impl FrameAssembler {
     }
 }
 
+/// The WebSocket codec with a memory bound: a frame whose header declares more than `max_bytes`
+/// of payload is rejected as soon as its header is in, and its payload is discarded as it
+/// arrives.
+///
+/// awc's own limit (`max_frame_size`) checks the length only once the whole frame is buffered,
+/// so a gateway declaring a 1 GiB frame would make the supervisor hold 1 GiB before the frame
+/// is dropped. This wrapper keeps the same outcome (one `Overflow` error per oversize frame, the
+/// socket stays usable) without the buffering.
+pub(crate) struct BoundedCodec {
+    inner: Codec,
+    max_bytes: usize,
+    /// Payload bytes of a rejected frame still to discard.
+    skipping: u64,
+}
+
+impl BoundedCodec {
+    pub(crate) fn new(inner: Codec, max_bytes: usize) -> Self {
+        BoundedCodec {
+            inner,
+            max_bytes,
+            skipping: 0,
+        }
+    }
+}
+
+/// RFC 6455 §5.2: header length and declared payload length, once the header is complete.
+fn frame_header(src: &[u8]) -> Option<(usize, u64)> {
+    let second = *src.get(1)?;
+    let masked = second & 0x80 != 0;
+    let (extended, length) = match second & 0x7f {
+        126 => (
+            2,
+            u64::from(u16::from_be_bytes(src.get(2..4)?.try_into().ok()?)),
+        ),
+        127 => (8, u64::from_be_bytes(src.get(2..10)?.try_into().ok()?)),
+        short => (0, u64::from(short)),
+    };
+    let header = 2 + extended + if masked { 4 } else { 0 };
+    (src.len() >= header).then_some((header, length))
+}
+
+impl Decoder for BoundedCodec {
+    type Item = Frame;
+    type Error = ProtocolError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, ProtocolError> {
+        if self.skipping > 0 {
+            let now = usize::try_from(self.skipping)
+                .unwrap_or(usize::MAX)
+                .min(src.len());
+            src.advance(now);
+            self.skipping -= now as u64;
+            if self.skipping > 0 {
+                return Ok(None);
+            }
+        }
+        if let Some((header, length)) = frame_header(src) {
+            if length > self.max_bytes as u64 {
+                src.advance(header);
+                self.skipping = length;
+                let now = usize::try_from(length).unwrap_or(usize::MAX).min(src.len());
+                src.advance(now);
+                self.skipping -= now as u64;
+                return Err(ProtocolError::Overflow);
+            }
+        }
+        self.inner.decode(src)
+    }
+}
+
+impl Encoder<Message> for BoundedCodec {
+    type Error = ProtocolError;
+
+    fn encode(&mut self, item: Message, dst: &mut BytesMut) -> Result<(), ProtocolError> {
+        self.inner.encode(item, dst)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use awc::ws::{CloseCode, CloseReason};
+
+    /// An unmasked server frame with `payload`, as the gateway sends it.
+    fn server_frame(opcode: u8, payload: &[u8]) -> BytesMut {
+        let mut frame = BytesMut::new();
+        frame.extend_from_slice(&[0x80 | opcode]);
+        match payload.len() {
+            short @ 0..=125 => frame.extend_from_slice(&[short as u8]),
+            medium @ 126..=65_535 => {
+                frame.extend_from_slice(&[126]);
+                frame.extend_from_slice(&(medium as u16).to_be_bytes());
+            }
+            long => {
+                frame.extend_from_slice(&[127]);
+                frame.extend_from_slice(&(long as u64).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    #[test]
+    fn m5_an_oversize_frame_is_rejected_from_its_header_and_never_buffered() {
+        let mut codec = BoundedCodec::new(Codec::new().max_size(1 << 20).client_mode(), 16);
+        // The header declares 1 GiB; only its first bytes ever arrive in one piece.
+        let mut src = BytesMut::new();
+        src.extend_from_slice(&[0x81, 127]);
+        src.extend_from_slice(&(1u64 << 30).to_be_bytes());
+        src.extend_from_slice(&[b'x'; 100]);
+        assert!(matches!(
+            codec.decode(&mut src),
+            Err(ProtocolError::Overflow)
+        ));
+        assert!(src.is_empty(), "the payload is discarded, not kept");
+        // The rest of the payload is discarded as it arrives, chunk by chunk.
+        let mut left = (1u64 << 30) - 100;
+        while left > 0 {
+            let chunk = left.min(1 << 16) as usize;
+            src.extend_from_slice(&vec![b'x'; chunk]);
+            assert!(matches!(codec.decode(&mut src), Ok(None)));
+            assert!(src.is_empty());
+            left -= chunk as u64;
+        }
+        // Then the socket is usable again: the next frame decodes.
+        src.extend_from_slice(&server_frame(0x1, b"ok"));
+        match codec.decode(&mut src) {
+            Ok(Some(Frame::Text(text))) => assert_eq!(&text[..], b"ok"),
+            other => panic!("{other:?}"),
+        }
+        // A frame within the bound, split anywhere, goes to the inner codec unchanged.
+        let whole = server_frame(0x1, b"0123456789abcdef");
+        let mut src = BytesMut::from(&whole[..3]);
+        assert!(matches!(codec.decode(&mut src), Ok(None)));
+        src.extend_from_slice(&whole[3..]);
+        assert!(matches!(codec.decode(&mut src), Ok(Some(Frame::Text(_)))));
+    }
 
     #[test]
     fn m5_fragments_are_joined_and_bounded() {

@@ -21,7 +21,8 @@ use gatewarden_core::frame::{
 };
 use tokio::time::{timeout_at, Instant};
 
-use super::frames::{FrameAssembler, Received};
+use super::frames::{BoundedCodec, FrameAssembler, Received};
+use crate::endpoint::{check_gateway_endpoint, EndpointError, GatewayScheme};
 use crate::identity::DeviceIdentity;
 use crate::launch::Secret;
 
@@ -53,6 +54,8 @@ enum OpenError {
     Timeout,
     /// Anything else (upgrade refused with an HTTP status, reset, ...).
     Other(String),
+    /// The host may not be reached (not loopback; this build has no TLS).
+    HostRefused(EndpointError),
 }
 
 /// Where a message wait ended without a text message.
@@ -86,6 +89,11 @@ async fn open_socket(
     max_frame_bytes: usize,
     budget: Duration,
 ) -> Result<Socket, OpenError> {
+    // No TLS in this build, so only loopback is ever reachable (see crate::endpoint); checked
+    // here too, so no unchecked configuration can send the token over a network.
+    if let Err(error) = check_gateway_endpoint(host, GatewayScheme::Ws, false) {
+        return Err(OpenError::HostRefused(error));
+    }
     let client = awc::Client::builder().timeout(budget).finish();
     let connecting = client
         .ws(websocket_url(host, port, path))
@@ -96,6 +104,8 @@ async fn open_socket(
         Ok(Err(error)) => return Err(classify_open_error(error)),
         Ok(Ok(connected)) => connected,
     };
+    // Our own bound on top of awc's, which buffers a whole oversize frame before dropping it.
+    let framed = framed.into_map_codec(|codec| BoundedCodec::new(codec, max_frame_bytes));
     let (sink, stream) = framed.split();
     Ok(Socket {
         stream: Box::pin(stream),
@@ -239,6 +249,11 @@ pub(crate) async fn handshake(request: HandshakeRequest) -> HandshakeOutcome {
                 reason,
             })
         }
+        Err(OpenError::HostRefused(error)) => {
+            return HandshakeOutcome::Failed(StartFailure::Other {
+                message: error.to_string(),
+            })
+        }
     };
     let challenge = match socket.challenge(challenge_deadline).await {
         Ok(challenge) => challenge,
@@ -347,8 +362,13 @@ pub(crate) fn unix_ms() -> u64 {
 pub async fn probe_gateway(host: &str, port: u16, timeout_ms: u64) -> bool {
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
     let budget = deadline.saturating_duration_since(Instant::now());
-    let Ok(mut socket) = open_socket(host, port, "/", PROBE_MAX_FRAME_BYTES, budget).await else {
-        return false;
+    let mut socket = match open_socket(host, port, "/", PROBE_MAX_FRAME_BYTES, budget).await {
+        Ok(socket) => socket,
+        Err(OpenError::HostRefused(error)) => {
+            tracing::error!(%error, "not probing the gateway");
+            return false;
+        }
+        Err(_) => return false,
     };
     let ready = socket.challenge(deadline).await.is_ok();
     let close = socket

@@ -63,8 +63,8 @@ use crate::identity::{self, DeviceIdentity};
 use crate::launch::Secret;
 
 /// The gateway's post-handshake `maxPayload` (25 MiB, OPENCLAW.md §3): larger inbound messages
-/// are dropped.
-pub const DEFAULT_MAX_FRAME_BYTES: usize = 26_214_400;
+/// are dropped. The supervisor takes its value from `connect.max_frame_bytes`.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = gatewarden_core::config::DEFAULT_MAX_FRAME_BYTES;
 
 /// Default of [`ConnectionConfig::proof_of_life_interval_ms`].
 pub const DEFAULT_PROOF_OF_LIFE_INTERVAL_MS: u64 = 100;
