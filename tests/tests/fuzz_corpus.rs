@@ -1,7 +1,7 @@
 //! Replays the committed fuzz corpus (`tests/fuzz/corpus/<target>/`) through the same entry
 //! functions the `cargo fuzz` targets call, so a regression is caught on stable without a fuzzer.
 //! Every input that once crashed a target is kept in its corpus (see
-//! docs/RELIABILITY-fuzz-security.md).
+//! docs/RELIABILITY.md ("Fuzzing and security")).
 
 use std::path::PathBuf;
 

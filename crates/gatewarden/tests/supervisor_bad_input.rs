@@ -201,7 +201,7 @@ async fn m5_bad_input_is_dropped_with_a_log_and_bounded_memory() {
     assert_eq!(status.state, LifecycleState::Running);
     supervisor.send(Stop).await.unwrap();
 
-    // The figures for docs/RELIABILITY-fuzz-security.md.
+    // The figures for docs/RELIABILITY.md ("Fuzzing and security").
     eprintln!(
         "bad-input figures: oversize {OVERSIZE_FRAMES} x {OVERSIZE_BYTES} B peak RSS +{oversize_growth} KiB \
          (baseline {baseline} KiB); flood {FLOOD_EVENTS} x {FLOOD_PAD_BYTES} B peak RSS +{flood_growth} KiB \
