@@ -962,7 +962,10 @@ impl LogCapture {
                 let capture = LogCapture {
                     lines: Arc::new(Mutex::new(Vec::new())),
                 };
+                // Plain text, whatever features other crates of the workspace turn on for
+                // tracing-subscriber (`ansi` colours would split `scopes=[...]`).
                 let subscriber = tracing_subscriber::fmt()
+                    .with_ansi(false)
                     .with_max_level(tracing::Level::DEBUG)
                     .with_writer(capture.clone())
                     .finish();
