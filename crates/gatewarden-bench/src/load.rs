@@ -22,6 +22,17 @@ pub struct LoadSample {
     pub throughput_per_s: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// Calls answered over the whole run (warm-up and drain included): the divisor of the CPU
+    /// figures below.
+    #[serde(default)]
+    pub answered_total: u64,
+    /// CPU time of this process (the caller and the supervisor, or the raw client) per answered
+    /// call, in microseconds, over the whole run.
+    #[serde(default)]
+    pub client_cpu_us_per_call: f64,
+    /// CPU time of the gateway process per answered call, in microseconds, over the whole run.
+    #[serde(default)]
+    pub gateway_cpu_us_per_call: f64,
 }
 
 impl LoadSample {
@@ -35,7 +46,58 @@ impl LoadSample {
             throughput_per_s: latencies.len() as f64 / measure.as_secs_f64(),
             p50_ms: percentile(&latencies, 50.0).unwrap_or(f64::NAN),
             p99_ms: percentile(&latencies, 99.0).unwrap_or(f64::NAN),
+            answered_total: 0,
+            client_cpu_us_per_call: f64::NAN,
+            gateway_cpu_us_per_call: f64::NAN,
         }
+    }
+
+    /// Record the answered total and the CPU used by both sides since `meter` started.
+    pub fn with_cpu(mut self, meter: CpuMeter, answered_total: u64) -> Self {
+        let (client_us, gateway_us) = meter.elapsed_us();
+        let per_call = |us: Option<f64>| match (us, answered_total) {
+            (Some(us), n) if n > 0 => us / n as f64,
+            _ => f64::NAN,
+        };
+        self.answered_total = answered_total;
+        self.client_cpu_us_per_call = per_call(client_us);
+        self.gateway_cpu_us_per_call = per_call(gateway_us);
+        self
+    }
+}
+
+/// CPU time of this process (getrusage) and of the gateway (its main thread's
+/// `/proc/<pid>/schedstat`, nanosecond resolution; the sim runs on one thread) from a start.
+pub struct CpuMeter {
+    gateway_pid: Option<u32>,
+    client_us: Option<u64>,
+    gateway_ns: Option<u64>,
+}
+
+impl CpuMeter {
+    /// Start counting.
+    pub fn start(gateway_pid: Option<u32>) -> Self {
+        CpuMeter {
+            gateway_pid,
+            client_us: crate::procfs::cpu_micros().ok(),
+            gateway_ns: gateway_pid.and_then(crate::procfs::schedstat_ns),
+        }
+    }
+
+    /// Microseconds of CPU used since the start by (this process, the gateway).
+    fn elapsed_us(&self) -> (Option<f64>, Option<f64>) {
+        let client = match (self.client_us, crate::procfs::cpu_micros().ok()) {
+            (Some(from), Some(to)) => Some(to.saturating_sub(from) as f64),
+            _ => None,
+        };
+        let gateway = match (
+            self.gateway_ns,
+            self.gateway_pid.and_then(crate::procfs::schedstat_ns),
+        ) {
+            (Some(from), Some(to)) => Some(to.saturating_sub(from) as f64 / 1_000.0),
+            _ => None,
+        };
+        (client, gateway)
     }
 }
 
@@ -43,6 +105,7 @@ impl LoadSample {
 /// the next), the way an embedding app with that much concurrency would call it.
 pub async fn actor_closed_loop(
     supervisor: &Addr<Supervisor>,
+    gateway_pid: Option<u32>,
     in_flight: usize,
     warmup: Duration,
     measure: Duration,
@@ -65,6 +128,8 @@ pub async fn actor_closed_loop(
         calls.push(call(next));
         next += 1;
     }
+    let meter = CpuMeter::start(gateway_pid);
+    let mut answered = 0u64;
     let mut latencies_ms = Vec::new();
     let mut failures = 0u64;
     let hard_stop = window_end + Duration::from_secs(30);
@@ -73,6 +138,7 @@ pub async fn actor_closed_loop(
         .context("actor replies stopped")?
     {
         let now = Instant::now();
+        answered += 1;
         match answer {
             Ok(Ok(_)) if now >= window_start && now <= window_end => {
                 latencies_ms.push(now.duration_since(at).as_secs_f64() * 1_000.0)
@@ -85,5 +151,5 @@ pub async fn actor_closed_loop(
             next += 1;
         }
     }
-    Ok(LoadSample::new(in_flight, measure, latencies_ms, failures))
+    Ok(LoadSample::new(in_flight, measure, latencies_ms, failures).with_cpu(meter, answered))
 }

@@ -54,6 +54,12 @@ struct Cli {
     /// Repeat everything this many times; the table shows medians over runs.
     #[arg(long, default_value_t = 1)]
     runs: usize,
+    /// Only these RPC in-flight levels (e.g. `256` to profile one level); default 1,16,256,4096.
+    #[arg(long, value_delimiter = ',')]
+    rpc_levels: Vec<usize>,
+    /// Length of each measured RPC window in ms (default 2000, 1000 with --quick).
+    #[arg(long)]
+    rpc_measure_ms: Option<u64>,
     /// Internal: run one cost measurement in this fresh process (`rest` or `scale`).
     #[arg(long, hide = true)]
     child: Option<String>,
@@ -95,13 +101,25 @@ fn run() -> anyhow::Result<()> {
     if cli.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    let plan = if cli.smoke {
+    let mut plan = if cli.smoke {
         Plan::smoke()
     } else if cli.quick {
         Plan::quick()
     } else {
         Plan::full()
     };
+    if !cli.rpc_levels.is_empty() {
+        if cli.rpc_levels.contains(&0) {
+            bail!("--rpc-levels must be at least 1");
+        }
+        plan.rpc_levels = cli.rpc_levels.clone();
+    }
+    if let Some(ms) = cli.rpc_measure_ms {
+        if ms == 0 {
+            bail!("--rpc-measure-ms must be at least 1");
+        }
+        plan.rpc_measure = Duration::from_millis(ms);
+    }
     let out = match &cli.out {
         Some(out) => out.clone(),
         None if cli.smoke => std::env::temp_dir().join("gatewarden-bench-smoke"),

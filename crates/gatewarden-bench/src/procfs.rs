@@ -39,6 +39,17 @@ pub fn cpu_micros() -> anyhow::Result<u64> {
     Ok(micros(usage.user_time()) + micros(usage.system_time()))
 }
 
+/// Nanoseconds on CPU of `pid`'s main thread (first field of `/proc/<pid>/schedstat`); `None`
+/// when the process is gone or the kernel has no schedstats.
+pub fn schedstat_ns(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// `utime + stime` from `/proc/self/stat` in clock ticks, reported next to getrusage as the issue
 /// asks for it (the two must agree within a tick).
 pub fn proc_stat_ticks() -> anyhow::Result<u64> {

@@ -15,7 +15,7 @@ use gatewarden_core::config::ConnectConfig;
 use gatewarden_core::frame::{encode_request, ClientInfo, ConnectRequest};
 use serde_json::Value;
 
-use crate::load::LoadSample;
+use crate::load::{CpuMeter, LoadSample};
 
 type FrameSink = Pin<Box<dyn Sink<Message, Error = awc::error::WsProtocolError>>>;
 type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, awc::error::WsProtocolError>>>>;
@@ -136,6 +136,7 @@ impl RawClient {
     /// passed; latencies and completions are counted only in the measured window.
     pub async fn closed_loop(
         &mut self,
+        gateway_pid: Option<u32>,
         in_flight: usize,
         warmup: Duration,
         measure: Duration,
@@ -143,6 +144,8 @@ impl RawClient {
         let started = Instant::now();
         let window_start = started + warmup;
         let window_end = window_start + measure;
+        let meter = CpuMeter::start(gateway_pid);
+        let mut answered = 0u64;
         let mut sent_at: HashMap<u64, Instant> = HashMap::with_capacity(in_flight * 2);
         let mut next_id: u64 = 0;
         let mut latencies_ms = Vec::new();
@@ -201,6 +204,7 @@ impl RawClient {
                     continue;
                 };
                 let now = Instant::now();
+                answered += 1;
                 if value.get("ok").and_then(Value::as_bool) != Some(true) {
                     failures += 1;
                 } else if now >= window_start && now <= window_end {
@@ -220,7 +224,7 @@ impl RawClient {
                     .map_err(|error| anyhow!("flush: {error}"))?;
             }
         }
-        Ok(LoadSample::new(in_flight, measure, latencies_ms, failures))
+        Ok(LoadSample::new(in_flight, measure, latencies_ms, failures).with_cpu(meter, answered))
     }
 
     /// Close the socket politely.

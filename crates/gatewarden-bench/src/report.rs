@@ -131,6 +131,22 @@ fn rows(run: &RunResults) -> Vec<Row> {
                 p99 = p99.target(Target::RatioAtMost(1.5));
             }
             rows.push(p99);
+            rows.push(
+                row(
+                    format!("rpc.in_flight_{n}.client_cpu_per_call"),
+                    "us",
+                    level.actor.client_cpu_us_per_call,
+                )
+                .vs("raw awc", level.raw.client_cpu_us_per_call),
+            );
+            rows.push(
+                row(
+                    format!("rpc.in_flight_{n}.gateway_cpu_per_call"),
+                    "us",
+                    level.actor.gateway_cpu_us_per_call,
+                )
+                .vs("raw awc", level.raw.gateway_cpu_us_per_call),
+            );
         }
     }
     if let Some(startup) = &run.startup {

@@ -206,6 +206,54 @@ pub fn decode_inbound(text: &str) -> Inbound {
 /// Deep nesting is safe: serde_json stops at 128 levels with an error (no stack overflow), and
 /// that is [`Inbound::Unparseable`].
 pub fn decode_inbound_for(text: &str, is_pending: impl Fn(&str) -> bool) -> Inbound {
+    if let Some(reply) = decode_plain_reply(text, &is_pending) {
+        return reply;
+    }
+    decode_inbound_full(text, is_pending)
+}
+
+/// The fast path of [`decode_inbound_for`] for the commonest frame, a successful reply to a
+/// pending call: `{"type":"res","id":<pending>,"payload":<not null>}` with `ok` anything but
+/// `false` and no `error` (or a null one). Only the payload is built as a `Value`; the frame
+/// around it is read into borrowed fields and other members are skipped. Anything else (and
+/// anything this parse rejects, such as a duplicate member) is `None`, and the full decode
+/// decides, so the two paths always agree (`m2_the_reply_fast_path_agrees_with_the_full_decode`).
+fn decode_plain_reply(text: &str, is_pending: &impl Fn(&str) -> bool) -> Option<Inbound> {
+    use std::borrow::Cow;
+    #[derive(serde::Deserialize)]
+    struct PlainReply<'a> {
+        #[serde(rename = "type", borrow)]
+        frame_type: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        id: Option<Cow<'a, str>>,
+        ok: Option<Value>,
+        error: Option<Value>,
+        payload: Option<Value>,
+    }
+    // A derived struct also reads from a JSON array; the protocol's frames are objects.
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    let reply: PlainReply<'_> = serde_json::from_str(text).ok()?;
+    let plain = reply.frame_type.as_deref() == Some("res")
+        && reply.ok != Some(Value::Bool(false))
+        && reply.error.is_none();
+    if !plain {
+        return None;
+    }
+    let payload = reply.payload?;
+    let id = reply.id?;
+    if !is_pending(&id) {
+        return None;
+    }
+    Some(Inbound::Response {
+        id: id.into_owned(),
+        outcome: Ok(payload),
+    })
+}
+
+/// [`decode_inbound_for`] without its fast path.
+pub(crate) fn decode_inbound_full(text: &str, is_pending: impl Fn(&str) -> bool) -> Inbound {
     let Ok(value) = serde_json::from_str::<Value>(text) else {
         return Inbound::Unparseable;
     };
@@ -1236,6 +1284,95 @@ mod tests {
         };
         assert!(!is_startup_window(&other_unavailable));
         assert_eq!(GatewayErrorInfo::from_rpc_error(&RpcError::Stopped), None);
+    }
+
+    #[test]
+    fn m2_the_reply_fast_path_agrees_with_the_full_decode() {
+        let frames = [
+            r#"{"type":"res","id":"a","ok":true,"payload":{"n":1}}"#,
+            r#"{"type":"res","id":"a","payload":[1,2]}"#,
+            r#"{"type":"res","id":"a","ok":false,"payload":{"n":1}}"#,
+            r#"{"type":"res","id":"a","ok":false,"error":{"code":"X","message":"m"}}"#,
+            r#"{"type":"res","id":"a","ok":true,"error":null,"payload":{"n":1}}"#,
+            r#"{"type":"res","id":"a","ok":true,"error":"","payload":1}"#,
+            r#"{"type":"res","id":"a","ok":true,"error":0,"payload":1}"#,
+            r#"{"type":"res","id":"a","ok":true,"payload":null}"#,
+            r#"{"type":"res","id":"a","ok":true}"#,
+            r#"{"type":"res","id":"a","ok":null,"payload":2}"#,
+            r#"{"type":"res","id":"a","ok":"no","payload":2}"#,
+            r#"{"type":"res","id":"a","payload":1,"payload":2}"#,
+            r#"{"type":"res","id":"a","id":"b","payload":1}"#,
+            r#"{"type":"res","id":"\u0061","payload":"\u00e9"}"#,
+            r#"{"type":"res","id":7,"payload":1}"#,
+            r#"{"type":"res","payload":1}"#,
+            r#"{"type":"event","event":"tick","payload":{}}"#,
+            r#"{"type":"req","id":"a","method":"m","payload":1}"#,
+            r#"{"id":"a","result":1}"#,
+            r#"["res","a",true,1,null]"#,
+            r#"  {"type":"res","id":"a","payload":1}  "#,
+            r#"{"type":"res","id":"a","payload":1} x"#,
+            r#"{"type":"res","id":"a","extra":{"deep":[1,{"x":null}]},"payload":true}"#,
+            r#"{"type":"res","id":"a","payload":1"#,
+        ];
+        for text in frames {
+            for pending in [true, false] {
+                let is_pending = |id: &str| pending && id == "a";
+                assert_eq!(
+                    decode_inbound_for(text, is_pending),
+                    decode_inbound_full(text, is_pending),
+                    "{text}"
+                );
+            }
+        }
+        // And it is taken where it applies: the payload alone comes back.
+        assert_eq!(
+            decode_inbound_for(
+                r#"{"type":"res","id":"a","ok":true,"payload":{"n":1}}"#,
+                |_| true
+            ),
+            Inbound::Response {
+                id: "a".into(),
+                outcome: Ok(serde_json::json!({"n": 1}))
+            }
+        );
+    }
+
+    fn reply_member() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(r#""type":"res""#.to_string()),
+            Just(r#""type":"event""#.to_string()),
+            Just(r#""id":"a""#.to_string()),
+            Just(r#""id":"b""#.to_string()),
+            Just(r#""id":1"#.to_string()),
+            Just(r#""ok":true"#.to_string()),
+            Just(r#""ok":false"#.to_string()),
+            Just(r#""ok":null"#.to_string()),
+            Just(r#""error":null"#.to_string()),
+            Just(r#""error":"""#.to_string()),
+            Just(r#""error":{"message":"m"}"#.to_string()),
+            Just(r#""payload":null"#.to_string()),
+            Just(r#""payload":{"n":1}"#.to_string()),
+            Just(r#""payload":[]"#.to_string()),
+            Just(r#""result":2"#.to_string()),
+            Just(r#""event":"tick""#.to_string()),
+            Just(r#""x":{"y":[null]}"#.to_string()),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn m2_the_reply_fast_path_agrees_on_any_mix_of_members(
+            members in proptest::collection::vec(reply_member(), 0..7),
+            pending in any::<bool>(),
+        ) {
+            let text = format!("{{{}}}", members.join(","));
+            let is_pending = |id: &str| pending && id == "a";
+            prop_assert_eq!(
+                decode_inbound_for(&text, is_pending),
+                decode_inbound_full(&text, is_pending),
+                "{}", text
+            );
+        }
     }
 
     proptest! {

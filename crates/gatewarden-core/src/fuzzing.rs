@@ -34,6 +34,12 @@ pub fn frame(data: &[u8]) {
         _ => id.len().is_multiple_of(2),
     };
     let inbound = frame::decode_inbound_for(text, is_pending);
+    // M2: the fast path for plain replies never changes what a frame decodes to.
+    assert_eq!(
+        inbound,
+        frame::decode_inbound_full(text, is_pending),
+        "the reply fast path disagrees with the full decode"
+    );
     match &inbound {
         Inbound::Response { id, outcome } | Inbound::LegacyResponse { id, outcome } => {
             assert!(

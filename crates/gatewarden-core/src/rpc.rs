@@ -5,7 +5,11 @@
 //! stop) removes the entry and hands back its waiter by value: a waiter can be answered only by
 //! whoever took it out, which is how M1's "answered exactly once" is kept by construction.
 
+use std::borrow::Borrow;
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 
@@ -92,16 +96,149 @@ struct Entry<W> {
     waiter: W,
 }
 
+/// The id of one request: a random (v4) UUID held as 128 bits, written and read in the
+/// hyphenated lowercase form (`8-4-4-4-12` hex digits) the gateway echoes back.
+///
+/// As a key it is hashed with [`RequestIdHashing`] (a multiply-and-fold of its bits): the ids
+/// are random and made by us, and a reply from the gateway can only look one up, never insert
+/// one, so the DoS-resistant default hasher buys nothing on this path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(u128);
+
+impl RequestId {
+    /// The length of the written form.
+    pub const LEN: usize = 36;
+
+    /// The id with these bits.
+    pub const fn from_u128(bits: u128) -> Self {
+        RequestId(bits)
+    }
+
+    /// Its bits.
+    pub const fn as_u128(self) -> u128 {
+        self.0
+    }
+
+    /// Read the written form; `None` for anything else (such an id was never ours).
+    pub fn parse(text: &str) -> Option<Self> {
+        let bytes: &[u8; Self::LEN] = text.as_bytes().try_into().ok()?;
+        if bytes[8] != b'-' || bytes[13] != b'-' || bytes[18] != b'-' || bytes[23] != b'-' {
+            return None;
+        }
+        // Each group read into a u64 with one table lookup per digit; a non-digit sets the
+        // high bit of its table value, which the OR of all values then shows.
+        let group = |digits: &[u8]| -> (u64, u8) {
+            let mut value = 0u64;
+            let mut bad = 0u8;
+            for &byte in digits {
+                let digit = HEX_VALUE[usize::from(byte)];
+                bad |= digit;
+                value = (value << 4) | u64::from(digit & 0x0f);
+            }
+            (value, bad)
+        };
+        let (a, bad_a) = group(&bytes[0..8]);
+        let (b, bad_b) = group(&bytes[9..13]);
+        let (c, bad_c) = group(&bytes[14..18]);
+        let (d, bad_d) = group(&bytes[19..23]);
+        let (e, bad_e) = group(&bytes[24..36]);
+        if (bad_a | bad_b | bad_c | bad_d | bad_e) & 0x80 != 0 {
+            return None;
+        }
+        let high = (a << 32) | (b << 16) | c;
+        let low = (d << 48) | e;
+        Some(RequestId((u128::from(high) << 64) | u128::from(low)))
+    }
+
+    /// The written form in `buf`, without allocating.
+    pub fn encode(self, buf: &mut [u8; Self::LEN]) -> &str {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut at = 0;
+        for (index, byte) in self.0.to_be_bytes().into_iter().enumerate() {
+            if matches!(index, 4 | 6 | 8 | 10) {
+                buf[at] = b'-';
+                at += 1;
+            }
+            buf[at] = HEX[usize::from(byte >> 4)];
+            buf[at + 1] = HEX[usize::from(byte & 0x0f)];
+            at += 2;
+        }
+        // Only ASCII hex digits and hyphens were written.
+        std::str::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.encode(&mut [0; Self::LEN]))
+    }
+}
+
+/// The value of each byte as a hex digit; 0x80 marks a byte that is not one.
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [0x80u8; 256];
+    let mut at = 0;
+    while at < 10 {
+        table[b'0' as usize + at] = at as u8;
+        at += 1;
+    }
+    let mut at = 0;
+    while at < 6 {
+        table[b'a' as usize + at] = 10 + at as u8;
+        table[b'A' as usize + at] = 10 + at as u8;
+        at += 1;
+    }
+    table
+};
+
+/// The hasher of [`RequestIdHashing`]: folds a `u128` key with one multiplication; other input
+/// (never written by `RequestId`) is folded byte by byte.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RequestIdHasher(u64);
+
+impl Hasher for RequestIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 =
+                (self.0.rotate_left(5) ^ u64::from(byte)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn write_u128(&mut self, value: u128) {
+        // The high half of a v4 UUID has its version nibble fixed and the low half its variant
+        // bits: mixing both halves through a multiply spreads the random bits over the top
+        // bits too, which hashbrown uses as its tag.
+        let folded = (value as u64) ^ ((value >> 64) as u64).rotate_left(29);
+        self.0 = (self.0 ^ folded).wrapping_mul(0x9e_37_79_b9_7f_4a_7c_15);
+    }
+}
+
+/// How [`PendingRpcs`] keyed by [`RequestId`] hashes.
+pub type RequestIdHashing = BuildHasherDefault<RequestIdHasher>;
+
 /// M1: the pending calls of one connection, with one deadline index for all of them.
 ///
 /// Invariant: every entry has exactly one key in the deadline index and every key points at an
 /// entry, so [`PendingRpcs::next_deadline`] is the earliest deadline of a waiting call and the
 /// caller needs a single timer for all calls (quinn's `poll_timeout` pattern).
+///
+/// Keys are `K` (text ids by default; the connection uses [`RequestId`]), hashed by `S`.
 #[derive(Debug)]
-pub struct PendingRpcs<W> {
-    entries: HashMap<String, Entry<W>>,
-    deadlines: BTreeMap<(u64, u64), String>,
+pub struct PendingRpcs<W, K = String, S = RandomState> {
+    entries: HashMap<K, Entry<W>, S>,
+    deadlines: BTreeMap<(u64, u64), K>,
     next_seq: u64,
+}
+
+impl<W> PendingRpcs<W> {
+    /// An empty table with text ids.
+    pub fn new() -> Self {
+        Self::with_hasher()
+    }
 }
 
 impl<W> Default for PendingRpcs<W> {
@@ -110,11 +247,11 @@ impl<W> Default for PendingRpcs<W> {
     }
 }
 
-impl<W> PendingRpcs<W> {
-    /// An empty table.
-    pub fn new() -> Self {
+impl<W, K: Hash + Eq + Clone, S: BuildHasher + Default> PendingRpcs<W, K, S> {
+    /// An empty table with keys `K` hashed by `S`.
+    pub fn with_hasher() -> Self {
         PendingRpcs {
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             deadlines: BTreeMap::new(),
             next_seq: 0,
         }
@@ -123,34 +260,33 @@ impl<W> PendingRpcs<W> {
     /// Register a call. An id that is already waiting is refused and its waiter handed back
     /// (`Err(waiter)`), because replacing the earlier entry would leave that call unanswered.
     /// Ids are UUIDs, so this only happens on a caller bug; the caller should fail the new call.
-    pub fn insert(
-        &mut self,
-        id: String,
-        method: String,
-        deadline_ms: u64,
-        waiter: W,
-    ) -> Result<(), W> {
-        if self.entries.contains_key(&id) {
-            return Err(waiter);
-        }
+    pub fn insert(&mut self, id: K, method: String, deadline_ms: u64, waiter: W) -> Result<(), W> {
+        use std::collections::hash_map::Entry as Slot;
         let seq = self.next_seq;
-        self.next_seq = self.next_seq.wrapping_add(1);
-        self.deadlines.insert((deadline_ms, seq), id.clone());
-        self.entries.insert(
-            id,
-            Entry {
-                method,
-                deadline_ms,
-                seq,
-                waiter,
-            },
-        );
-        Ok(())
+        match self.entries.entry(id) {
+            Slot::Occupied(_) => Err(waiter),
+            Slot::Vacant(slot) => {
+                self.next_seq = self.next_seq.wrapping_add(1);
+                self.deadlines
+                    .insert((deadline_ms, seq), slot.key().clone());
+                slot.insert(Entry {
+                    method,
+                    deadline_ms,
+                    seq,
+                    waiter,
+                });
+                Ok(())
+            }
+        }
     }
 
     /// M2/M4: a reply arrived: take the call out (with its deadline). `None` when the id is not
     /// pending (the reply then falls through, see [`crate::frame::decode_inbound_for`]).
-    pub fn resolve(&mut self, id: &str) -> Option<(String, W)> {
+    pub fn resolve<Q>(&mut self, id: &Q) -> Option<(String, W)>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let entry = self.entries.remove(id)?;
         self.deadlines.remove(&(entry.deadline_ms, entry.seq));
         Some((entry.method, entry.waiter))
@@ -165,7 +301,7 @@ impl<W> PendingRpcs<W> {
 
     /// M1: take out every call whose deadline is at or before `now_ms`, earliest first, as
     /// `(id, method, waiter)`. Answer each with [`RpcError::Timeout`].
-    pub fn expire(&mut self, now_ms: u64) -> Vec<(String, String, W)> {
+    pub fn expire(&mut self, now_ms: u64) -> Vec<(K, String, W)> {
         let mut expired = Vec::new();
         while let Some(entry) = self.deadlines.first_entry() {
             if entry.key().0 > now_ms {
@@ -181,7 +317,7 @@ impl<W> PendingRpcs<W> {
 
     /// T5: take out every call, earliest deadline first (answer each with
     /// [`RpcError::Stopped`]).
-    pub fn drain_all(&mut self) -> Vec<(String, String, W)> {
+    pub fn drain_all(&mut self) -> Vec<(K, String, W)> {
         let deadlines = std::mem::take(&mut self.deadlines);
         let mut drained = Vec::with_capacity(deadlines.len());
         for id in deadlines.into_values() {
@@ -209,12 +345,20 @@ impl<W> PendingRpcs<W> {
     }
 
     /// True when `id` is waiting (M2/M4: whether a reply belongs to us).
-    pub fn contains(&self, id: &str) -> bool {
+    pub fn contains<Q>(&self, id: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.entries.contains_key(id)
     }
 
     /// The method of a waiting call.
-    pub fn method_of(&self, id: &str) -> Option<&str> {
+    pub fn method_of<Q>(&self, id: &Q) -> Option<&str>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.entries.get(id).map(|entry| entry.method.as_str())
     }
 }
@@ -310,6 +454,54 @@ mod tests {
         assert_eq!(drained, vec!["b", "a"]);
         assert!(pending.is_empty());
         assert_eq!(pending.next_deadline(), None);
+    }
+
+    #[test]
+    fn m1_request_ids_round_trip_through_their_written_form() {
+        let id = RequestId::from_u128(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210);
+        let text = id.to_string();
+        assert_eq!(text, "01234567-89ab-cdef-fedc-ba9876543210");
+        assert_eq!(RequestId::parse(&text), Some(id));
+        assert_eq!(RequestId::parse(&text.to_uppercase()), Some(id));
+        for bad in [
+            "",
+            "01234567-89ab-cdef-fedc-ba987654321",
+            "01234567-89ab-cdef-fedc-ba98765432100",
+            "0123456789ab-cdef-fedc-ba98-76543210",
+            "01234567-89ab-cdef-fedc-ba987654321g",
+            "01234567+89ab-cdef-fedc-ba9876543210",
+            "0123456\u{e9}-89ab-cdef-fedc-ba987654321",
+        ] {
+            assert_eq!(RequestId::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn m1_any_request_id_round_trips(bits in any::<u128>()) {
+            let id = RequestId::from_u128(bits);
+            prop_assert_eq!(RequestId::parse(&id.to_string()), Some(id));
+            let uuid_like = format!("{:032x}", bits);
+            let hyphenated = format!(
+                "{}-{}-{}-{}-{}",
+                &uuid_like[0..8], &uuid_like[8..12], &uuid_like[12..16], &uuid_like[16..20], &uuid_like[20..]
+            );
+            prop_assert_eq!(id.to_string(), hyphenated);
+        }
+    }
+
+    #[test]
+    fn m1_a_table_keyed_by_request_id_resolves_by_id() {
+        let mut pending: PendingRpcs<u8, RequestId, RequestIdHashing> = PendingRpcs::with_hasher();
+        let a = RequestId::from_u128(1);
+        let b = RequestId::from_u128(u128::MAX);
+        pending.insert(a, "m".into(), 5, 1).unwrap();
+        pending.insert(b, "n".into(), 3, 2).unwrap();
+        assert_eq!(pending.insert(a, "again".into(), 1, 3), Err(3));
+        assert!(pending.contains(&b));
+        assert_eq!(pending.resolve(&b), Some(("n".into(), 2)));
+        assert_eq!(pending.next_deadline(), Some(5));
+        assert_eq!(pending.drain_all(), vec![(a, "m".to_string(), 1)]);
     }
 
     #[derive(Debug, Clone)]

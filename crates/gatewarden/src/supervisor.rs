@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -221,7 +222,9 @@ pub struct Supervisor {
     machine: LifecycleMachine,
     origin: Instant,
     process: Option<Addr<ProcessActor>>,
-    connection: Option<Addr<ConnectionActor>>,
+    /// Shared with the RPC answers in flight: an `Rc` clone per call, where cloning an `Addr`
+    /// would allocate.
+    connection: Option<Rc<Addr<ConnectionActor>>>,
     heartbeat: Option<Addr<HeartbeatActor>>,
     reload_policy: Option<Addr<ReloadPolicyActor>>,
     subscribers: Vec<Recipient<GatewayEvent>>,
@@ -398,7 +401,7 @@ impl Supervisor {
                 }
             }
             Effect::RequestExternalShutdown { epoch, timeout_ms } => {
-                let Some(connection) = self.connection.clone() else {
+                let Some(connection) = self.connection.as_deref().cloned() else {
                     self.feed(
                         Event::ExternalShutdownFinished {
                             epoch,
@@ -891,7 +894,7 @@ impl Actor for Supervisor {
         .start();
         self.heartbeat =
             Some(HeartbeatActor::new(connection.clone(), me.clone().recipient()).start());
-        self.connection = Some(connection);
+        self.connection = Some(Rc::new(connection));
         let config_path = self.options.gateway_config_path.clone().unwrap_or_else(|| {
             self.options
                 .profile
@@ -1074,7 +1077,7 @@ pub struct RpcAnswer(RpcRoute);
 enum RpcRoute {
     Now(Result<Value, RpcError>),
     Forward {
-        connection: Addr<ConnectionActor>,
+        connection: Rc<Addr<ConnectionActor>>,
         method: String,
         params: Option<Value>,
         timeout_ms: u64,

@@ -38,6 +38,9 @@ fn median_sample(in_flight: usize, samples: &[LoadSample]) -> LoadSample {
         throughput_per_s: pick(|s| s.throughput_per_s),
         p50_ms: pick(|s| s.p50_ms),
         p99_ms: pick(|s| s.p99_ms),
+        answered_total: samples.iter().map(|s| s.answered_total).sum(),
+        client_cpu_us_per_call: pick(|s| s.client_cpu_us_per_call),
+        gateway_cpu_us_per_call: pick(|s| s.gateway_cpu_us_per_call),
     }
 }
 
@@ -47,12 +50,12 @@ pub async fn run(plan: &Plan) -> anyhow::Result<RpcResult> {
     let state_dir = tempfile::tempdir()?;
     let mut supervised = Supervised::new(options(state_dir.path(), &[])?);
     let outcome = async {
-        supervised.start_running(Duration::from_secs(30)).await?;
+        let pid = supervised.start_running(Duration::from_secs(30)).await?.pid;
         let mut raw = RawClient::connect(supervised.port, TOKEN).await?;
         // Warm both paths (allocator, socket buffers, the sim's JIT-free but cache-cold code).
         let warm = Duration::from_millis(if plan.smoke { 50 } else { 300 });
-        raw.closed_loop(16, Duration::ZERO, warm).await?;
-        actor_closed_loop(&supervised.supervisor, 16, Duration::ZERO, warm).await?;
+        raw.closed_loop(pid, 16, Duration::ZERO, warm).await?;
+        actor_closed_loop(&supervised.supervisor, pid, 16, Duration::ZERO, warm).await?;
         let mut levels = Vec::new();
         for &in_flight in &plan.rpc_levels {
             let mut rounds_actor = Vec::new();
@@ -60,15 +63,15 @@ pub async fn run(plan: &Plan) -> anyhow::Result<RpcResult> {
             for round in 0..plan.rpc_rounds {
                 let (warmup, measure) = (plan.rpc_warmup, plan.rpc_measure);
                 if round % 2 == 0 {
-                    rounds_raw.push(raw.closed_loop(in_flight, warmup, measure).await?);
+                    rounds_raw.push(raw.closed_loop(pid, in_flight, warmup, measure).await?);
                     rounds_actor.push(
-                        actor_closed_loop(&supervised.supervisor, in_flight, warmup, measure).await?,
+                        actor_closed_loop(&supervised.supervisor, pid, in_flight, warmup, measure).await?,
                     );
                 } else {
                     rounds_actor.push(
-                        actor_closed_loop(&supervised.supervisor, in_flight, warmup, measure).await?,
+                        actor_closed_loop(&supervised.supervisor, pid, in_flight, warmup, measure).await?,
                     );
-                    rounds_raw.push(raw.closed_loop(in_flight, warmup, measure).await?);
+                    rounds_raw.push(raw.closed_loop(pid, in_flight, warmup, measure).await?);
                 }
             }
             let level = RpcLevel {
@@ -79,9 +82,11 @@ pub async fn run(plan: &Plan) -> anyhow::Result<RpcResult> {
                 rounds_raw,
             };
             eprintln!(
-                "  rpc {in_flight:>5} in flight: actor {:>9.0}/s p50 {:.3} p99 {:.3} | raw {:>9.0}/s p50 {:.3} p99 {:.3}",
+                "  rpc {in_flight:>5} in flight: actor {:>9.0}/s p50 {:.3} p99 {:.3} cpu/call {:.2}+{:.2} us | raw {:>9.0}/s p50 {:.3} p99 {:.3} cpu/call {:.2}+{:.2} us",
                 level.actor.throughput_per_s, level.actor.p50_ms, level.actor.p99_ms,
-                level.raw.throughput_per_s, level.raw.p50_ms, level.raw.p99_ms
+                level.actor.client_cpu_us_per_call, level.actor.gateway_cpu_us_per_call,
+                level.raw.throughput_per_s, level.raw.p50_ms, level.raw.p99_ms,
+                level.raw.client_cpu_us_per_call, level.raw.gateway_cpu_us_per_call
             );
             levels.push(level);
         }

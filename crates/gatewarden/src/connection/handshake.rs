@@ -5,12 +5,11 @@
 //! future and gets the socket back only when the handshake succeeded: a half-open socket never
 //! reaches the actor's state, and dropping the future drops the socket (T3).
 
-use std::pin::Pin;
 use std::time::Duration;
 
 use awc::error::{ConnectError, SendRequestError, WsClientError, WsProtocolError};
-use awc::ws::{CloseCode, CloseReason, Frame, Message};
-use futures_util::{Sink, SinkExt as _, Stream, StreamExt as _};
+use awc::ws::{CloseCode, CloseReason, Message};
+use futures_util::{SinkExt as _, StreamExt as _};
 use gatewarden_core::config::ConnectConfig;
 use gatewarden_core::device_auth::SignaturePayload;
 use gatewarden_core::error::StartFailure;
@@ -26,10 +25,9 @@ use crate::endpoint::{check_gateway_endpoint, EndpointError, GatewayScheme};
 use crate::identity::DeviceIdentity;
 use crate::launch::Secret;
 
-/// The reading half of a gateway socket.
-pub(crate) type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, WsProtocolError>>>>;
-/// The writing half of a gateway socket.
-pub(crate) type FrameSink = Pin<Box<dyn Sink<Message, Error = WsProtocolError>>>;
+/// A gateway socket: one framed stream for both directions (reading and writing it from one
+/// place needs no lock between two halves).
+pub(crate) type WsFramed = actix_codec::Framed<awc::BoxedSocket, BoundedCodec>;
 
 /// The largest message a readiness probe accepts: it only reads the challenge, and the gateway
 /// limits pre-auth frames to 64 KiB anyway.
@@ -38,10 +36,9 @@ const PROBE_MAX_FRAME_BYTES: usize = 64 * 1024;
 /// How long a probe waits for its close frame to be written before dropping the socket.
 const PROBE_CLOSE_BUDGET: Duration = Duration::from_millis(200);
 
-/// An open WebSocket: both halves and the assembler that joins its fragments.
+/// An open WebSocket and the assembler that joins its fragments.
 pub(crate) struct Socket {
-    pub(crate) stream: FrameStream,
-    pub(crate) sink: FrameSink,
+    pub(crate) framed: WsFramed,
     pub(crate) assembler: FrameAssembler,
 }
 
@@ -106,10 +103,8 @@ async fn open_socket(
     };
     // Our own bound on top of awc's, which buffers a whole oversize frame before dropping it.
     let framed = framed.into_map_codec(|codec| BoundedCodec::new(codec, max_frame_bytes));
-    let (sink, stream) = framed.split();
     Ok(Socket {
-        stream: Box::pin(stream),
-        sink: Box::pin(sink),
+        framed,
         assembler: FrameAssembler::new(max_frame_bytes),
     })
 }
@@ -132,7 +127,7 @@ impl Socket {
     /// are skipped (M5).
     async fn next_text(&mut self) -> Result<String, Ended> {
         loop {
-            let frame = match self.stream.next().await {
+            let frame = match self.framed.next().await {
                 None => return Err(Ended::Dropped("connection dropped".to_string())),
                 Some(Err(WsProtocolError::Overflow)) => {
                     tracing::error!("dropped an inbound frame larger than max_frame_bytes");
@@ -144,7 +139,7 @@ impl Socket {
             match self.assembler.accept(frame) {
                 Received::Text(text) => return Ok(text.to_string()),
                 Received::Ping(bytes) => {
-                    if let Err(error) = self.sink.send(Message::Pong(bytes)).await {
+                    if let Err(error) = self.framed.send(Message::Pong(bytes)).await {
                         return Err(Ended::Dropped(error.to_string()));
                     }
                 }
@@ -264,7 +259,7 @@ pub(crate) async fn handshake(request: HandshakeRequest) -> HandshakeOutcome {
     let request_id = uuid::Uuid::new_v4().to_string();
     let frame = encode_request(&request_id, CONNECT_METHOD, Some(&params));
     // The frame holds the token: it goes to the socket and nowhere else.
-    if let Err(error) = socket.sink.send(Message::Text(frame.into())).await {
+    if let Err(error) = socket.framed.send(Message::Text(frame.into())).await {
         return HandshakeOutcome::Failed(StartFailure::SocketClosedBeforeHandshake {
             code: None,
             reason: error.to_string(),
@@ -372,7 +367,7 @@ pub async fn probe_gateway(host: &str, port: u16, timeout_ms: u64) -> bool {
     };
     let ready = socket.challenge(deadline).await.is_ok();
     let close = socket
-        .sink
+        .framed
         .send(Message::Close(Some(CloseReason::from(CloseCode::Normal))));
     // Best effort: the probe's answer does not depend on the close going out.
     let _ = tokio::time::timeout(PROBE_CLOSE_BUDGET, close).await;

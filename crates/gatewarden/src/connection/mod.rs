@@ -4,9 +4,9 @@
 //!
 //! [`ConnectionActor`] owns at most one socket at a time. [`Open`] runs the handshake
 //! ([`handshake`]) as a cancellable future; only a socket that reached `hello-ok` becomes the
-//! actor's open link. The open link is read on the actor's context (up to `read_batch` frames
-//! per wake-up) and written by a small writer task, so a slow write never blocks message
-//! handling. [`Call`] is the RPC hot path: the supervisor forwards its caller's reply channel,
+//! actor's open link. The open link is read and written by one future on the actor's context
+//! (up to `read_batch` frames per wake-up; writes go through an outbox and never wait, so a slow
+//! socket never blocks message handling). [`Call`] is the RPC hot path: the supervisor forwards its caller's reply channel,
 //! and the answer goes straight back to that caller.
 //!
 //! # Reports (to the supervisor's `Recipient<ConnectionReport>`)
@@ -43,7 +43,6 @@ use actix::prelude::*;
 use awc::error::WsProtocolError;
 use awc::ws::{Frame, Message as WsMessage};
 use bytes::Bytes;
-use futures_util::SinkExt as _;
 use gatewarden_core::config::ConnectConfig;
 use gatewarden_core::error::StartFailure;
 use gatewarden_core::frame::{
@@ -51,13 +50,13 @@ use gatewarden_core::frame::{
 };
 use gatewarden_core::health::RpcFailureKind;
 use gatewarden_core::machine::{Handshake, ReadySource};
-use gatewarden_core::rpc::{PendingRpcs, RpcError};
+use gatewarden_core::rpc::{PendingRpcs, RequestId, RequestIdHashing, RpcError};
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use self::frames::{FrameAssembler, Received};
 pub use self::handshake::{await_readiness, probe_gateway};
-use self::handshake::{FrameSink, HandshakeOutcome, HandshakeRequest};
+use self::handshake::{HandshakeOutcome, HandshakeRequest};
 use crate::events::GatewayEvent;
 use crate::identity::{self, DeviceIdentity};
 use crate::launch::Secret;
@@ -77,9 +76,6 @@ pub const CLOSE_ABNORMAL: u16 = 1006;
 
 /// Close code reported when the gateway broke the WebSocket protocol and we dropped the socket.
 pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
-
-/// How many queued frames the writer sends before flushing the socket.
-const WRITE_BATCH: usize = 256;
 
 /// The payload of our WebSocket pings (H1); the gateway echoes it in the pong.
 const PING_PAYLOAD: &[u8] = b"gatewarden";
@@ -305,37 +301,95 @@ pub enum ConnectionReport {
     },
 }
 
-/// One frame for the writer task; `rpc_id` names the request it carries, so a failed write
+/// One frame waiting to be written; `rpc_id` names the request it carries, so a failed write
 /// fails that request with `SendFailed`.
 struct Outbound {
     message: WsMessage,
-    rpc_id: Option<String>,
+    rpc_id: Option<RequestId>,
 }
 
-/// The writer task could not write; the ids of the requests in the failed batch.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct WriteFailed {
-    connection: u64,
-    rpc_ids: Vec<String>,
-    reason: String,
-}
-
-/// The reading half of an open socket, polled on the actor's own context so every frame is
-/// handled by the actor in arrival order.
+/// Both directions of an open socket, polled on the actor's own context.
 ///
-/// This is actix's `StreamHandler` with a configurable batch: that one yields after 16 items,
-/// which caps how many replies are handled per wake-up and so how many of the callers' next
-/// requests are written per flush; at a few hundred calls in flight that cap alone costs more
-/// than the actors do. After `batch` frames it still yields (and wakes itself), so a flood of
-/// frames cannot starve the mailbox or the timers.
-struct ReadFrames {
-    stream: handshake::FrameStream,
+/// Reading: every frame is handled by the actor in arrival order, at most `batch` per wake-up;
+/// after that it yields (and wakes itself), so a flood of frames cannot starve the mailbox or the
+/// timers. (actix's `StreamHandler` yields after 16, which caps how many replies are handled per
+/// wake-up and so how many of the callers' next requests are written per flush.)
+///
+/// Writing: handlers queue frames in the link's outbox; this future encodes them into the
+/// socket's buffer and flushes without ever waiting, so a slow socket never blocks message
+/// handling (the outbox grows instead). The actor's context polls its futures right after its
+/// mailbox, so all the calls of one wake-up go out with one flush, and there is no second task
+/// or channel between a call and its socket.
+struct SocketIo {
+    framed: handshake::WsFramed,
     connection: u64,
     batch: usize,
 }
 
-impl ActorFuture<ConnectionActor> for ReadFrames {
+impl SocketIo {
+    /// Write what the outbox holds and flush. `Err` is the transport's error text.
+    fn pump_writes(
+        &mut self,
+        link: &mut OpenLink,
+        task: &mut std::task::Context<'_>,
+    ) -> Result<(), String> {
+        use std::task::Poll;
+        let mut framed = std::pin::Pin::new(&mut self.framed);
+        loop {
+            while framed.is_write_ready() {
+                let Some(outbound) = link.outbox.pop_front() else {
+                    break;
+                };
+                framed
+                    .as_mut()
+                    .write(outbound.message)
+                    .map_err(|error| error.to_string())?;
+                link.unflushed.extend(outbound.rpc_id);
+            }
+            if framed.is_write_buf_empty() {
+                link.unflushed.clear();
+                return Ok(());
+            }
+            match framed.as_mut().flush::<WsMessage>(task) {
+                Poll::Ready(Ok(())) => {
+                    link.unflushed.clear();
+                    if link.outbox.is_empty() {
+                        return Ok(());
+                    }
+                }
+                Poll::Ready(Err(error)) => return Err(error.to_string()),
+                // The socket is full: woken when it drains; the outbox keeps the rest.
+                Poll::Pending => return Ok(()),
+            }
+        }
+    }
+
+    /// Write, and on failure fail the requests of the unflushed batch and drop the socket.
+    /// `false` when the socket is gone.
+    fn write_or_drop(
+        &mut self,
+        actor: &mut ConnectionActor,
+        ctx: &mut Context<ConnectionActor>,
+        task: &mut std::task::Context<'_>,
+    ) -> bool {
+        let result = match &mut actor.link {
+            Link::Open(link) if link.connection == self.connection => {
+                link.io_waker = Some(task.waker().clone());
+                self.pump_writes(link, task)
+            }
+            _ => return false,
+        };
+        match result {
+            Ok(()) => true,
+            Err(reason) => {
+                actor.write_failed(reason, ctx);
+                false
+            }
+        }
+    }
+}
+
+impl ActorFuture<ConnectionActor> for SocketIo {
     type Output = ();
 
     fn poll(
@@ -344,24 +398,57 @@ impl ActorFuture<ConnectionActor> for ReadFrames {
         ctx: &mut Context<ConnectionActor>,
         task: &mut std::task::Context<'_>,
     ) -> std::task::Poll<()> {
+        use futures_util::Stream as _;
         use std::task::Poll;
         let this = self.get_mut();
+        if !this.write_or_drop(actor, ctx, task) {
+            return Poll::Ready(());
+        }
+        let mut exhausted = true;
+        let mut received = false;
         for _ in 0..this.batch {
-            match this.stream.as_mut().poll_next(task) {
-                Poll::Ready(Some(frame)) => actor.on_frame(this.connection, Some(frame), ctx),
+            match std::pin::Pin::new(&mut this.framed).poll_next(task) {
+                Poll::Ready(Some(frame)) => {
+                    received = true;
+                    actor.on_frame(this.connection, Some(frame), ctx)
+                }
                 Poll::Ready(None) => {
                     actor.on_frame(this.connection, None, ctx);
                     return Poll::Ready(());
                 }
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    exhausted = false;
+                    break;
+                }
+            }
+            if actor
+                .open_link()
+                .is_none_or(|link| link.connection != this.connection)
+            {
+                // The frame closed the socket (or the actor dropped it).
+                return Poll::Ready(());
             }
             // The actor asked to wait for a future of its own; the context polls us again
             // once that is done.
             if ctx.waiting() {
-                return Poll::Pending;
+                exhausted = false;
+                break;
             }
         }
-        task.waker().wake_by_ref();
+        // H3, once per batch and after its frames were handled: the successes of the replies
+        // are then part of this report (or of the trailing one), so the newest success is never
+        // left unreported.
+        if received {
+            actor.note_alive(ctx);
+        }
+        // Replies just handled may have queued frames (pongs); the callers' next requests come
+        // through the mailbox, which the context polls before us.
+        if !this.write_or_drop(actor, ctx, task) {
+            return Poll::Ready(());
+        }
+        if exhausted {
+            task.waker().wake_by_ref();
+        }
         Poll::Pending
     }
 }
@@ -371,11 +458,17 @@ type Waiter = oneshot::Sender<Result<Value, RpcError>>;
 /// The handshaken socket.
 struct OpenLink {
     epoch: u64,
-    /// Distinguishes this socket's reader items and write failures from an older socket's.
+    /// Distinguishes this socket's I/O future from an older socket's.
     connection: u64,
-    writer: mpsc::UnboundedSender<Outbound>,
-    writer_task: actix_rt::task::JoinHandle<()>,
-    reader: SpawnHandle,
+    /// The [`SocketIo`] future that owns the socket.
+    io: SpawnHandle,
+    /// Frames queued for the socket and not yet handed to it.
+    outbox: std::collections::VecDeque<Outbound>,
+    /// Requests handed to the socket since its last completed flush: a failed write fails
+    /// these with `SendFailed`.
+    unflushed: Vec<RequestId>,
+    /// Wakes the I/O future when a frame is queued from outside its poll.
+    io_waker: Option<std::task::Waker>,
     assembler: FrameAssembler,
     hello: HelloOk,
     health_seen: bool,
@@ -398,7 +491,7 @@ pub struct ConnectionActor {
     link: Link,
     next_attempt: u64,
     next_connection: u64,
-    pending: PendingRpcs<Waiter>,
+    pending: PendingRpcs<Waiter, RequestId, RequestIdHashing>,
     /// The one RPC timer and the deadline it is armed for.
     rpc_timer: Option<(u64, SpawnHandle)>,
     last_life_report: Option<Instant>,
@@ -418,7 +511,7 @@ impl ConnectionActor {
             link: Link::Idle,
             next_attempt: 0,
             next_connection: 0,
-            pending: PendingRpcs::new(),
+            pending: PendingRpcs::with_hasher(),
             rpc_timer: None,
             last_life_report: None,
             life_timer: None,
@@ -527,7 +620,7 @@ impl ConnectionActor {
         }
     }
 
-    /// Make a handshaken socket the open link: reader on the context, writer as a task.
+    /// Make a handshaken socket the open link, its I/O on the actor's context.
     fn install(
         &mut self,
         epoch: u64,
@@ -537,25 +630,20 @@ impl ConnectionActor {
     ) {
         self.next_connection += 1;
         let connection = self.next_connection;
-        let handshake::Socket {
-            stream: frames,
-            sink,
-            assembler,
-        } = socket;
-        let reader = ctx.spawn(ReadFrames {
-            stream: frames,
+        let handshake::Socket { framed, assembler } = socket;
+        let io = ctx.spawn(SocketIo {
+            framed,
             connection,
             batch: self.config.read_batch.max(1),
         });
-        let (writer, queue) = mpsc::unbounded_channel();
-        let writer_task = actix_rt::spawn(write_frames(sink, queue, ctx.address(), connection));
         self.last_life_report = None;
         self.link = Link::Open(Box::new(OpenLink {
             epoch,
             connection,
-            writer,
-            writer_task,
-            reader,
+            io,
+            outbox: std::collections::VecDeque::new(),
+            unflushed: Vec::new(),
+            io_waker: None,
             assembler,
             hello,
             health_seen: false,
@@ -572,10 +660,9 @@ impl ConnectionActor {
                 ctx.cancel_future(handle);
             }
             Link::Open(link) => {
-                // T3: no close handshake: abort the writer and cancel the reader, which drops
-                // both halves and with them the TCP connection.
-                link.writer_task.abort();
-                ctx.cancel_future(link.reader);
+                // T3: no close handshake: cancel the I/O future, which drops the socket and
+                // with it the TCP connection (queued frames are dropped with the link).
+                ctx.cancel_future(link.io);
                 if let Some(handle) = self.life_timer.take() {
                     ctx.cancel_future(handle);
                 }
@@ -676,22 +763,58 @@ impl ConnectionActor {
         }
     }
 
-    fn send_frame(&self, message: WsMessage) {
-        if let Some(link) = self.open_link() {
-            // A closed queue means the writer failed; WriteFailed is on its way.
-            let _ = link.writer.send(Outbound {
-                message,
-                rpc_id: None,
-            });
+    fn send_frame(&mut self, message: WsMessage) {
+        self.queue_frame(Outbound {
+            message,
+            rpc_id: None,
+        });
+    }
+
+    /// Queue a frame for the open socket (dropped when there is none). The I/O future writes
+    /// it: within this poll of the context when queued by a message handler, else once woken.
+    fn queue_frame(&mut self, outbound: Outbound) {
+        if let Link::Open(link) = &mut self.link {
+            if link.outbox.is_empty() {
+                if let Some(waker) = &link.io_waker {
+                    waker.wake_by_ref();
+                }
+            }
+            link.outbox.push_back(outbound);
         }
+    }
+
+    /// Writing to the socket failed: fail the requests of the failed batch, drop the socket.
+    fn write_failed(&mut self, reason: String, ctx: &mut Context<Self>) {
+        tracing::warn!(reason = %reason, "writing to the gateway socket failed");
+        let unflushed = match &mut self.link {
+            Link::Open(link) => std::mem::take(&mut link.unflushed),
+            _ => Vec::new(),
+        };
+        for id in unflushed {
+            if let Some((method, waiter)) = self.pending.resolve(&id) {
+                let error = RpcError::SendFailed {
+                    reason: reason.clone(),
+                };
+                self.finish_rpc(method, waiter, Err(error));
+            }
+        }
+        // A socket that cannot be written is gone.
+        self.drop_link(Some(CLOSE_ABNORMAL), RpcError::NotConnected, ctx);
     }
 
     fn handle_text(&mut self, text: &str, ctx: &mut Context<Self>) {
         let pending = &self.pending;
-        let inbound = decode_inbound_for(text, |id| pending.contains(id));
+        // The id the decoder found pending, parsed once.
+        let matched = std::cell::Cell::new(None);
+        let inbound = decode_inbound_for(text, |id| {
+            let found = RequestId::parse(id).filter(|id| pending.contains(id));
+            matched.set(found);
+            found.is_some()
+        });
         match inbound {
-            Inbound::Response { id, outcome } | Inbound::LegacyResponse { id, outcome } => {
-                if let Some((method, waiter)) = self.pending.resolve(&id) {
+            Inbound::Response { outcome, .. } | Inbound::LegacyResponse { outcome, .. } => {
+                let resolved = matched.get().and_then(|id| self.pending.resolve(&id));
+                if let Some((method, waiter)) = resolved {
                     self.finish_rpc(method, waiter, outcome);
                 }
             }
@@ -809,44 +932,6 @@ impl ConnectionActor {
     }
 }
 
-/// The writer task: sends queued frames in batches, flushing after each batch. A failed write
-/// ends the task and tells the actor which requests were in the failed batch.
-async fn write_frames(
-    mut sink: FrameSink,
-    mut queue: mpsc::UnboundedReceiver<Outbound>,
-    actor: Addr<ConnectionActor>,
-    connection: u64,
-) {
-    while let Some(first) = queue.recv().await {
-        let mut rpc_ids = Vec::new();
-        let mut next = Some(first);
-        let mut written = 0;
-        let mut result = Ok(());
-        while let Some(outbound) = next.take() {
-            rpc_ids.extend(outbound.rpc_id);
-            result = sink.feed(outbound.message).await;
-            if result.is_err() {
-                break;
-            }
-            written += 1;
-            if written < WRITE_BATCH {
-                next = queue.try_recv().ok();
-            }
-        }
-        if result.is_ok() {
-            result = sink.flush().await;
-        }
-        if let Err(error) = result {
-            actor.do_send(WriteFailed {
-                connection,
-                rpc_ids,
-                reason: error.to_string(),
-            });
-            return;
-        }
-    }
-}
-
 impl Actor for ConnectionActor {
     type Context = Context<Self>;
 
@@ -890,8 +975,7 @@ impl Handler<IsOpen> for ConnectionActor {
     type Result = bool;
 
     fn handle(&mut self, _message: IsOpen, _ctx: &mut Self::Context) -> bool {
-        self.open_link()
-            .is_some_and(|link| !link.writer.is_closed())
+        self.open_link().is_some()
     }
 }
 
@@ -918,8 +1002,12 @@ impl ConnectionActor {
             self.finish_rpc(method, waiter, Err(RpcError::NotConnected));
             return;
         }
-        let id = uuid::Uuid::new_v4().to_string();
-        let frame = encode_request(&id, &method, params.as_ref());
+        let id = RequestId::from_u128(uuid::Uuid::new_v4().as_u128());
+        let frame = encode_request(
+            id.encode(&mut [0; RequestId::LEN]),
+            &method,
+            params.as_ref(),
+        );
         if self.pending.contains(&id) {
             // Two equal v4 UUIDs: practically impossible, but never leave a caller hanging.
             let error = RpcError::SendFailed {
@@ -930,28 +1018,13 @@ impl ConnectionActor {
         }
         let deadline = self.now_ms().saturating_add(timeout_ms);
         // Cannot be refused: the id was checked just above.
-        let _ = self.pending.insert(id.clone(), method, deadline, waiter);
-        let outbound = Outbound {
+        let _ = self.pending.insert(id, method, deadline, waiter);
+        // Checked at the top that the link is open; nothing in between closes it.
+        self.queue_frame(Outbound {
             message: WsMessage::Text(frame.into()),
             rpc_id: Some(id),
-        };
-        let queued = match &self.link {
-            Link::Open(link) => link.writer.send(outbound),
-            // Checked at the top; nothing in between closes the link.
-            _ => Err(mpsc::error::SendError(outbound)),
-        };
-        match queued {
-            Ok(()) => self.arm_rpc_timer(ctx),
-            Err(mpsc::error::SendError(outbound)) => {
-                let id = outbound.rpc_id.unwrap_or_default();
-                if let Some((method, waiter)) = self.pending.resolve(&id) {
-                    let error = RpcError::SendFailed {
-                        reason: "the connection's writer has stopped".to_string(),
-                    };
-                    self.finish_rpc(method, waiter, Err(error));
-                }
-            }
-        }
+        });
+        self.arm_rpc_timer(ctx);
     }
 }
 
@@ -988,30 +1061,6 @@ impl Handler<Call> for ConnectionActor {
     }
 }
 
-impl Handler<WriteFailed> for ConnectionActor {
-    type Result = ();
-
-    fn handle(&mut self, message: WriteFailed, ctx: &mut Self::Context) {
-        let current = self
-            .open_link()
-            .is_some_and(|link| link.connection == message.connection);
-        if !current {
-            return;
-        }
-        tracing::warn!(reason = %message.reason, "writing to the gateway socket failed");
-        for id in message.rpc_ids {
-            if let Some((method, waiter)) = self.pending.resolve(&id) {
-                let error = RpcError::SendFailed {
-                    reason: message.reason.clone(),
-                };
-                self.finish_rpc(method, waiter, Err(error));
-            }
-        }
-        // A socket that cannot be written is gone.
-        self.drop_link(Some(CLOSE_ABNORMAL), RpcError::NotConnected, ctx);
-    }
-}
-
 impl ConnectionActor {
     /// One item of socket `connection`'s reading half; `None` marks its end.
     fn on_frame(
@@ -1038,7 +1087,6 @@ impl ConnectionActor {
                     max_frame_bytes = self.config.max_frame_bytes,
                     "dropped an inbound frame larger than max_frame_bytes"
                 );
-                self.note_alive(ctx);
                 return;
             }
             Some(Err(error)) => {
@@ -1063,8 +1111,6 @@ impl ConnectionActor {
             Received::Binary => tracing::debug!("dropped a binary message"),
             Received::Pong | Received::Partial => {}
         }
-        // H3, after the frame was handled: a reply's success is then part of this report (or
-        // of the trailing one), so the newest success is never left unreported.
-        self.note_alive(ctx);
+        // H3 is reported by the I/O future once its batch of frames is handled.
     }
 }
