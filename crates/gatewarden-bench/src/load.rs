@@ -101,9 +101,111 @@ impl CpuMeter {
     }
 }
 
+/// How the actor-path load is issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Callers {
+    /// `in_flight` caller tasks, each awaiting one call at a time (an app whose requests come
+    /// from that many concurrent handlers).
+    Tasks,
+    /// One task keeping `in_flight` calls in a `FuturesUnordered`. With thousands in flight this
+    /// meets tokio's cooperative budget: every reply channel polled after the task's budget is
+    /// spent answers "pending" and is re-queued, which costs CPU and reorders completions.
+    FuturesUnordered,
+}
+
 /// Keep `in_flight` `echo` calls outstanding through `Addr<Supervisor>` (each completion issues
 /// the next), the way an embedding app with that much concurrency would call it.
 pub async fn actor_closed_loop(
+    supervisor: &Addr<Supervisor>,
+    gateway_pid: Option<u32>,
+    callers: Callers,
+    in_flight: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> anyhow::Result<LoadSample> {
+    match callers {
+        Callers::Tasks => {
+            actor_closed_loop_tasks(supervisor, gateway_pid, in_flight, warmup, measure).await
+        }
+        Callers::FuturesUnordered => {
+            actor_closed_loop_unordered(supervisor, gateway_pid, in_flight, warmup, measure).await
+        }
+    }
+}
+
+fn echo(n: u64) -> Rpc {
+    Rpc {
+        method: "echo".to_string(),
+        params: Some(json!({ "n": n })),
+        timeout_ms: None,
+    }
+}
+
+/// What one caller task saw.
+#[derive(Default)]
+struct CallerTally {
+    latencies_ms: Vec<f64>,
+    answered: u64,
+    failures: u64,
+}
+
+async fn actor_closed_loop_tasks(
+    supervisor: &Addr<Supervisor>,
+    gateway_pid: Option<u32>,
+    in_flight: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> anyhow::Result<LoadSample> {
+    let started = Instant::now();
+    let window_start = started + warmup;
+    let window_end = window_start + measure;
+    let meter = CpuMeter::start(gateway_pid);
+    let callers: Vec<_> = (0..in_flight as u64)
+        .map(|caller| {
+            let supervisor = supervisor.clone();
+            actix_rt::spawn(async move {
+                let mut tally = CallerTally::default();
+                let mut n = caller;
+                loop {
+                    let request = supervisor.send(echo(n));
+                    let at = Instant::now();
+                    let answer = request.await;
+                    let now = Instant::now();
+                    tally.answered += 1;
+                    match answer {
+                        Ok(Ok(_)) if now >= window_start && now <= window_end => tally
+                            .latencies_ms
+                            .push(now.duration_since(at).as_secs_f64() * 1_000.0),
+                        Ok(Ok(_)) => {}
+                        _ => tally.failures += 1,
+                    }
+                    if now >= window_end {
+                        return tally;
+                    }
+                    n += in_flight as u64;
+                }
+            })
+        })
+        .collect();
+    let hard_stop = window_end + Duration::from_secs(30);
+    let mut total = CallerTally::default();
+    for caller in callers {
+        let tally = tokio::time::timeout_at(hard_stop.into(), caller)
+            .await
+            .context("actor replies stopped")?
+            .context("a caller task failed")?;
+        total.latencies_ms.extend(tally.latencies_ms);
+        total.answered += tally.answered;
+        total.failures += tally.failures;
+    }
+    Ok(
+        LoadSample::new(in_flight, measure, total.latencies_ms, total.failures)
+            .with_cpu(meter, total.answered),
+    )
+}
+
+async fn actor_closed_loop_unordered(
     supervisor: &Addr<Supervisor>,
     gateway_pid: Option<u32>,
     in_flight: usize,
@@ -114,11 +216,7 @@ pub async fn actor_closed_loop(
     let window_start = started + warmup;
     let window_end = window_start + measure;
     let call = |n: u64| {
-        let request = supervisor.send(Rpc {
-            method: "echo".to_string(),
-            params: Some(json!({ "n": n })),
-            timeout_ms: None,
-        });
+        let request = supervisor.send(echo(n));
         let at = Instant::now();
         async move { (at, request.await) }
     };

@@ -60,6 +60,10 @@ struct Cli {
     /// Length of each measured RPC window in ms (default 2000, 1000 with --quick).
     #[arg(long)]
     rpc_measure_ms: Option<u64>,
+    /// How the actor-path RPC load is issued: one task per call in flight, or one task with a
+    /// FuturesUnordered (see docs/PERFORMANCE.md for why they differ at 4096).
+    #[arg(long, value_enum, default_value_t = load::Callers::Tasks)]
+    rpc_callers: load::Callers,
     /// Internal: run one cost measurement in this fresh process (`rest` or `scale`).
     #[arg(long, hide = true)]
     child: Option<String>,
@@ -114,6 +118,7 @@ fn run() -> anyhow::Result<()> {
         }
         plan.rpc_levels = cli.rpc_levels.clone();
     }
+    plan.rpc_callers = cli.rpc_callers;
     if let Some(ms) = cli.rpc_measure_ms {
         if ms == 0 {
             bail!("--rpc-measure-ms must be at least 1");

@@ -15,6 +15,8 @@ pub struct Plan {
     pub rpc_rounds: usize,
     pub rpc_warmup: Duration,
     pub rpc_measure: Duration,
+    /// How the actor-path calls are issued.
+    pub rpc_callers: crate::load::Callers,
     pub startup_samples: usize,
     pub recovery_gateways: usize,
     /// `None`: the default `reconnect.stable_uptime_ms` (10 s). Smoke shortens it.
@@ -37,6 +39,7 @@ impl Plan {
             rpc_rounds: 3,
             rpc_warmup: Duration::from_millis(300),
             rpc_measure: Duration::from_secs(2),
+            rpc_callers: crate::load::Callers::Tasks,
             startup_samples: 15,
             recovery_gateways: 6,
             recovery_stable_uptime_ms: None,
@@ -75,6 +78,7 @@ impl Plan {
             rpc_rounds: 1,
             rpc_warmup: Duration::from_millis(50),
             rpc_measure: Duration::from_millis(200),
+            rpc_callers: crate::load::Callers::Tasks,
             startup_samples: 2,
             recovery_gateways: 1,
             recovery_stable_uptime_ms: Some(300),

@@ -24,6 +24,8 @@ pub struct RpcLevel {
 /// The whole scenario.
 #[derive(Debug, Clone, Serialize)]
 pub struct RpcResult {
+    /// How the actor-path calls were issued.
+    pub callers: crate::load::Callers,
     pub levels: Vec<RpcLevel>,
 }
 
@@ -55,7 +57,7 @@ pub async fn run(plan: &Plan) -> anyhow::Result<RpcResult> {
         // Warm both paths (allocator, socket buffers, the sim's JIT-free but cache-cold code).
         let warm = Duration::from_millis(if plan.smoke { 50 } else { 300 });
         raw.closed_loop(pid, 16, Duration::ZERO, warm).await?;
-        actor_closed_loop(&supervised.supervisor, pid, 16, Duration::ZERO, warm).await?;
+        actor_closed_loop(&supervised.supervisor, pid, plan.rpc_callers, 16, Duration::ZERO, warm).await?;
         let mut levels = Vec::new();
         for &in_flight in &plan.rpc_levels {
             let mut rounds_actor = Vec::new();
@@ -65,11 +67,11 @@ pub async fn run(plan: &Plan) -> anyhow::Result<RpcResult> {
                 if round % 2 == 0 {
                     rounds_raw.push(raw.closed_loop(pid, in_flight, warmup, measure).await?);
                     rounds_actor.push(
-                        actor_closed_loop(&supervised.supervisor, pid, in_flight, warmup, measure).await?,
+                        actor_closed_loop(&supervised.supervisor, pid, plan.rpc_callers, in_flight, warmup, measure).await?,
                     );
                 } else {
                     rounds_actor.push(
-                        actor_closed_loop(&supervised.supervisor, pid, in_flight, warmup, measure).await?,
+                        actor_closed_loop(&supervised.supervisor, pid, plan.rpc_callers, in_flight, warmup, measure).await?,
                     );
                     rounds_raw.push(raw.closed_loop(pid, in_flight, warmup, measure).await?);
                 }
@@ -91,7 +93,10 @@ pub async fn run(plan: &Plan) -> anyhow::Result<RpcResult> {
             levels.push(level);
         }
         raw.close().await;
-        anyhow::Ok(RpcResult { levels })
+        anyhow::Ok(RpcResult {
+            callers: plan.rpc_callers,
+            levels,
+        })
     }
     .await;
     supervised.stop().await;
