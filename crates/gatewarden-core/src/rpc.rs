@@ -102,7 +102,7 @@ struct Entry<W> {
 /// As a key it is hashed with [`RequestIdHashing`] (a multiply-and-fold of its bits): the ids
 /// are random and made by us, and a reply from the gateway can only look one up, never insert
 /// one, so the DoS-resistant default hasher buys nothing on this path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RequestId(u128);
 
 impl RequestId {
@@ -121,50 +121,18 @@ impl RequestId {
 
     /// Read the written form; `None` for anything else (such an id was never ours).
     pub fn parse(text: &str) -> Option<Self> {
-        let bytes: &[u8; Self::LEN] = text.as_bytes().try_into().ok()?;
-        if bytes[8] != b'-' || bytes[13] != b'-' || bytes[18] != b'-' || bytes[23] != b'-' {
+        // Only the hyphenated form is ours; uuid also reads braced, URN and simple forms.
+        if text.len() != Self::LEN {
             return None;
         }
-        // Each group read into a u64 with one table lookup per digit; a non-digit sets the
-        // high bit of its table value, which the OR of all values then shows.
-        let group = |digits: &[u8]| -> (u64, u8) {
-            let mut value = 0u64;
-            let mut bad = 0u8;
-            for &byte in digits {
-                let digit = HEX_VALUE[usize::from(byte)];
-                bad |= digit;
-                value = (value << 4) | u64::from(digit & 0x0f);
-            }
-            (value, bad)
-        };
-        let (a, bad_a) = group(&bytes[0..8]);
-        let (b, bad_b) = group(&bytes[9..13]);
-        let (c, bad_c) = group(&bytes[14..18]);
-        let (d, bad_d) = group(&bytes[19..23]);
-        let (e, bad_e) = group(&bytes[24..36]);
-        if (bad_a | bad_b | bad_c | bad_d | bad_e) & 0x80 != 0 {
-            return None;
-        }
-        let high = (a << 32) | (b << 16) | c;
-        let low = (d << 48) | e;
-        Some(RequestId((u128::from(high) << 64) | u128::from(low)))
+        uuid::Uuid::try_parse(text)
+            .ok()
+            .map(|id| RequestId(id.as_u128()))
     }
 
     /// The written form in `buf`, without allocating.
     pub fn encode(self, buf: &mut [u8; Self::LEN]) -> &str {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut at = 0;
-        for (index, byte) in self.0.to_be_bytes().into_iter().enumerate() {
-            if matches!(index, 4 | 6 | 8 | 10) {
-                buf[at] = b'-';
-                at += 1;
-            }
-            buf[at] = HEX[usize::from(byte >> 4)];
-            buf[at + 1] = HEX[usize::from(byte & 0x0f)];
-            at += 2;
-        }
-        // Only ASCII hex digits and hyphens were written.
-        std::str::from_utf8(buf).unwrap_or_default()
+        uuid::Uuid::from_u128(self.0).hyphenated().encode_lower(buf)
     }
 }
 
@@ -173,23 +141,6 @@ impl fmt::Display for RequestId {
         f.write_str(self.encode(&mut [0; Self::LEN]))
     }
 }
-
-/// The value of each byte as a hex digit; 0x80 marks a byte that is not one.
-const HEX_VALUE: [u8; 256] = {
-    let mut table = [0x80u8; 256];
-    let mut at = 0;
-    while at < 10 {
-        table[b'0' as usize + at] = at as u8;
-        at += 1;
-    }
-    let mut at = 0;
-    while at < 6 {
-        table[b'a' as usize + at] = 10 + at as u8;
-        table[b'A' as usize + at] = 10 + at as u8;
-        at += 1;
-    }
-    table
-};
 
 /// The hasher of [`RequestIdHashing`]: folds a `u128` key with one multiplication; other input
 /// (never written by `RequestId`) is folded byte by byte.
@@ -237,7 +188,7 @@ pub struct PendingRpcs<W, K = String, S = RandomState> {
 impl<W> PendingRpcs<W> {
     /// An empty table with text ids.
     pub fn new() -> Self {
-        Self::with_hasher()
+        Self::empty()
     }
 }
 
@@ -249,7 +200,7 @@ impl<W> Default for PendingRpcs<W> {
 
 impl<W, K: Hash + Eq + Clone, S: BuildHasher + Default> PendingRpcs<W, K, S> {
     /// An empty table with keys `K` hashed by `S`.
-    pub fn with_hasher() -> Self {
+    pub fn empty() -> Self {
         PendingRpcs {
             entries: HashMap::default(),
             deadlines: BTreeMap::new(),
@@ -492,7 +443,7 @@ mod tests {
 
     #[test]
     fn m1_a_table_keyed_by_request_id_resolves_by_id() {
-        let mut pending: PendingRpcs<u8, RequestId, RequestIdHashing> = PendingRpcs::with_hasher();
+        let mut pending: PendingRpcs<u8, RequestId, RequestIdHashing> = PendingRpcs::empty();
         let a = RequestId::from_u128(1);
         let b = RequestId::from_u128(u128::MAX);
         pending.insert(a, "m".into(), 5, 1).unwrap();

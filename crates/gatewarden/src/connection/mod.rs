@@ -6,8 +6,8 @@
 //! ([`handshake`]) as a cancellable future; only a socket that reached `hello-ok` becomes the
 //! actor's open link. The open link is read and written by one future on the actor's context
 //! (up to `read_batch` frames per wake-up; writes go through an outbox and never wait, so a slow
-//! socket never blocks message handling). [`Call`] is the RPC hot path: the supervisor forwards its caller's reply channel,
-//! and the answer goes straight back to that caller.
+//! socket never blocks message handling). [`Call`] is the RPC hot path: the supervisor forwards
+//! its caller's reply channel, and the answer goes straight back to that caller.
 //!
 //! # Reports (to the supervisor's `Recipient<ConnectionReport>`)
 //!
@@ -511,7 +511,7 @@ impl ConnectionActor {
             link: Link::Idle,
             next_attempt: 0,
             next_connection: 0,
-            pending: PendingRpcs::with_hasher(),
+            pending: PendingRpcs::empty(),
             rpc_timer: None,
             last_life_report: None,
             life_timer: None,
@@ -804,16 +804,12 @@ impl ConnectionActor {
 
     fn handle_text(&mut self, text: &str, ctx: &mut Context<Self>) {
         let pending = &self.pending;
-        // The id the decoder found pending, parsed once.
-        let matched = std::cell::Cell::new(None);
         let inbound = decode_inbound_for(text, |id| {
-            let found = RequestId::parse(id).filter(|id| pending.contains(id));
-            matched.set(found);
-            found.is_some()
+            RequestId::parse(id).is_some_and(|id| pending.contains(&id))
         });
         match inbound {
-            Inbound::Response { outcome, .. } | Inbound::LegacyResponse { outcome, .. } => {
-                let resolved = matched.get().and_then(|id| self.pending.resolve(&id));
+            Inbound::Response { id, outcome } | Inbound::LegacyResponse { id, outcome } => {
+                let resolved = RequestId::parse(&id).and_then(|id| self.pending.resolve(&id));
                 if let Some((method, waiter)) = resolved {
                     self.finish_rpc(method, waiter, outcome);
                 }
