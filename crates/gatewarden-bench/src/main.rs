@@ -33,7 +33,9 @@ use clap::Parser;
 use crate::report::RunResults;
 use crate::scenarios::Plan;
 
-const SCENARIOS: [&str; 6] = ["rpc", "startup", "recovery", "hang", "rest", "scale"];
+const SCENARIOS: [&str; 7] = [
+    "rpc", "startup", "recovery", "hang", "rest", "scale", "real",
+];
 
 /// Benchmarks of the gatewarden supervisor against gatewarden-sim.
 #[derive(Debug, Parser)]
@@ -45,7 +47,9 @@ struct Cli {
     /// Every scenario, tiny, no timing claims (CI): finishes in well under a minute.
     #[arg(long, conflicts_with = "quick")]
     smoke: bool,
-    /// Run only these scenarios (rpc,startup,recovery,hang,rest,scale).
+    /// Run only these scenarios (rpc,startup,recovery,hang,rest,scale,real). By default every
+    /// one, but `real` (the installed OpenClaw gateway) only when it is installed and not with
+    /// --smoke; asked for by name, a missing install is an error.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where results.json and the SVGs go (docs/perf; a temp dir with --smoke).
@@ -91,7 +95,22 @@ fn run() -> anyhow::Result<()> {
         return run_child(child, &cli);
     }
     let selected: Vec<&str> = if cli.only.is_empty() {
-        SCENARIOS.to_vec()
+        let real = match scenarios::real::install() {
+            Ok(_) if !cli.smoke => true,
+            Ok(_) => {
+                eprintln!("scenario real: not part of --smoke (a cold start takes seconds)");
+                false
+            }
+            Err(reason) => {
+                eprintln!("scenario real skipped: {reason}");
+                false
+            }
+        };
+        SCENARIOS
+            .iter()
+            .copied()
+            .filter(|name| *name != "real" || real)
+            .collect()
     } else {
         let mut selected = Vec::new();
         for name in &cli.only {
@@ -212,6 +231,7 @@ async fn run_scenarios(plan: &Plan, selected: &[&str]) -> anyhow::Result<RunResu
             "hang" => results.hang = Some(scenarios::lifecycle::hang(plan).await.context("hang")?),
             "rest" => results.rest = Some(scenarios::cost::rest(plan).await.context("rest")?),
             "scale" => results.scale = Some(scenarios::cost::scale(plan).await.context("scale")?),
+            "real" => results.real = Some(scenarios::real::run(plan).await.context("real")?),
             other => bail!("unknown scenario {other}"),
         }
         eprintln!("  ({:.1} s)", at.elapsed().as_secs_f64());

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::scenarios::cost::{RestResult, ScaleResult};
 use crate::scenarios::lifecycle::{HangResult, RecoveryResult, StartupResult};
+use crate::scenarios::real::RealResult;
 use crate::scenarios::rpc::RpcResult;
 use crate::stats::median;
 use crate::svg::{Chart, Line};
@@ -22,6 +23,7 @@ pub struct RunResults {
     pub hang: Option<HangResult>,
     pub rest: Option<RestResult>,
     pub scale: Option<ScaleResult>,
+    pub real: Option<RealResult>,
 }
 
 /// A target of issue 7.
@@ -324,6 +326,38 @@ fn rows(run: &RunResults) -> Vec<Row> {
                 "ms",
                 largest.median_running_ms,
             ));
+        }
+    }
+    if let Some(real) = &run.real {
+        let median_of = |values: Vec<f64>| median(&values).unwrap_or(f64::NAN);
+        let own_start = median_of(real.starts.iter().map(|s| s.gateway_own_ms).collect());
+        let to_running = median_of(real.starts.iter().map(|s| s.start_to_running_ms).collect());
+        rows.push(
+            row("real.start_to_running", "ms", to_running)
+                .vs("gateway's own spawn to /startupz 200", own_start),
+        );
+        rows.push(row("real.start_overhead", "ms", real.median_start_overhead_ms));
+        rows.push(row(
+            "real.startupz_200_to_running",
+            "ms",
+            real.median_startupz_to_running_ms,
+        ));
+        if !real.reloads.is_empty() {
+            rows.push(
+                row("real.reload_downtime", "ms", real.median_reload_downtime_ms)
+                    .vs("gateway's own /startupz gap", real.median_reload_gateway_gap_ms),
+            );
+            let to_running =
+                median_of(real.reloads.iter().map(|r| r.reload_to_running_ms).collect());
+            rows.push(row("real.reload_to_running", "ms", to_running));
+        }
+        if !real.recoveries.is_empty() {
+            let own = median_of(real.recoveries.iter().map(|r| r.gateway_own_ms).collect());
+            rows.push(
+                row("real.kill_to_running", "ms", real.median_kill_to_running_ms)
+                    .vs("gateway's own spawn to /startupz 200", own),
+            );
+            rows.push(row("real.kill_overhead", "ms", real.median_kill_overhead_ms));
         }
     }
     rows

@@ -156,6 +156,10 @@ pub struct ConnectConfig {
     /// W1: the startup window answer (UNAVAILABLE + 1013) is retried after this long when the
     /// gateway gives no `retryAfterMs`.
     pub startup_window_retry_ms: u64,
+    /// W1 (beyond): while the gateway answers the startup window, ask its `/startupz` this
+    /// often and connect on its first 200, instead of sleeping the whole `retryAfterMs`
+    /// (500 ms on the real gateway). 0 turns the probe off.
+    pub startup_probe_interval_ms: u64,
     /// M5: inbound messages larger than this are dropped with a logged error, so a hostile or
     /// broken gateway cannot make the supervisor buffer without bound. The default is the
     /// gateway's own post-handshake `maxPayload` ([`DEFAULT_MAX_FRAME_BYTES`]).
@@ -178,6 +182,7 @@ impl Default for ConnectConfig {
             min_protocol: 3,
             max_protocol: 4,
             startup_window_retry_ms: 500,
+            startup_probe_interval_ms: 25,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
         }
     }

@@ -141,6 +141,14 @@ fn sample_events(machine: &LifecycleMachine) -> Vec<Event> {
             epoch,
             retry_after_ms: Some(500),
         },
+        Event::StartupWatched {
+            epoch,
+            settled: true,
+        },
+        Event::StartupWatched {
+            epoch,
+            settled: false,
+        },
         Event::StepFailed {
             epoch,
             failure: StartFailure::HandshakeTimeout,

@@ -438,7 +438,11 @@ fn w1_exit_before_ready_fails_fast_with_the_exit_code() {
 
 #[test]
 fn w1_startup_window_is_not_yet_ready_and_does_not_use_an_attempt() {
-    let mut harness = Harness::quiet();
+    let mut config = gatewarden_core::config::SupervisorConfig::default();
+    config.reconnect.jitter = 0.0;
+    // The retryAfterMs timer path (the /startupz watch has tests of its own below).
+    config.connect.startup_probe_interval_ms = 0;
+    let mut harness = Harness::new(config);
     harness.command(Command::Start);
     harness.probe_free();
     harness.spawned();
@@ -453,6 +457,97 @@ fn w1_startup_window_is_not_yet_ready_and_does_not_use_an_attempt() {
     assert!(harness.last_has(|effect| matches!(effect, Effect::OpenConnection { .. })));
     harness.handshake();
     assert_eq!(harness.state(), LifecycleState::Running);
+}
+
+#[test]
+fn w1_startup_window_watches_startupz_and_connects_on_its_first_200() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    harness.probe_free();
+    harness.spawned();
+    harness.ready();
+    let epoch = harness.epoch();
+    let opens = |harness: &Harness| {
+        harness.all_count(|effect| matches!(effect, Effect::OpenConnection { .. }))
+    };
+    let opened = opens(&harness);
+    harness.send(Event::StartupWindow {
+        epoch,
+        retry_after_ms: Some(500),
+    });
+    assert!(harness.last_has(|effect| matches!(
+        effect,
+        Effect::WatchStartup { epoch: e, interval_ms: 25, .. } if *e == epoch
+    )));
+    // The watch decides: no timer connects in the meantime, however long it takes.
+    harness.advance(5_000);
+    assert_eq!(opens(&harness), opened, "not before /startupz says 200");
+    harness.send(Event::StartupWatched {
+        epoch,
+        settled: true,
+    });
+    assert!(harness.last_has(|effect| matches!(effect, Effect::OpenConnection { .. })));
+    assert_eq!(opens(&harness), opened + 1);
+    harness.handshake();
+    assert_eq!(harness.state(), LifecycleState::Running);
+}
+
+#[test]
+fn w1_a_gateway_without_startupz_is_retried_after_retry_after() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    harness.probe_free();
+    harness.spawned();
+    harness.ready();
+    let epoch = harness.epoch();
+    let opens = |harness: &Harness| {
+        harness.all_count(|effect| matches!(effect, Effect::OpenConnection { .. }))
+    };
+    let opened = opens(&harness);
+    harness.send(Event::StartupWindow {
+        epoch,
+        retry_after_ms: Some(700),
+    });
+    // E1: the end of an earlier epoch's watch changes nothing.
+    harness.send(Event::StartupWatched {
+        epoch: epoch - 1,
+        settled: true,
+    });
+    assert_eq!(opens(&harness), opened);
+    // The watch found no probe: fall back to the gateway's own retryAfterMs.
+    harness.send(Event::StartupWatched {
+        epoch,
+        settled: false,
+    });
+    harness.advance(699);
+    assert_eq!(opens(&harness), opened);
+    harness.advance(1);
+    assert_eq!(opens(&harness), opened + 1);
+}
+
+#[test]
+fn w1_startup_probe_off_waits_for_retry_after() {
+    let mut config = gatewarden_core::config::SupervisorConfig::default();
+    config.connect.startup_probe_interval_ms = 0;
+    let mut harness = Harness::new(config);
+    harness.command(Command::Start);
+    harness.probe_free();
+    harness.spawned();
+    harness.ready();
+    let epoch = harness.epoch();
+    let opened = harness.all_count(|effect| matches!(effect, Effect::OpenConnection { .. }));
+    harness.send(Event::StartupWindow {
+        epoch,
+        retry_after_ms: Some(500),
+    });
+    assert!(!harness.last_has(|effect| matches!(effect, Effect::WatchStartup { .. })));
+    harness.advance(499);
+    assert_eq!(
+        harness.all_count(|effect| matches!(effect, Effect::OpenConnection { .. })),
+        opened
+    );
+    harness.advance(1);
+    assert!(harness.last_has(|effect| matches!(effect, Effect::OpenConnection { .. })));
 }
 
 #[test]

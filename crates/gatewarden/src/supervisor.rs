@@ -233,6 +233,8 @@ pub struct Supervisor {
     next_reply: ReplyId,
     /// W1: the readiness wait in progress, with its epoch and port.
     readiness: Option<(SpawnHandle, u64, u16)>,
+    /// W1 (beyond): the `/startupz` watch during the gateway's startup window.
+    startup_watch: Option<SpawnHandle>,
     stderr: StderrDeduper,
     stderr_pid: Option<u32>,
 }
@@ -254,6 +256,7 @@ impl Supervisor {
             replies: HashMap::new(),
             next_reply: 1,
             readiness: None,
+            startup_watch: None,
             stderr_pid: None,
         }
     }
@@ -374,7 +377,15 @@ impl Supervisor {
             }
             Effect::SpawnProcess { epoch, port } => self.spawn_process(epoch, port, ctx),
             Effect::AwaitReadiness { epoch, port } => self.await_readiness(epoch, port, ctx),
+            Effect::WatchStartup {
+                epoch,
+                port,
+                interval_ms,
+            } => self.watch_startup(epoch, port, interval_ms, ctx),
             Effect::OpenConnection { epoch, .. } => {
+                if let Some(handle) = self.startup_watch.take() {
+                    ctx.cancel_future(handle);
+                }
                 if let Some(connection) = &self.connection {
                     connection.do_send(connection::Open { epoch });
                 }
@@ -553,6 +564,47 @@ impl Supervisor {
             ctx,
         );
         self.readiness = Some((handle, epoch, port));
+    }
+
+    /// W1 (beyond): ask `/startupz` every `interval_ms` while it answers 503 (at most
+    /// `ready_timeout_ms`); its first 200 becomes a settled [`Event::StartupWatched`], any other
+    /// answer or none an unsettled one (the machine then retries after `retryAfterMs`).
+    fn watch_startup(&mut self, epoch: u64, port: u16, interval_ms: u64, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.startup_watch.take() {
+            ctx.cancel_future(handle);
+        }
+        let host = self.options.host.clone();
+        let probe_ms = self.options.core.connect.probe_timeout_ms;
+        let limit = Duration::from_millis(self.options.core.connect.ready_timeout_ms);
+        let interval = Duration::from_millis(interval_ms.max(1));
+        let watch = async move {
+            let deadline = tokio::time::Instant::now() + limit;
+            while tokio::time::Instant::now() + interval < deadline {
+                tokio::time::sleep(interval).await;
+                match connection::probe_startupz(&host, port, probe_ms).await {
+                    Some(200) => {
+                        return Event::StartupWatched {
+                            epoch,
+                            settled: true,
+                        }
+                    }
+                    Some(503) => {}
+                    other => {
+                        tracing::debug!(port, answer = ?other, "no /startupz to watch");
+                        break;
+                    }
+                }
+            }
+            Event::StartupWatched {
+                epoch,
+                settled: false,
+            }
+        };
+        let handle = ctx.spawn(watch.into_actor(self).map(|event, actor, ctx| {
+            actor.startup_watch = None;
+            actor.feed(event, ctx);
+        }));
+        self.startup_watch = Some(handle);
     }
 
     fn spawn_process(&mut self, epoch: u64, port: u16, ctx: &mut Context<Self>) {
@@ -937,6 +989,9 @@ impl Handler<ProcessExited> for Supervisor {
         if self.machine.owned_pid() == Some(message.pid) {
             // W1: the readiness wait for a dead process is over; the exit decides.
             if let Some((handle, _, _)) = self.readiness.take() {
+                ctx.cancel_future(handle);
+            }
+            if let Some(handle) = self.startup_watch.take() {
                 ctx.cancel_future(handle);
             }
         }

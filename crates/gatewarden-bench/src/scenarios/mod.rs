@@ -2,6 +2,7 @@
 
 pub mod cost;
 pub mod lifecycle;
+pub mod real;
 pub mod rpc;
 
 use std::time::Duration;
@@ -28,6 +29,10 @@ pub struct Plan {
     pub scale_counts: Vec<usize>,
     pub scale_idle: Duration,
     pub scale_idle_largest: Duration,
+    /// `real`: supervisors started (one start each); the first also reloads and is killed.
+    pub real_starts: usize,
+    pub real_reloads: usize,
+    pub real_kills: usize,
 }
 
 impl Plan {
@@ -50,6 +55,9 @@ impl Plan {
             scale_counts: vec![1, 10, 50, 100],
             scale_idle: Duration::from_secs(15),
             scale_idle_largest: Duration::from_secs(30),
+            real_starts: 3,
+            real_reloads: 2,
+            real_kills: 2,
         }
     }
 
@@ -66,6 +74,9 @@ impl Plan {
             scale_counts: vec![1, 25, 100],
             scale_idle: Duration::from_secs(5),
             scale_idle_largest: Duration::from_secs(10),
+            real_starts: 1,
+            real_reloads: 1,
+            real_kills: 1,
             ..Plan::full()
         }
     }
@@ -89,6 +100,9 @@ impl Plan {
             scale_counts: vec![1, 3],
             scale_idle: Duration::from_secs(1),
             scale_idle_largest: Duration::from_secs(1),
+            real_starts: 1,
+            real_reloads: 1,
+            real_kills: 1,
         }
     }
 }

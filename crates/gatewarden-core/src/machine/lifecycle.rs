@@ -70,6 +70,8 @@ pub struct StartFlow {
     pub ready_at: Option<u64>,
     /// N4: the delay that preceded this auto-reconnect attempt.
     pub reconnect_delay_ms: u64,
+    /// W1: the last startup-window answer's retry delay (`retryAfterMs`, else the config's).
+    pub startup_retry_ms: u64,
 }
 
 /// State-local data of `running`.
@@ -485,9 +487,45 @@ impl Lifecycle {
             Event::StartupWindow { retry_after_ms, .. } => {
                 let delay =
                     retry_after_ms.unwrap_or(context.config.connect.startup_window_retry_ms);
+                flow.startup_retry_ms = delay;
+                let interval_ms = context.config.connect.startup_probe_interval_ms;
+                if interval_ms > 0 {
+                    context.log(
+                        LogLevel::Debug,
+                        "gateway still starting; connecting once its /startupz answers 200"
+                            .to_string(),
+                    );
+                    context.push(Effect::WatchStartup {
+                        epoch: flow.epoch,
+                        port: context.config.port,
+                        interval_ms,
+                    });
+                } else {
+                    context.log(
+                        LogLevel::Debug,
+                        format!("gateway still starting; retrying connect in {delay} ms"),
+                    );
+                    context.arm(TimerKind::ConnectRetry, delay);
+                }
+                Handled
+            }
+            Event::StartupWatched { settled: true, .. } => {
                 context.log(
                     LogLevel::Debug,
-                    format!("gateway still starting; retrying connect in {delay} ms"),
+                    "gateway /startupz answered 200; connecting now".to_string(),
+                );
+                let port = context.config.port;
+                context.push(Effect::OpenConnection {
+                    epoch: flow.epoch,
+                    port,
+                });
+                Handled
+            }
+            Event::StartupWatched { settled: false, .. } => {
+                let delay = flow.startup_retry_ms;
+                context.log(
+                    LogLevel::Debug,
+                    format!("gateway has no /startupz to watch; retrying connect in {delay} ms"),
                 );
                 context.arm(TimerKind::ConnectRetry, delay);
                 Handled
@@ -1013,6 +1051,7 @@ fn begin_start(core: &mut Core, kind: StartKind, reconnect_delay_ms: u64) -> Sta
         spawned_at: None,
         ready_at: None,
         reconnect_delay_ms,
+        startup_retry_ms: core.config.connect.startup_window_retry_ms,
     })
 }
 

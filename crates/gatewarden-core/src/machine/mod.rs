@@ -159,6 +159,7 @@ impl LifecycleMachine {
             | Event::ReadinessConfirmed { epoch }
             | Event::HandshakeCompleted { epoch, .. }
             | Event::StartupWindow { epoch, .. }
+            | Event::StartupWatched { epoch, .. }
             | Event::StepFailed { epoch, .. }
             | Event::RepairFinished { epoch, .. }
             | Event::SocketClosed { epoch, .. }

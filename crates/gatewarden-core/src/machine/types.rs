@@ -287,6 +287,14 @@ pub enum Event {
         /// The gateway's `retryAfterMs`.
         retry_after_ms: Option<u64>,
     },
+    /// W1 (beyond): the `/startupz` watch of [`Effect::WatchStartup`] is over.
+    StartupWatched {
+        /// Flow epoch (E1).
+        epoch: u64,
+        /// `true`: it answered 200, connect now. `false`: it answered something else or nothing
+        /// (a gateway without that probe): retry after `retryAfterMs` instead.
+        settled: bool,
+    },
     /// A step of the start sequence failed.
     StepFailed {
         /// Flow epoch (E1).
@@ -383,6 +391,7 @@ impl Event {
             Event::ReadinessConfirmed { .. } => "ReadinessConfirmed".into(),
             Event::HandshakeCompleted { .. } => "HandshakeCompleted".into(),
             Event::StartupWindow { .. } => "StartupWindow".into(),
+            Event::StartupWatched { .. } => "StartupWatched".into(),
             Event::StepFailed { .. } => "StepFailed".into(),
             Event::RepairFinished { .. } => "RepairFinished".into(),
             Event::ProcessExited { .. } => "ProcessExited".into(),
@@ -555,6 +564,17 @@ pub enum Effect {
         epoch: u64,
         /// The port.
         port: u16,
+    },
+    /// W1 (beyond): ask the gateway's `/startupz` every `interval_ms` while it answers 503;
+    /// answer [`Event::StartupWatched`] on its first 200 (`settled`) or on any other answer or
+    /// none (not settled: a gateway without that probe).
+    WatchStartup {
+        /// Flow epoch.
+        epoch: u64,
+        /// The port.
+        port: u16,
+        /// Between two probes.
+        interval_ms: u64,
     },
     /// T3: close the socket at once, without a close handshake.
     CloseConnection,

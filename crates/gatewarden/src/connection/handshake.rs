@@ -374,6 +374,19 @@ pub async fn probe_gateway(host: &str, port: u16, timeout_ms: u64) -> bool {
     ready
 }
 
+/// W1 (beyond): the status code of the gateway's `GET /startupz` (200 once its startup
+/// sidecars have settled, 503 while starting or draining), `None` without an HTTP answer within
+/// `timeout_ms`. Plain HTTP on loopback, like the WebSocket (see crate::endpoint).
+pub async fn probe_startupz(host: &str, port: u16, timeout_ms: u64) -> Option<u16> {
+    check_gateway_endpoint(host, GatewayScheme::Ws, false).ok()?;
+    let budget = Duration::from_millis(timeout_ms.max(1));
+    let url = websocket_url(host, port, "/startupz").replacen("ws://", "http://", 1);
+    let client = awc::Client::builder().timeout(budget).finish();
+    let request = client.get(url).send();
+    let response = tokio::time::timeout(budget, request).await.ok()?.ok()?;
+    Some(response.status().as_u16())
+}
+
 /// W1 (beyond): probe until the gateway sends `connect.challenge`, starting every
 /// `probe_interval_initial_ms` and doubling up to `probe_interval_max_ms`, each probe bounded by
 /// `probe_timeout_ms`, all of it by `ready_timeout_ms` ([`StartFailure::ReadyTimeout`]).

@@ -55,7 +55,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use self::frames::{FrameAssembler, Received};
-pub use self::handshake::{await_readiness, probe_gateway};
+pub use self::handshake::{await_readiness, probe_gateway, probe_startupz};
 use self::handshake::{HandshakeOutcome, HandshakeRequest};
 use crate::events::GatewayEvent;
 use crate::identity::{self, DeviceIdentity};
