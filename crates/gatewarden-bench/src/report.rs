@@ -336,7 +336,11 @@ fn rows(run: &RunResults) -> Vec<Row> {
             row("real.start_to_running", "ms", to_running)
                 .vs("gateway's own spawn to /startupz 200", own_start),
         );
-        rows.push(row("real.start_overhead", "ms", real.median_start_overhead_ms));
+        rows.push(row(
+            "real.start_overhead",
+            "ms",
+            real.median_start_overhead_ms,
+        ));
         rows.push(row(
             "real.startupz_200_to_running",
             "ms",
@@ -344,11 +348,17 @@ fn rows(run: &RunResults) -> Vec<Row> {
         ));
         if !real.reloads.is_empty() {
             rows.push(
-                row("real.reload_downtime", "ms", real.median_reload_downtime_ms)
-                    .vs("gateway's own /startupz gap", real.median_reload_gateway_gap_ms),
+                row("real.reload_downtime", "ms", real.median_reload_downtime_ms).vs(
+                    "gateway's own /startupz gap",
+                    real.median_reload_gateway_gap_ms,
+                ),
             );
-            let to_running =
-                median_of(real.reloads.iter().map(|r| r.reload_to_running_ms).collect());
+            let to_running = median_of(
+                real.reloads
+                    .iter()
+                    .map(|r| r.reload_to_running_ms)
+                    .collect(),
+            );
             rows.push(row("real.reload_to_running", "ms", to_running));
         }
         if !real.recoveries.is_empty() {
@@ -357,7 +367,11 @@ fn rows(run: &RunResults) -> Vec<Row> {
                 row("real.kill_to_running", "ms", real.median_kill_to_running_ms)
                     .vs("gateway's own spawn to /startupz 200", own),
             );
-            rows.push(row("real.kill_overhead", "ms", real.median_kill_overhead_ms));
+            rows.push(row(
+                "real.kill_overhead",
+                "ms",
+                real.median_kill_overhead_ms,
+            ));
         }
     }
     rows

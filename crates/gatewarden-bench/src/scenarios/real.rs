@@ -417,7 +417,8 @@ pub async fn run(plan: &Plan) -> anyhow::Result<RealResult> {
                     status = supervised.status().await?;
                 }
                 for _ in 0..plan.real_kills {
-                    let (sample, after) = one_kill(&mut supervised, &watch, &status, stable_uptime_ms).await?;
+                    let (sample, after) =
+                        one_kill(&mut supervised, &watch, &status, stable_uptime_ms).await?;
                     recoveries.push(sample);
                     status = after;
                 }
@@ -445,7 +446,10 @@ pub async fn run(plan: &Plan) -> anyhow::Result<RealResult> {
                 .collect(),
         ),
         median_reload_gateway_gap_ms: median_of(
-            reloads.iter().filter_map(|r| r.gateway_probe_gap_ms).collect(),
+            reloads
+                .iter()
+                .filter_map(|r| r.gateway_probe_gap_ms)
+                .collect(),
         ),
         median_kill_to_running_ms: median_of(
             recoveries.iter().map(|r| r.kill_to_running_ms).collect(),
