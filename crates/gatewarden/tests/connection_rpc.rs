@@ -49,6 +49,55 @@ async fn m1_rpc_not_connected_fails_at_once() {
         .await;
 }
 
+/// M1/M6: a call whose write fails is answered `SendFailed` exactly once, and the socket that
+/// cannot be written is reported closed (1006). The gateway is stopped with a request unread in
+/// its socket, then killed: the kernel resets the connection, and the next write fails. The
+/// runtime is blocked from the kill until the call is queued, so the write is what discovers the
+/// reset (the I/O future writes before it reads).
+#[actix_rt::test]
+async fn m1_a_call_whose_write_fails_is_answered_send_failed_once() {
+    let (mut sim, listening) = start_sim(&[]);
+    let (connection, mut reports) = start_connection(config_for(listening.port));
+    open(&connection, &mut reports, 1).await;
+    assert_eq!(
+        rpc(&connection, "echo", Some(json!(1)), 10_000).await,
+        Ok(json!(1))
+    );
+    sim.signal(nix::sys::signal::Signal::SIGSTOP);
+    // Written (the timer fires after the write's flush) and left unread by the stopped gateway.
+    assert_eq!(
+        rpc(&connection, "unread", None, 100).await,
+        Err(RpcError::Timeout {
+            method: "unread".into()
+        })
+    );
+    // Blocking on purpose: nothing on this runtime runs until the call below is queued.
+    sim.kill_and_wait();
+    let answer = rpc(&connection, "echo", Some(json!(2)), 10_000).await;
+    assert!(
+        matches!(&answer, Err(RpcError::SendFailed { reason }) if !reason.is_empty()),
+        "{answer:?}"
+    );
+    reports
+        .wait_for("the socket reported closed", |report| {
+            matches!(
+                report,
+                ConnectionReport::Closed {
+                    epoch: 1,
+                    code: Some(1006)
+                }
+            )
+        })
+        .await;
+    let outcomes: Vec<_> = finished_for(&reports.seen, "echo").collect();
+    assert_eq!(outcomes, vec![&Err(RpcFailureKind::SendFailed)]);
+    // The connection is gone: the next call fails at once.
+    assert_eq!(
+        rpc(&connection, "echo", None, 10_000).await,
+        Err(RpcError::NotConnected)
+    );
+}
+
 #[actix_rt::test]
 async fn m1_rpc_timeout_answers_once() {
     let (_sim, listening) = start_sim(&[]);

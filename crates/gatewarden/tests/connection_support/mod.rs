@@ -172,6 +172,20 @@ impl Sim {
     }
 }
 
+impl Sim {
+    /// Sends `signal` to the simulator process.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = i32::try_from(self.child.id()).expect("pid fits i32");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).expect("signal the sim");
+    }
+
+    /// SIGKILLs the simulator and blocks until it is gone (its sockets are closed by then).
+    pub fn kill_and_wait(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+        self.child.wait().expect("reap the sim");
+    }
+}
+
 impl Drop for Sim {
     fn drop(&mut self) {
         if let Ok(pid) = i32::try_from(self.child.id()) {
