@@ -7,6 +7,7 @@ use actix::Addr;
 use anyhow::Context as _;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt as _;
+use gatewarden::client::RpcClient;
 use gatewarden::supervisor::{Rpc, Supervisor};
 use serde::Serialize;
 use serde_json::json;
@@ -114,10 +115,32 @@ pub enum Callers {
     FuturesUnordered,
 }
 
-/// Keep `in_flight` `echo` calls outstanding through `Addr<Supervisor>` (each completion issues
-/// the next), the way an embedding app with that much concurrency would call it.
+/// Which public API the actor-path calls go through.
+#[derive(Clone)]
+pub enum Api {
+    /// `Addr<Supervisor>::send(Rpc)`: the supervisor's mailbox, then the connection actor's.
+    Supervisor(Addr<Supervisor>),
+    /// An `RpcClient` (`GetRpcClient`): straight to the connection actor's mailbox.
+    Client(RpcClient),
+}
+
+impl Api {
+    /// One call; `Err` is a failed call or a dead mailbox.
+    async fn call(&self, rpc: Rpc) -> Result<(), ()> {
+        match self {
+            Api::Supervisor(supervisor) => match supervisor.send(rpc).await {
+                Ok(Ok(_)) => Ok(()),
+                _ => Err(()),
+            },
+            Api::Client(client) => client.call(rpc).await.map(drop).map_err(drop),
+        }
+    }
+}
+
+/// Keep `in_flight` `echo` calls outstanding through `api` (each completion issues the next),
+/// the way an embedding app with that much concurrency would call it.
 pub async fn actor_closed_loop(
-    supervisor: &Addr<Supervisor>,
+    supervisor: &Api,
     gateway_pid: Option<u32>,
     callers: Callers,
     in_flight: usize,
@@ -151,7 +174,7 @@ struct CallerTally {
 }
 
 async fn actor_closed_loop_tasks(
-    supervisor: &Addr<Supervisor>,
+    supervisor: &Api,
     gateway_pid: Option<u32>,
     in_flight: usize,
     warmup: Duration,
@@ -168,17 +191,16 @@ async fn actor_closed_loop_tasks(
                 let mut tally = CallerTally::default();
                 let mut n = caller;
                 loop {
-                    let request = supervisor.send(echo(n));
                     let at = Instant::now();
-                    let answer = request.await;
+                    let answer = supervisor.call(echo(n)).await;
                     let now = Instant::now();
                     tally.answered += 1;
                     match answer {
-                        Ok(Ok(_)) if now >= window_start && now <= window_end => tally
+                        Ok(()) if now >= window_start && now <= window_end => tally
                             .latencies_ms
                             .push(now.duration_since(at).as_secs_f64() * 1_000.0),
-                        Ok(Ok(_)) => {}
-                        _ => tally.failures += 1,
+                        Ok(()) => {}
+                        Err(()) => tally.failures += 1,
                     }
                     if now >= window_end {
                         return tally;
@@ -206,7 +228,7 @@ async fn actor_closed_loop_tasks(
 }
 
 async fn actor_closed_loop_unordered(
-    supervisor: &Addr<Supervisor>,
+    supervisor: &Api,
     gateway_pid: Option<u32>,
     in_flight: usize,
     warmup: Duration,
@@ -216,8 +238,8 @@ async fn actor_closed_loop_unordered(
     let window_start = started + warmup;
     let window_end = window_start + measure;
     let call = |n: u64| {
-        let request = supervisor.send(echo(n));
         let at = Instant::now();
+        let request = supervisor.call(echo(n));
         async move { (at, request.await) }
     };
     let mut calls = FuturesUnordered::new();
@@ -238,11 +260,11 @@ async fn actor_closed_loop_unordered(
         let now = Instant::now();
         answered += 1;
         match answer {
-            Ok(Ok(_)) if now >= window_start && now <= window_end => {
+            Ok(()) if now >= window_start && now <= window_end => {
                 latencies_ms.push(now.duration_since(at).as_secs_f64() * 1_000.0)
             }
-            Ok(Ok(_)) => {}
-            _ => failures += 1,
+            Ok(()) => {}
+            Err(()) => failures += 1,
         }
         if now < window_end {
             calls.push(call(next));

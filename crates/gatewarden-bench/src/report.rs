@@ -149,6 +149,32 @@ fn rows(run: &RunResults) -> Vec<Row> {
                 )
                 .vs("raw awc", level.raw.gateway_cpu_us_per_call),
             );
+            if let Some(client) = &level.client {
+                let mut throughput = row(
+                    format!("rpc.client.in_flight_{n}.throughput"),
+                    "req/s",
+                    client.throughput_per_s,
+                )
+                .vs("raw awc", level.raw.throughput_per_s);
+                if n == 256 {
+                    throughput = throughput.target(Target::RatioAtLeast(0.8));
+                }
+                rows.push(throughput);
+                let mut p99 = row(format!("rpc.client.in_flight_{n}.p99"), "ms", client.p99_ms)
+                    .vs("raw awc", level.raw.p99_ms);
+                if n == 1 {
+                    p99 = p99.target(Target::RatioAtMost(1.5));
+                }
+                rows.push(p99);
+                rows.push(
+                    row(
+                        format!("rpc.client.in_flight_{n}.client_cpu_per_call"),
+                        "us",
+                        client.client_cpu_us_per_call,
+                    )
+                    .vs("raw awc", level.raw.client_cpu_us_per_call),
+                );
+            }
         }
     }
     if let Some(startup) = &run.startup {

@@ -8,7 +8,7 @@
 use actix::prelude::*;
 use gatewarden::events::GatewayEvent;
 use gatewarden::profile::LaunchProfile;
-use gatewarden::supervisor::{GetStatus, Restart, Rpc, Start, Stop, Subscribe};
+use gatewarden::supervisor::{GetRpcClient, GetStatus, Restart, Rpc, Start, Stop, Subscribe};
 use gatewarden::{GatewaySupervisor, SupervisorOptions};
 
 /// Prints what the supervisor publishes.
@@ -48,6 +48,18 @@ fn main() -> std::io::Result<()> {
             })
             .await;
         println!("echo: {reply:?}");
+        // An app that makes many calls asks once for a handle; its calls skip the supervisor's
+        // mailbox and follow the same rules.
+        if let Ok(client) = supervisor.send(GetRpcClient).await {
+            let reply = client
+                .call(Rpc {
+                    method: "echo".into(),
+                    params: Some(serde_json::json!({"via": "client"})),
+                    timeout_ms: None,
+                })
+                .await;
+            println!("echo via client: {reply:?}");
+        }
         println!("restart: {:?}", supervisor.send(Restart).await);
         if let Ok(status) = supervisor.send(GetStatus).await {
             println!(

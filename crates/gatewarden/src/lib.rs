@@ -24,6 +24,7 @@
 //! - [`events`]: [`events::GatewayEvent`], what subscribers hear.
 #![deny(missing_docs)]
 
+pub mod client;
 pub mod connection;
 pub mod endpoint;
 pub mod events;

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -26,6 +27,7 @@ use gatewarden_core::reload_policy::ReloadPolicy;
 use gatewarden_core::rpc::RpcError;
 use gatewarden_core::stderr::{classify_stderr_line, StderrAction, StderrDeduper, StderrLevel};
 
+use crate::client::{RpcClient, RpcGate, RpcRefused};
 use crate::connection::{self, ConnectionActor, ConnectionConfig, ConnectionReport, TokenSource};
 use crate::events::GatewayEvent;
 use crate::heartbeat::{self, HeartbeatActor, HeartbeatReport};
@@ -164,6 +166,13 @@ pub struct Rpc {
     pub timeout_ms: Option<u64>,
 }
 
+/// M1: a handle whose calls go straight to the connection actor, with the rules of [`Rpc`]
+/// (see [`RpcClient`]). Ask once; the handle is cheap to clone and stays valid for the life of
+/// the supervisor.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "RpcClient")]
+pub struct GetRpcClient;
+
 /// S2: the status snapshot.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Status")]
@@ -237,6 +246,8 @@ pub struct Supervisor {
     startup_watch: Option<SpawnHandle>,
     stderr: StderrDeduper,
     stderr_pid: Option<u32>,
+    /// S4: whether the machine is `running`, for [`RpcClient`]s (updated after every event).
+    rpc_gate: Arc<RpcGate>,
 }
 
 impl Supervisor {
@@ -258,6 +269,7 @@ impl Supervisor {
             readiness: None,
             startup_watch: None,
             stderr_pid: None,
+            rpc_gate: Arc::new(RpcGate::default()),
         }
     }
 
@@ -269,9 +281,12 @@ impl Supervisor {
     fn feed(&mut self, event: Event, ctx: &mut Context<Self>) {
         let now = self.now_ms();
         let effects = self.machine.handle(now, event);
+        self.rpc_gate.set_connected(self.machine.is_connected());
         for effect in effects {
             self.execute(effect, ctx);
         }
+        // An effect may have fed further events.
+        self.rpc_gate.set_connected(self.machine.is_connected());
     }
 
     /// Feed a command and get the receiver of its outcome.
@@ -957,6 +972,7 @@ impl Actor for Supervisor {
     }
 
     fn stopping(&mut self, _ctx: &mut Self::Context) -> Running {
+        self.rpc_gate.set_connected(false);
         // Nothing may outlive the supervisor: the process actor kills its group when it stops,
         // and the child carries a parent-death signal for the case where we are killed.
         if let Some(process) = &self.process {
@@ -1182,12 +1198,7 @@ impl Handler<Rpc> for Supervisor {
         let connection = match (&self.connection, self.machine.is_connected()) {
             (Some(connection), true) => connection.clone(),
             _ => {
-                let now = self.now_ms();
-                self.machine.diagnostics_mut().record_rpc_failure(
-                    now,
-                    &message.method,
-                    RpcFailureKind::NotConnected,
-                );
+                self.record_not_connected(&message.method);
                 return RpcAnswer(RpcRoute::Now(Err(RpcError::NotConnected)));
             }
         };
@@ -1200,6 +1211,44 @@ impl Handler<Rpc> for Supervisor {
             params: message.params,
             timeout_ms,
         })
+    }
+}
+
+impl Supervisor {
+    /// M6: a call refused because the gateway is not connected.
+    fn record_not_connected(&mut self, method: &str) {
+        let now = self.now_ms();
+        self.machine.diagnostics_mut().record_rpc_failure(
+            now,
+            method,
+            RpcFailureKind::NotConnected,
+        );
+    }
+}
+
+impl Handler<RpcRefused> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, message: RpcRefused, _ctx: &mut Self::Context) {
+        self.record_not_connected(&message.method);
+    }
+}
+
+impl Handler<GetRpcClient> for Supervisor {
+    type Result = MessageResult<GetRpcClient>;
+
+    fn handle(&mut self, _message: GetRpcClient, ctx: &mut Self::Context) -> Self::Result {
+        // Always there once the supervisor has started, which it has when it handles messages.
+        let connection = self
+            .connection
+            .as_ref()
+            .map(|connection| connection.downgrade());
+        MessageResult(RpcClient::new(
+            connection,
+            ctx.address().downgrade().recipient(),
+            self.rpc_gate.clone(),
+            self.options.core.rpc.default_timeout_ms,
+        ))
     }
 }
 

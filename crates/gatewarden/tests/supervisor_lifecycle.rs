@@ -6,7 +6,7 @@ mod supervisor_support;
 use std::time::Duration;
 
 use gatewarden::process::{owned_record_path, write_owned_record, OwnedRecord};
-use gatewarden::supervisor::{GetDiagnostics, Reload, Restart, Rpc, Start, Stop};
+use gatewarden::supervisor::{GetDiagnostics, GetRpcClient, Reload, Restart, Rpc, Start, Stop};
 use gatewarden_core::machine::{CommandOutcome, LifecycleState};
 use gatewarden_core::rpc::RpcError;
 use serde_json::json;
@@ -67,6 +67,47 @@ async fn m1_rpc_round_trips_and_fails_fast_when_not_connected() {
         other => panic!("unexpected {other:?}"),
     }
     fixture.supervisor.send(Stop).await.unwrap();
+}
+
+/// M1/S4/M6 through an `RpcClient`: refused at once (and recorded) before `running`, every call
+/// of a burst answered exactly once while running, refused again after a stop.
+#[actix_rt::test]
+async fn m1_rpc_client_round_trips_and_fails_fast_when_not_connected() {
+    let mut fixture = Fixture::new(&[]);
+    let client = fixture.supervisor.send(GetRpcClient).await.unwrap();
+    let echo = |n: u64| Rpc {
+        method: "echo".into(),
+        params: Some(json!({ "n": n })),
+        timeout_ms: None,
+    };
+    assert_eq!(client.call(echo(0)).await, Err(RpcError::NotConnected));
+    let diagnostics = fixture.supervisor.send(GetDiagnostics).await.unwrap();
+    assert_eq!(
+        diagnostics.diagnostics.last_rpc_failure_method.as_deref(),
+        Some("echo")
+    );
+    fixture.supervisor.send(Start).await.unwrap();
+    fixture.wait_state(LifecycleState::Running).await;
+    let calls: Vec<_> = (1..=500).map(|n| client.clone().call(echo(n))).collect();
+    for (n, call) in (1..=500).zip(calls) {
+        assert_eq!(call.await, Ok(json!({ "n": n })));
+    }
+    let timed_out = client
+        .call(Rpc {
+            method: "sleep".into(),
+            params: Some(json!({"ms": 2_000})),
+            timeout_ms: Some(100),
+        })
+        .await;
+    assert_eq!(
+        timed_out,
+        Err(RpcError::Timeout {
+            method: "sleep".into()
+        })
+    );
+    fixture.supervisor.send(Stop).await.unwrap();
+    fixture.wait_state(LifecycleState::Stopped).await;
+    assert_eq!(client.call(echo(501)).await, Err(RpcError::NotConnected));
 }
 
 #[actix_rt::test]

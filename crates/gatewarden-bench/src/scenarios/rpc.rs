@@ -1,12 +1,13 @@
-//! Scenario `rpc`: echo throughput and latency through `Addr<Supervisor>` at several in-flight
-//! counts, side by side with the raw awc client against the same sim in the same run.
+//! Scenario `rpc`: echo throughput and latency through both public RPC APIs
+//! (`Addr<Supervisor>::send(Rpc)` and an `RpcClient`) at several in-flight counts, side by side
+//! with the raw awc client against the same sim in the same run.
 
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::fixture::{options, Supervised, TOKEN};
-use crate::load::{actor_closed_loop, LoadSample};
+use crate::load::{actor_closed_loop, Api, LoadSample};
 use crate::raw::RawClient;
 use crate::scenarios::Plan;
 use crate::stats::median;
@@ -15,9 +16,15 @@ use crate::stats::median;
 #[derive(Debug, Clone, Serialize)]
 pub struct RpcLevel {
     pub in_flight: usize,
+    /// Through `Addr<Supervisor>::send(Rpc)`.
     pub actor: LoadSample,
+    /// Through an `RpcClient` (absent in results from before it existed).
+    #[serde(default)]
+    pub client: Option<LoadSample>,
     pub raw: LoadSample,
     pub rounds_actor: Vec<LoadSample>,
+    #[serde(default)]
+    pub rounds_client: Vec<LoadSample>,
     pub rounds_raw: Vec<LoadSample>,
 }
 
@@ -46,49 +53,82 @@ fn median_sample(in_flight: usize, samples: &[LoadSample]) -> LoadSample {
     }
 }
 
-/// Run it. Rounds alternate which client goes first, so a drift in machine load does not favour
-/// one side.
+/// Run it.
 pub async fn run(plan: &Plan) -> anyhow::Result<RpcResult> {
     let state_dir = tempfile::tempdir()?;
     let mut supervised = Supervised::new(options(state_dir.path(), &[])?);
     let outcome = async {
         let pid = supervised.start_running(Duration::from_secs(30)).await?.pid;
         let mut raw = RawClient::connect(supervised.port, TOKEN).await?;
-        // Warm both paths (allocator, socket buffers, the sim's JIT-free but cache-cold code).
+        let via_supervisor = Api::Supervisor(supervised.supervisor.clone());
+        let via_client = Api::Client(
+            supervised
+                .supervisor
+                .send(gatewarden::supervisor::GetRpcClient)
+                .await?,
+        );
+        let callers = plan.rpc_callers;
+        // Warm every path (allocator, socket buffers, the sim's JIT-free but cache-cold code).
         let warm = Duration::from_millis(if plan.smoke { 50 } else { 300 });
         raw.closed_loop(pid, 16, Duration::ZERO, warm).await?;
-        actor_closed_loop(&supervised.supervisor, pid, plan.rpc_callers, 16, Duration::ZERO, warm).await?;
+        actor_closed_loop(&via_supervisor, pid, callers, 16, Duration::ZERO, warm).await?;
+        actor_closed_loop(&via_client, pid, callers, 16, Duration::ZERO, warm).await?;
         let mut levels = Vec::new();
         for &in_flight in &plan.rpc_levels {
-            let mut rounds_actor = Vec::new();
-            let mut rounds_raw = Vec::new();
+            // [raw, supervisor, client]
+            let mut rounds: [Vec<LoadSample>; 3] = Default::default();
             for round in 0..plan.rpc_rounds {
                 let (warmup, measure) = (plan.rpc_warmup, plan.rpc_measure);
-                if round % 2 == 0 {
-                    rounds_raw.push(raw.closed_loop(pid, in_flight, warmup, measure).await?);
-                    rounds_actor.push(
-                        actor_closed_loop(&supervised.supervisor, pid, plan.rpc_callers, in_flight, warmup, measure).await?,
-                    );
-                } else {
-                    rounds_actor.push(
-                        actor_closed_loop(&supervised.supervisor, pid, plan.rpc_callers, in_flight, warmup, measure).await?,
-                    );
-                    rounds_raw.push(raw.closed_loop(pid, in_flight, warmup, measure).await?);
+                // Each round starts with a different client, so a drift in machine load does
+                // not favour one of them.
+                for turn in 0..3 {
+                    let which = (round + turn) % 3;
+                    let sample = match which {
+                        0 => raw.closed_loop(pid, in_flight, warmup, measure).await?,
+                        1 => {
+                            actor_closed_loop(
+                                &via_supervisor,
+                                pid,
+                                callers,
+                                in_flight,
+                                warmup,
+                                measure,
+                            )
+                            .await?
+                        }
+                        _ => {
+                            actor_closed_loop(&via_client, pid, callers, in_flight, warmup, measure)
+                                .await?
+                        }
+                    };
+                    rounds[which].push(sample);
                 }
             }
+            let [rounds_raw, rounds_actor, rounds_client] = rounds;
             let level = RpcLevel {
                 in_flight,
                 actor: median_sample(in_flight, &rounds_actor),
+                client: Some(median_sample(in_flight, &rounds_client)),
                 raw: median_sample(in_flight, &rounds_raw),
                 rounds_actor,
+                rounds_client,
                 rounds_raw,
             };
+            let show = |sample: &LoadSample| {
+                format!(
+                    "{:>9.0}/s p50 {:.3} p99 {:.3} cpu/call {:.2}+{:.2} us",
+                    sample.throughput_per_s,
+                    sample.p50_ms,
+                    sample.p99_ms,
+                    sample.client_cpu_us_per_call,
+                    sample.gateway_cpu_us_per_call
+                )
+            };
             eprintln!(
-                "  rpc {in_flight:>5} in flight: actor {:>9.0}/s p50 {:.3} p99 {:.3} cpu/call {:.2}+{:.2} us | raw {:>9.0}/s p50 {:.3} p99 {:.3} cpu/call {:.2}+{:.2} us",
-                level.actor.throughput_per_s, level.actor.p50_ms, level.actor.p99_ms,
-                level.actor.client_cpu_us_per_call, level.actor.gateway_cpu_us_per_call,
-                level.raw.throughput_per_s, level.raw.p50_ms, level.raw.p99_ms,
-                level.raw.client_cpu_us_per_call, level.raw.gateway_cpu_us_per_call
+                "  rpc {in_flight:>5} in flight: send {} | client {} | raw {}",
+                show(&level.actor),
+                level.client.as_ref().map(show).unwrap_or_default(),
+                show(&level.raw),
             );
             levels.push(level);
         }
