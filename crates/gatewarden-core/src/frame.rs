@@ -171,27 +171,49 @@ impl Inbound {
 }
 
 /// M1: the request frame `{"type":"req","id","method","params"}` (`params` omitted when `None`).
-///
-/// Serialised straight from borrowed parts: this runs once per RPC, and building a `Value` map
-/// first would deep-copy the params and allocate every key.
 pub fn encode_request(id: &str, method: &str, params: Option<&Value>) -> String {
-    #[derive(serde::Serialize)]
-    struct Request<'a> {
-        #[serde(rename = "type")]
-        frame_type: &'static str,
-        id: &'a str,
-        method: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        params: Option<&'a Value>,
+    let mut frame = Vec::with_capacity(64 + id.len() + method.len());
+    // Writing to a `Vec` cannot fail, and only JSON text is written.
+    let _ = write_request(&mut frame, id, method, params);
+    String::from_utf8(frame).unwrap_or_default()
+}
+
+/// M1: write the request frame of [`encode_request`] to `out`, byte for byte the same text.
+///
+/// This runs once per RPC, so the fixed parts of the envelope are written as they are and only
+/// the strings (escaped when they need it) and the params go through serde_json. The only errors
+/// are `out`'s own (none for a `Vec` or a `BytesMut` writer): serialising a `Value` cannot fail.
+pub fn write_request(
+    out: &mut impl std::io::Write,
+    id: &str,
+    method: &str,
+    params: Option<&Value>,
+) -> std::io::Result<()> {
+    out.write_all(br#"{"type":"req","id":"#)?;
+    write_json_string(out, id)?;
+    out.write_all(br#","method":"#)?;
+    write_json_string(out, method)?;
+    if let Some(params) = params {
+        out.write_all(br#","params":"#)?;
+        serde_json::to_writer(&mut *out, params)?;
     }
-    let request = Request {
-        frame_type: "req",
-        id,
-        method,
-        params,
-    };
-    // Serialising borrowed strings and a `Value` cannot fail (no maps with non-string keys).
-    serde_json::to_string(&request).unwrap_or_default()
+    out.write_all(b"}")
+}
+
+/// A JSON string literal, escaped exactly as serde_json escapes it.
+fn write_json_string(out: &mut impl std::io::Write, text: &str) -> std::io::Result<()> {
+    // serde_json escapes only `"`, `\` and control characters; ids and method names rarely have
+    // any, and then the text goes out as it is.
+    let plain = text
+        .bytes()
+        .all(|byte| byte >= 0x20 && byte != b'"' && byte != b'\\');
+    if plain {
+        out.write_all(b"\"")?;
+        out.write_all(text.as_bytes())?;
+        out.write_all(b"\"")
+    } else {
+        serde_json::to_writer(&mut *out, text).map_err(std::io::Error::from)
+    }
 }
 
 /// Decode with every reply id treated as pending: classification only. The dispatcher should
@@ -210,6 +232,61 @@ pub fn decode_inbound_for(text: &str, is_pending: impl Fn(&str) -> bool) -> Inbo
         return reply;
     }
     decode_inbound_full(text, is_pending)
+}
+
+/// M2, the hot path of a connection: the id and payload of a successful reply written the
+/// way gateways write one, `{"type":"res","id":"<id>","ok":true,"payload":<value>}` with no
+/// whitespace between the members (the gateway's and the simulator's `JSON.stringify` form).
+///
+/// Only the payload is parsed; the id is borrowed from `text`. `Some((id, payload))` promises
+/// that [`decode_inbound_for`] decodes `text` as `Response { id, outcome: Ok(payload) }` when
+/// `id` is pending; when it is not, the caller must decode the frame with
+/// [`decode_inbound_for`] (the reply then falls through, M2). Any other shape is `None`.
+pub fn decode_success_reply(text: &str) -> Option<(&str, Value)> {
+    const HEAD: &str = r#"{"type":"res","id":""#;
+    const MIDDLE: &str = r#"","ok":true,"payload":"#;
+    let rest = text.strip_prefix(HEAD)?;
+    let id_end = rest.find('"')?;
+    let (id, rest) = rest.split_at(id_end);
+    // An escape would make the JSON string differ from its text; a raw control character makes
+    // the frame invalid JSON.
+    if id.bytes().any(|byte| byte == b'\\' || byte < 0x20) {
+        return None;
+    }
+    let payload = rest.strip_prefix(MIDDLE)?.strip_suffix('}')?;
+    // Exactly one value (serde_json refuses trailing members), and not null: a null payload
+    // resolves with the whole frame.
+    let deep_enough_to_check = payload.len() >= 2 * DEEP_PAYLOAD_LEVELS;
+    let payload: Value = serde_json::from_str(payload).ok()?;
+    if payload.is_null() || (deep_enough_to_check && reaches_levels(&payload, DEEP_PAYLOAD_LEVELS))
+    {
+        return None;
+    }
+    Some((id, payload))
+}
+
+/// Payloads nested this deep are left to the full decode: parsed alone, a payload has one
+/// level less than inside its frame, so near serde_json's limit (128) the two parses could
+/// disagree. Reaching it takes at least twice as many bytes (each level opens and closes).
+const DEEP_PAYLOAD_LEVELS: usize = 100;
+
+/// Whether `value` has at least `levels` levels of arrays and objects, one inside the other.
+fn reaches_levels(value: &Value, levels: usize) -> bool {
+    if levels == 0 {
+        return true;
+    }
+    match value {
+        Value::Array(items) => {
+            levels == 1 || items.iter().any(|item| reaches_levels(item, levels - 1))
+        }
+        Value::Object(members) => {
+            levels == 1
+                || members
+                    .values()
+                    .any(|member| reaches_levels(member, levels - 1))
+        }
+        _ => false,
+    }
 }
 
 /// The fast path of [`decode_inbound_for`] for the commonest frame, a successful reply to a
@@ -1372,6 +1449,185 @@ mod tests {
                 decode_inbound_full(&text, is_pending),
                 "{}", text
             );
+        }
+    }
+
+    /// The frame serde_json makes of the same four members, in the same order: what
+    /// [`write_request`] must match byte for byte.
+    fn serde_request(id: &str, method: &str, params: Option<&Value>) -> String {
+        #[derive(serde::Serialize)]
+        struct Request<'a> {
+            #[serde(rename = "type")]
+            frame_type: &'static str,
+            id: &'a str,
+            method: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            params: Option<&'a Value>,
+        }
+        serde_json::to_string(&Request {
+            frame_type: "req",
+            id,
+            method,
+            params,
+        })
+        .unwrap()
+    }
+
+    /// Text with the characters JSON escapes (quote, backslash, controls) well represented.
+    fn json_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z0-9.\\-]{0,12}",
+            "[a-z\"\\\\\\x00-\\x1f\\x7fé✓]{0,12}",
+            any::<String>(),
+        ]
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            json_text().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(json_text(), inner, 0..4)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    #[test]
+    fn m1_the_request_writer_escapes_like_serde_json() {
+        for text in [
+            "",
+            "plain",
+            "q\"uote",
+            "back\\slash",
+            "nl\n",
+            "\u{1}",
+            "\u{7f}",
+            "é✓",
+        ] {
+            assert_eq!(
+                encode_request(text, text, None),
+                serde_request(text, text, None),
+                "{text:?}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn m1_the_request_writer_matches_serde_json_byte_for_byte(
+            id in json_text(),
+            method in json_text(),
+            params in proptest::option::of(json_value()),
+        ) {
+            prop_assert_eq!(
+                encode_request(&id, &method, params.as_ref()),
+                serde_request(&id, &method, params.as_ref())
+            );
+        }
+    }
+
+    /// What the full decode makes of `text` when exactly `id` is pending.
+    fn full_decode_with_pending(text: &str, id: &str) -> Inbound {
+        decode_inbound_full(text, |other| other == id)
+    }
+
+    #[test]
+    fn m2_the_success_reply_hot_path_reads_the_gateways_form() {
+        let text = r#"{"type":"res","id":"a-1","ok":true,"payload":{"n":1}}"#;
+        let (id, payload) = decode_success_reply(text).expect("the compact form is read");
+        assert_eq!((id, &payload), ("a-1", &json!({"n": 1})));
+        assert_eq!(
+            full_decode_with_pending(text, id),
+            Inbound::Response {
+                id: id.to_string(),
+                outcome: Ok(payload)
+            }
+        );
+        for other in [
+            // ok false, an error, a null payload, no payload, another order, whitespace,
+            // trailing members, an escaped id, not JSON at all.
+            r#"{"type":"res","id":"a-1","ok":false,"payload":{"n":1}}"#,
+            r#"{"type":"res","id":"a-1","ok":true,"payload":{"n":1},"error":{"message":"x"}}"#,
+            r#"{"type":"res","id":"a-1","ok":true,"payload":null}"#,
+            r#"{"type":"res","id":"a-1","ok":true}"#,
+            r#"{"id":"a-1","type":"res","ok":true,"payload":1}"#,
+            r#"{"type": "res","id":"a-1","ok":true,"payload":1}"#,
+            r#"{"type":"res","id":"a-1","ok":true,"payload":1,"payload":2}"#,
+            r#"{"type":"res","id":"a\u002d1","ok":true,"payload":1}"#,
+            r#"{"type":"res","id":"a-1","ok":true,"payload":1}}"#,
+            r#"{"type":"res","id":"a-1","ok":true,"payload":}"#,
+        ] {
+            assert_eq!(decode_success_reply(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn m2_the_success_reply_hot_path_leaves_payloads_near_the_depth_limit_to_the_full_decode() {
+        for levels in [99, 100, 126, 127, 128, 129] {
+            let payload = format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+            let text = format!(r#"{{"type":"res","id":"a","ok":true,"payload":{payload}}}"#);
+            match decode_success_reply(&text) {
+                Some((id, payload)) => assert_eq!(
+                    full_decode_with_pending(&text, id),
+                    Inbound::Response {
+                        id: id.to_string(),
+                        outcome: Ok(payload)
+                    },
+                    "{levels} levels"
+                ),
+                None => assert!(levels >= DEEP_PAYLOAD_LEVELS, "{levels} levels not read"),
+            }
+        }
+    }
+
+    /// Ways to write a reply around an id and a payload, the gateway's own form first.
+    fn reply_text(id: &str, payload: &str, form: u8) -> String {
+        match form {
+            0 => format!(r#"{{"type":"res","id":"{id}","ok":true,"payload":{payload}}}"#),
+            1 => format!(r#"{{"type":"res","id":"{id}","ok":true,"payload":{payload} }}"#),
+            2 => format!(r#"{{"type":"res","id":"{id}","ok":true,"payload":{payload},"x":1}}"#),
+            3 => format!(r#"{{"type":"res","id":"{id}","ok":false,"payload":{payload}}}"#),
+            4 => format!(r#"{{"type":"res","id":"{id}","ok":true,"payload":{payload}}} "#),
+            _ => format!(r#"{{"type":"res","id":"{id}","ok":true,"payload":{payload}"#),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn m2_the_success_reply_hot_path_agrees_with_the_full_decode(
+            id in json_text(),
+            payload in json_value(),
+            spliced in "[\\]\\[{}\",:a-z0-9 ]{0,6}",
+            form in 0u8..6,
+        ) {
+            // Raw ids (with quotes, backslashes and controls as they come) and payloads with
+            // stray JSON text after them, so the reader sees broken frames too.
+            let payload_text = if spliced.is_empty() {
+                payload.to_string()
+            } else {
+                format!("{payload}{spliced}")
+            };
+            let text = reply_text(&id, &payload_text, form);
+            let read = decode_success_reply(&text);
+            if let Some((read_id, read_payload)) = &read {
+                prop_assert_eq!(
+                    full_decode_with_pending(&text, read_id),
+                    Inbound::Response { id: read_id.to_string(), outcome: Ok(read_payload.clone()) },
+                    "{}", text
+                );
+            }
+            // The gateway's own form of a plain id and a non-null payload is always read.
+            let plain_id = id.bytes().all(|byte| byte >= 0x20 && byte != b'"' && byte != b'\\');
+            if form == 0 && spliced.is_empty() && plain_id && !payload.is_null() {
+                prop_assert_eq!(read, Some((id.as_str(), payload)), "{}", text);
+            }
         }
     }
 

@@ -40,6 +40,17 @@ pub fn frame(data: &[u8]) {
         frame::decode_inbound_full(text, is_pending),
         "the reply fast path disagrees with the full decode"
     );
+    // M2: the connection's hot path for successful replies reads what the full decode reads.
+    if let Some((id, payload)) = frame::decode_success_reply(text) {
+        assert_eq!(
+            frame::decode_inbound_full(text, |other| other == id),
+            Inbound::Response {
+                id: id.to_string(),
+                outcome: Ok(payload)
+            },
+            "the success-reply hot path disagrees with the full decode"
+        );
+    }
     match &inbound {
         Inbound::Response { id, outcome } | Inbound::LegacyResponse { id, outcome } => {
             assert!(
