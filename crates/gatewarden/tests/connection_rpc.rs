@@ -130,6 +130,24 @@ async fn m1_rpc_timeout_answers_once() {
     );
 }
 
+/// M1: a call's time limit counts from when it was made. The connection reads the clock once
+/// per batch of calls; a batch long gone must not lend its time to a later call.
+#[actix_rt::test]
+async fn m1_a_deadline_counts_from_its_own_call_not_from_an_earlier_batch() {
+    let (_sim, listening) = start_sim(&[]);
+    let (connection, mut reports) = start_connection(config_for(listening.port));
+    open(&connection, &mut reports, 1).await;
+    assert_eq!(
+        rpc(&connection, "echo", Some(json!(1)), 10_000).await,
+        Ok(json!(1))
+    );
+    // Longer than the next call's limit: counted from the first call, that limit would be
+    // over before the second call is even made.
+    actix_rt::time::sleep(Duration::from_millis(1_200)).await;
+    let answer = rpc(&connection, "sleep", Some(json!({"ms": 300})), 1_000).await;
+    assert!(answer.is_ok(), "{answer:?}");
+}
+
 #[actix_rt::test]
 async fn m1_many_rpcs_in_flight_all_answered_once() {
     const CALLS: usize = 2_000;

@@ -46,7 +46,8 @@ use bytes::Bytes;
 use gatewarden_core::config::ConnectConfig;
 use gatewarden_core::error::StartFailure;
 use gatewarden_core::frame::{
-    decode_inbound_for, encode_request, ClientInfo, Dispatch, HelloOk, Inbound, SUPERVISOR_SCOPES,
+    decode_inbound_for, decode_success_reply, write_request, ClientInfo, Dispatch, HelloOk,
+    Inbound, SUPERVISOR_SCOPES,
 };
 use gatewarden_core::health::RpcFailureKind;
 use gatewarden_core::machine::{Handshake, ReadySource};
@@ -374,7 +375,13 @@ impl SocketIo {
     ) -> bool {
         let result = match &mut actor.link {
             Link::Open(link) if link.connection == self.connection => {
-                link.io_waker = Some(task.waker().clone());
+                if !link
+                    .io_waker
+                    .as_ref()
+                    .is_some_and(|waker| waker.will_wake(task.waker()))
+                {
+                    link.io_waker = Some(task.waker().clone());
+                }
                 self.pump_writes(link, task)
             }
             _ => return false,
@@ -401,6 +408,8 @@ impl ActorFuture<ConnectionActor> for SocketIo {
         use futures_util::Stream as _;
         use std::task::Poll;
         let this = self.get_mut();
+        // The mailbox batch before this poll is over (see `ConnectionActor::call_now_ms`).
+        actor.call_clock_ms = None;
         if !this.write_or_drop(actor, ctx, task) {
             return Poll::Ready(());
         }
@@ -498,7 +507,17 @@ pub struct ConnectionActor {
     life_timer: Option<SpawnHandle>,
     /// M6: successes answered but not yet reported (see [`ConnectionReport::RpcsSucceeded`]).
     unreported_successes: u64,
+    /// The clock as read for the calls of the current mailbox batch (see [`Self::call_now_ms`]).
+    call_clock_ms: Option<u64>,
+    /// Request frames are written here and split off, so many frames share one allocation.
+    frames: bytes::BytesMut,
 }
+
+/// How much room [`ConnectionActor::frames`] is given when it runs low: enough for hundreds of
+/// ordinary request frames (a buffer size, not a behaviour: frames of any size are written).
+const FRAME_BUFFER_BYTES: usize = 64 * 1024;
+/// Below this much room left, the frame buffer is refilled before a request is written.
+const FRAME_BUFFER_LOW: usize = 1024;
 
 impl ConnectionActor {
     /// A connection actor that reports to `reports`.
@@ -516,11 +535,52 @@ impl ConnectionActor {
             last_life_report: None,
             life_timer: None,
             unreported_successes: 0,
+            call_clock_ms: None,
+            frames: bytes::BytesMut::new(),
         }
     }
 
     fn now_ms(&self) -> u64 {
         u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The clock for the deadlines of calls: read once per batch of calls taken from the
+    /// mailbox. The socket's I/O future, which the context polls right after every mailbox
+    /// batch, forgets it (as do a socket opening or closing), so a deadline is never counted
+    /// from a time older than the batch its call arrived in.
+    fn call_now_ms(&mut self) -> u64 {
+        match self.call_clock_ms {
+            Some(now) => now,
+            None => {
+                let now = self.now_ms();
+                self.call_clock_ms = Some(now);
+                now
+            }
+        }
+    }
+
+    /// M1: the request frame of one call, split off the shared frame buffer.
+    fn request_frame(
+        &mut self,
+        id: RequestId,
+        method: &str,
+        params: Option<&Value>,
+    ) -> Result<bytestring::ByteString, String> {
+        use bytes::BufMut as _;
+        if self.frames.capacity() - self.frames.len() < FRAME_BUFFER_LOW {
+            // Takes back the old allocation when every frame cut from it is gone.
+            self.frames.reserve(FRAME_BUFFER_BYTES);
+        }
+        let written = write_request(
+            &mut (&mut self.frames).writer(),
+            id.encode(&mut [0; RequestId::LEN]),
+            method,
+            params,
+        );
+        let frame = self.frames.split().freeze();
+        written.map_err(|error| format!("encoding the request: {error}"))?;
+        bytestring::ByteString::try_from(frame)
+            .map_err(|_| "encoding the request: not UTF-8".to_string())
     }
 
     fn report(&self, report: ConnectionReport) {
@@ -637,6 +697,7 @@ impl ConnectionActor {
             batch: self.config.read_batch.max(1),
         });
         self.last_life_report = None;
+        self.call_clock_ms = None;
         self.link = Link::Open(Box::new(OpenLink {
             epoch,
             connection,
@@ -654,6 +715,7 @@ impl ConnectionActor {
     /// Drop whatever socket there is. An open one reports `Closed { code }` and fails every
     /// pending RPC with `error`; a handshake in progress is cancelled silently.
     fn drop_link(&mut self, code: Option<u16>, error: RpcError, ctx: &mut Context<Self>) {
+        self.call_clock_ms = None;
         match std::mem::replace(&mut self.link, Link::Idle) {
             Link::Idle => {}
             Link::Handshaking { handle, .. } => {
@@ -803,6 +865,17 @@ impl ConnectionActor {
     }
 
     fn handle_text(&mut self, text: &str, ctx: &mut Context<Self>) {
+        // M2, the commonest frame first: a successful reply in the gateway's own form, read
+        // without building the frame around its payload. Not ours (late, or unknown): the full
+        // decode below decides what it is.
+        if let Some((id, payload)) = decode_success_reply(text) {
+            let resolved = RequestId::parse(id).and_then(|id| self.pending.resolve(&id));
+            if let Some((method, waiter)) = resolved {
+                self.finish_rpc(method, waiter, Ok(payload));
+                self.disarm_rpc_timer_if_idle(ctx);
+                return;
+            }
+        }
         let pending = &self.pending;
         let inbound = decode_inbound_for(text, |id| {
             RequestId::parse(id).is_some_and(|id| pending.contains(&id))
@@ -999,11 +1072,6 @@ impl ConnectionActor {
             return;
         }
         let id = RequestId::from_u128(uuid::Uuid::new_v4().as_u128());
-        let frame = encode_request(
-            id.encode(&mut [0; RequestId::LEN]),
-            &method,
-            params.as_ref(),
-        );
         if self.pending.contains(&id) {
             // Two equal v4 UUIDs: practically impossible, but never leave a caller hanging.
             let error = RpcError::SendFailed {
@@ -1012,12 +1080,19 @@ impl ConnectionActor {
             self.finish_rpc(method, waiter, Err(error));
             return;
         }
-        let deadline = self.now_ms().saturating_add(timeout_ms);
+        let frame = match self.request_frame(id, &method, params.as_ref()) {
+            Ok(frame) => frame,
+            Err(reason) => {
+                self.finish_rpc(method, waiter, Err(RpcError::SendFailed { reason }));
+                return;
+            }
+        };
+        let deadline = self.call_now_ms().saturating_add(timeout_ms);
         // Cannot be refused: the id was checked just above.
         let _ = self.pending.insert(id, method, deadline, waiter);
         // Checked at the top that the link is open; nothing in between closes it.
         self.queue_frame(Outbound {
-            message: WsMessage::Text(frame.into()),
+            message: WsMessage::Text(frame),
             rpc_id: Some(id),
         });
         self.arm_rpc_timer(ctx);
