@@ -7,7 +7,7 @@
 
 use std::borrow::Borrow;
 use std::collections::hash_map::RandomState;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 
@@ -93,8 +93,31 @@ struct Entry<W> {
     /// Tie-breaker in the deadline index: calls with the same deadline stay distinct (and expire
     /// in the order they were made).
     seq: u64,
+    /// Which part of the deadline index holds it.
+    slot: Slot,
     waiter: W,
 }
+
+/// Where a call's deadline is indexed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// In the queue, at this ordinal (its position plus the queue's base).
+    Queued(u64),
+    /// In the sorted set.
+    Sorted,
+}
+
+/// One place in the deadline queue; a resolved call leaves its place dead until it is dropped.
+#[derive(Debug)]
+struct Queued<K> {
+    deadline_ms: u64,
+    seq: u64,
+    key: K,
+    live: bool,
+}
+
+/// Dead places the queue may hold beyond as many as it has live ones, before it is compacted.
+const QUEUE_SLACK: usize = 1024;
 
 /// The id of one request: a random (v4) UUID held as 128 bits, written and read in the
 /// hyphenated lowercase form (`8-4-4-4-12` hex digits) the gateway echoes back.
@@ -173,16 +196,30 @@ pub type RequestIdHashing = BuildHasherDefault<RequestIdHasher>;
 
 /// M1: the pending calls of one connection, with one deadline index for all of them.
 ///
-/// Invariant: every entry has exactly one key in the deadline index and every key points at an
-/// entry, so [`PendingRpcs::next_deadline`] is the earliest deadline of a waiting call and the
-/// caller needs a single timer for all calls (quinn's `poll_timeout` pattern).
+/// Invariant: every entry has exactly one place in the deadline index and every live place
+/// points at an entry, so [`PendingRpcs::next_deadline`] is the earliest deadline of a waiting
+/// call and the caller needs a single timer for all calls (quinn's `poll_timeout` pattern).
+///
+/// The index has two parts. Calls usually share one timeout, so a new call's deadline is
+/// rarely before the newest one's: those go to a queue, ordered by (deadline, seq) because they
+/// arrive in that order, in and out in O(1). A call resolved before it reaches the front leaves
+/// a dead place behind; dead places are dropped when they reach the front, and the queue is
+/// compacted when they outnumber the live ones (plus a slack), so it never holds more than about
+/// twice the calls waiting. Any other call goes to a sorted set.
 ///
 /// Keys are `K` (text ids by default; the connection uses [`RequestId`]), hashed by `S`.
 #[derive(Debug)]
 pub struct PendingRpcs<W, K = String, S = RandomState> {
     entries: HashMap<K, Entry<W>, S>,
-    deadlines: BTreeMap<(u64, u64), K>,
+    queue: VecDeque<Queued<K>>,
+    /// The ordinal of the queue's front place.
+    queue_base: u64,
+    /// Live places in the queue.
+    queue_live: usize,
+    sorted: BTreeMap<(u64, u64), K>,
     next_seq: u64,
+    /// [`QUEUE_SLACK`], lowered by the tests to exercise compaction.
+    queue_slack: usize,
 }
 
 impl<W> PendingRpcs<W> {
@@ -203,8 +240,12 @@ impl<W, K: Hash + Eq + Clone, S: BuildHasher + Default> PendingRpcs<W, K, S> {
     pub fn empty() -> Self {
         PendingRpcs {
             entries: HashMap::default(),
-            deadlines: BTreeMap::new(),
+            queue: VecDeque::new(),
+            queue_base: 0,
+            queue_live: 0,
+            sorted: BTreeMap::new(),
             next_seq: 0,
+            queue_slack: QUEUE_SLACK,
         }
     }
 
@@ -212,18 +253,35 @@ impl<W, K: Hash + Eq + Clone, S: BuildHasher + Default> PendingRpcs<W, K, S> {
     /// (`Err(waiter)`), because replacing the earlier entry would leave that call unanswered.
     /// Ids are UUIDs, so this only happens on a caller bug; the caller should fail the new call.
     pub fn insert(&mut self, id: K, method: String, deadline_ms: u64, waiter: W) -> Result<(), W> {
-        use std::collections::hash_map::Entry as Slot;
+        use std::collections::hash_map::Entry as Place;
         let seq = self.next_seq;
         match self.entries.entry(id) {
-            Slot::Occupied(_) => Err(waiter),
-            Slot::Vacant(slot) => {
+            Place::Occupied(_) => Err(waiter),
+            Place::Vacant(place) => {
                 self.next_seq = self.next_seq.wrapping_add(1);
-                self.deadlines
-                    .insert((deadline_ms, seq), slot.key().clone());
-                slot.insert(Entry {
+                let in_order = self
+                    .queue
+                    .back()
+                    .is_none_or(|newest| deadline_ms >= newest.deadline_ms);
+                let slot = if in_order {
+                    let ordinal = self.queue_base + self.queue.len() as u64;
+                    self.queue.push_back(Queued {
+                        deadline_ms,
+                        seq,
+                        key: place.key().clone(),
+                        live: true,
+                    });
+                    self.queue_live += 1;
+                    Slot::Queued(ordinal)
+                } else {
+                    self.sorted.insert((deadline_ms, seq), place.key().clone());
+                    Slot::Sorted
+                };
+                place.insert(Entry {
                     method,
                     deadline_ms,
                     seq,
+                    slot,
                     waiter,
                 });
                 Ok(())
@@ -239,29 +297,89 @@ impl<W, K: Hash + Eq + Clone, S: BuildHasher + Default> PendingRpcs<W, K, S> {
         Q: Hash + Eq + ?Sized,
     {
         let entry = self.entries.remove(id)?;
-        self.deadlines.remove(&(entry.deadline_ms, entry.seq));
+        match entry.slot {
+            Slot::Sorted => {
+                self.sorted.remove(&(entry.deadline_ms, entry.seq));
+            }
+            Slot::Queued(ordinal) => {
+                let index = ordinal
+                    .checked_sub(self.queue_base)
+                    .and_then(|index| usize::try_from(index).ok());
+                if let Some(place) = index.and_then(|index| self.queue.get_mut(index)) {
+                    place.live = false;
+                    self.queue_live -= 1;
+                }
+                self.tidy_queue();
+            }
+        }
         Some((entry.method, entry.waiter))
+    }
+
+    /// Drop dead places from the front, and compact the queue when dead places outnumber the
+    /// live ones by more than the slack. Afterwards the front place, if any, is live.
+    fn tidy_queue(&mut self) {
+        while self.queue.front().is_some_and(|place| !place.live) {
+            self.queue.pop_front();
+            self.queue_base += 1;
+        }
+        if self.queue.len() > 2 * self.queue_live + self.queue_slack {
+            let places = std::mem::take(&mut self.queue);
+            self.queue = VecDeque::with_capacity(self.queue_live);
+            for place in places.into_iter().filter(|place| place.live) {
+                let ordinal = self.queue_base + self.queue.len() as u64;
+                if let Some(entry) = self.entries.get_mut(&place.key) {
+                    entry.slot = Slot::Queued(ordinal);
+                }
+                self.queue.push_back(place);
+            }
+        }
+    }
+
+    /// The earliest of the two parts of the index: `Some(true)` for the queue's front, `Some(false)`
+    /// for the sorted set's first, with its (deadline, seq).
+    fn earliest(&self) -> Option<(bool, (u64, u64))> {
+        let queued = self
+            .queue
+            .front()
+            .map(|place| (place.deadline_ms, place.seq));
+        let sorted = self.sorted.first_key_value().map(|(&at, _)| at);
+        match (queued, sorted) {
+            (Some(queued), Some(sorted)) if sorted < queued => Some((false, sorted)),
+            (Some(queued), _) => Some((true, queued)),
+            (None, Some(sorted)) => Some((false, sorted)),
+            (None, None) => None,
+        }
+    }
+
+    /// Take out the call with the earliest deadline (from the part `earliest` named).
+    fn take_earliest(&mut self, from_queue: bool) -> Option<(K, String, W)> {
+        let key = if from_queue {
+            let place = self.queue.pop_front()?;
+            self.queue_base += 1;
+            self.queue_live -= 1;
+            self.tidy_queue();
+            place.key
+        } else {
+            self.sorted.pop_first()?.1
+        };
+        let call = self.entries.remove(&key)?;
+        Some((key, call.method, call.waiter))
     }
 
     /// The earliest deadline of a waiting call: arm one timer for it.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.deadlines
-            .first_key_value()
-            .map(|(&(deadline_ms, _), _)| deadline_ms)
+        self.earliest().map(|(_, (deadline_ms, _))| deadline_ms)
     }
 
     /// M1: take out every call whose deadline is at or before `now_ms`, earliest first, as
     /// `(id, method, waiter)`. Answer each with [`RpcError::Timeout`].
     pub fn expire(&mut self, now_ms: u64) -> Vec<(K, String, W)> {
         let mut expired = Vec::new();
-        while let Some(entry) = self.deadlines.first_entry() {
-            if entry.key().0 > now_ms {
+        while let Some((from_queue, (deadline_ms, _))) = self.earliest() {
+            if deadline_ms > now_ms {
                 break;
             }
-            let id = entry.remove();
-            if let Some(call) = self.entries.remove(&id) {
-                expired.push((id, call.method, call.waiter));
-            }
+            expired.extend(self.take_earliest(from_queue));
         }
         expired
     }
@@ -269,12 +387,9 @@ impl<W, K: Hash + Eq + Clone, S: BuildHasher + Default> PendingRpcs<W, K, S> {
     /// T5: take out every call, earliest deadline first (answer each with
     /// [`RpcError::Stopped`]).
     pub fn drain_all(&mut self) -> Vec<(K, String, W)> {
-        let deadlines = std::mem::take(&mut self.deadlines);
-        let mut drained = Vec::with_capacity(deadlines.len());
-        for id in deadlines.into_values() {
-            if let Some(call) = self.entries.remove(&id) {
-                drained.push((id, call.method, call.waiter));
-            }
+        let mut drained = Vec::with_capacity(self.entries.len());
+        while let Some((from_queue, _)) = self.earliest() {
+            drained.extend(self.take_earliest(from_queue));
         }
         // Unreachable while the invariant holds; kept so a broken invariant cannot leak waiters.
         drained.extend(
@@ -472,10 +587,51 @@ mod tests {
         ]
     }
 
-    proptest! {
-        #[test]
-        fn m1_every_call_is_answered_exactly_once(ops in proptest::collection::vec(op(), 0..200)) {
+    /// The deadline index agrees with the entries, both ways (the table's invariant).
+    fn assert_index_matches_entries<
+        W,
+        K: Hash + Eq + Clone + fmt::Debug,
+        S: BuildHasher + Default,
+    >(
+        pending: &PendingRpcs<W, K, S>,
+    ) {
+        let live: Vec<&Queued<K>> = pending.queue.iter().filter(|place| place.live).collect();
+        assert_eq!(live.len(), pending.queue_live, "live places miscounted");
+        assert_eq!(live.len() + pending.sorted.len(), pending.entries.len());
+        assert!(
+            pending.queue.front().is_none_or(|place| place.live),
+            "dead front"
+        );
+        assert!(pending.queue.len() <= 2 * pending.queue_live + pending.queue_slack);
+        let order: Vec<(u64, u64)> = pending
+            .queue
+            .iter()
+            .map(|place| (place.deadline_ms, place.seq))
+            .collect();
+        assert!(
+            order.windows(2).all(|pair| pair[0] <= pair[1]),
+            "queue out of order"
+        );
+        for (key, entry) in &pending.entries {
+            let at = (entry.deadline_ms, entry.seq);
+            match entry.slot {
+                Slot::Queued(ordinal) => {
+                    let place = &pending.queue[(ordinal - pending.queue_base) as usize];
+                    assert!(place.live && &place.key == key);
+                    assert_eq!((place.deadline_ms, place.seq), at);
+                }
+                Slot::Sorted => assert_eq!(pending.sorted.get(&at), Some(key)),
+            }
+        }
+    }
+
+    /// The model run of `ops`: deadlines as drawn, or (`in_order`) never before the previous
+    /// one's, as when every call has the same timeout.
+    fn run_model(ops: Vec<Op>, in_order: bool, queue_slack: usize) -> Result<(), TestCaseError> {
+        {
             let mut pending: PendingRpcs<u64> = PendingRpcs::new();
+            pending.queue_slack = queue_slack;
+            let mut latest = 0u64;
             let mut next_waiter = 0u64;
             let mut accepted: HashSet<u64> = HashSet::new();
             let mut answered: Vec<u64> = Vec::new();
@@ -483,6 +639,12 @@ mod tests {
             for op in ops {
                 match op {
                     Op::Insert(id, deadline) => {
+                        let deadline = if in_order {
+                            latest += deadline % 3;
+                            latest
+                        } else {
+                            deadline
+                        };
                         let waiter = next_waiter;
                         next_waiter += 1;
                         let id = id.to_string();
@@ -519,13 +681,29 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(pending.len(), deadlines.len());
-                prop_assert_eq!(pending.deadlines.len(), pending.entries.len());
+                assert_index_matches_entries(&pending);
                 prop_assert_eq!(pending.next_deadline(), deadlines.values().min().copied());
             }
             answered.extend(pending.drain_all().into_iter().map(|(.., w)| w));
             let unique: HashSet<u64> = answered.iter().copied().collect();
             prop_assert_eq!(unique.len(), answered.len(), "a waiter was answered twice");
             prop_assert_eq!(unique, accepted, "a waiter was never answered");
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn m1_every_call_is_answered_exactly_once(ops in proptest::collection::vec(op(), 0..200)) {
+            run_model(ops, false, QUEUE_SLACK)?;
+        }
+
+        #[test]
+        fn m1_every_call_is_answered_exactly_once_with_one_timeout_for_all(
+            ops in proptest::collection::vec(op(), 0..300),
+            queue_slack in 0usize..4,
+        ) {
+            run_model(ops, true, queue_slack)?;
         }
     }
 }
