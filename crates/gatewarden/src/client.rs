@@ -14,7 +14,11 @@
 //!   supervisor's `rpc.default_timeout_ms` unless the call sets one), a transport failure, or
 //!   [`RpcError::Stopped`] when the supervisor or its connection actor is gone.
 //!
-//! The client holds weak addresses: it never keeps a stopped supervisor's actors alive.
+//! The client holds the connection actor's address, so a call costs no upgrade of a weak
+//! address (two allocations in actix). It never keeps a stopped supervisor's actors running:
+//! the supervisor retires its connection actor when it stops ([`crate::connection::Retire`]),
+//! and calls to a retired actor are answered [`RpcError::Stopped`]. The supervisor itself is
+//! only held weakly.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use actix::{Message, WeakAddr, WeakRecipient};
+use actix::{Addr, Message, WeakRecipient};
 use gatewarden_core::rpc::RpcError;
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -59,7 +63,7 @@ pub(crate) struct RpcRefused {
 #[derive(Clone)]
 pub struct RpcClient {
     /// `None` only for a client asked of a supervisor that had no connection actor.
-    connection: Option<WeakAddr<ConnectionActor>>,
+    connection: Option<Addr<ConnectionActor>>,
     supervisor: WeakRecipient<RpcRefused>,
     gate: Arc<RpcGate>,
     default_timeout_ms: u64,
@@ -76,7 +80,7 @@ impl std::fmt::Debug for RpcClient {
 
 impl RpcClient {
     pub(crate) fn new(
-        connection: Option<WeakAddr<ConnectionActor>>,
+        connection: Option<Addr<ConnectionActor>>,
         supervisor: WeakRecipient<RpcRefused>,
         gate: Arc<RpcGate>,
         default_timeout_ms: u64,
@@ -100,13 +104,14 @@ impl RpcClient {
             supervisor.do_send(RpcRefused { method: rpc.method });
             return RpcCall::answered(Err(RpcError::NotConnected));
         }
-        let Some(connection) = self.connection.as_ref().and_then(WeakAddr::upgrade) else {
+        let Some(connection) = &self.connection else {
             return RpcCall::answered(Err(RpcError::Stopped));
         };
         let (reply, answer) = oneshot::channel();
         // `do_send` never waits for mailbox room (the callers' own awaits bound what is in
-        // flight). If the connection actor has stopped, `reply` is dropped with the message and
-        // the call is answered `Stopped`.
+        // flight). If the connection actor has stopped (retired, or its arbiter is gone), its
+        // mailbox is closed: `reply` is dropped with the message and the call is answered
+        // `Stopped`.
         connection.do_send(Call {
             method: rpc.method,
             params: rpc.params,
@@ -180,6 +185,17 @@ mod tests {
         }
     }
 
+    impl Handler<crate::connection::ConnectionReport> for Recorder {
+        type Result = ();
+
+        fn handle(
+            &mut self,
+            _message: crate::connection::ConnectionReport,
+            _ctx: &mut Self::Context,
+        ) {
+        }
+    }
+
     fn echo() -> Rpc {
         Rpc {
             method: "echo".into(),
@@ -208,6 +224,39 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(refused.load(Ordering::SeqCst), 2);
+    }
+
+    /// The client holds a strong address; a retired connection actor must still answer its calls
+    /// `Stopped` (not leave them to a live actor that no longer belongs to a supervisor).
+    #[actix_rt::test]
+    async fn m1_calls_to_a_retired_connection_actor_are_answered_stopped() {
+        let recorder = Recorder(Arc::new(AtomicUsize::new(0))).start();
+        let connection = crate::connection::ConnectionActor::new(
+            crate::connection::ConnectionConfig::default(),
+            recorder.clone().recipient(),
+        )
+        .start();
+        let gate = Arc::new(RpcGate::default());
+        gate.set_connected(true);
+        let client = RpcClient::new(
+            Some(connection.clone()),
+            recorder.downgrade().recipient(),
+            gate,
+            30_000,
+        );
+        // Never opened: the actor itself answers.
+        assert_eq!(client.call(echo()).await, Err(RpcError::NotConnected));
+        connection.send(crate::connection::Retire).await.unwrap();
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while connection.connected() {
+                tokio::task::yield_now().await;
+            }
+        });
+        assert!(
+            closed.await.is_ok(),
+            "a retired actor keeps its mailbox open"
+        );
+        assert_eq!(client.call(echo()).await, Err(RpcError::Stopped));
     }
 
     #[actix_rt::test]

@@ -978,6 +978,10 @@ impl Actor for Supervisor {
         if let Some(process) = &self.process {
             process.do_send(ForceKill);
         }
+        // RpcClients hold the connection actor's address; without this it would outlive us.
+        if let Some(connection) = &self.connection {
+            connection.do_send(connection::Retire);
+        }
         Running::Stop
     }
 }
@@ -1239,10 +1243,7 @@ impl Handler<GetRpcClient> for Supervisor {
 
     fn handle(&mut self, _message: GetRpcClient, ctx: &mut Self::Context) -> Self::Result {
         // Always there once the supervisor has started, which it has when it handles messages.
-        let connection = self
-            .connection
-            .as_ref()
-            .map(|connection| connection.downgrade());
+        let connection = self.connection.as_deref().cloned();
         MessageResult(RpcClient::new(
             connection,
             ctx.address().downgrade().recipient(),

@@ -188,6 +188,14 @@ pub struct Close {
     pub reason: CloseReason,
 }
 
+/// Stop the actor for good: the socket is dropped and every pending RPC answered
+/// [`RpcError::Stopped`]; calls sent after it are answered `Stopped` too (its mailbox is
+/// closed). The supervisor sends it when it stops, so an [`crate::client::RpcClient`]'s address
+/// never keeps the actor running.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
 /// H1: send a WebSocket ping if the socket is open.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
@@ -1029,6 +1037,15 @@ impl Handler<Close> for ConnectionActor {
             CloseReason::Lost => RpcError::NotConnected,
         };
         self.drop_link(None, error, ctx);
+    }
+}
+
+impl Handler<Retire> for ConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, _message: Retire, ctx: &mut Self::Context) {
+        // `stopped` drops the link and answers what is pending.
+        ctx.stop();
     }
 }
 
