@@ -64,6 +64,11 @@ struct Cli {
     /// Length of each measured RPC window in ms (default 2000, 1000 with --quick).
     #[arg(long)]
     rpc_measure_ms: Option<u64>,
+    /// Rounds per RPC level (default 3, 2 with --quick). Each round measures every client once,
+    /// starting with a different one; more, shorter rounds give steadier ratios on a noisy
+    /// machine.
+    #[arg(long)]
+    rpc_rounds: Option<usize>,
     /// How the actor-path RPC load is issued: one task per call in flight, or one task with a
     /// FuturesUnordered (see docs/PERFORMANCE.md for why they differ at 4096).
     #[arg(long, value_enum, default_value_t = load::Callers::Tasks)]
@@ -138,6 +143,12 @@ fn run() -> anyhow::Result<()> {
         plan.rpc_levels = cli.rpc_levels.clone();
     }
     plan.rpc_callers = cli.rpc_callers;
+    if let Some(rounds) = cli.rpc_rounds {
+        if rounds == 0 {
+            bail!("--rpc-rounds must be at least 1");
+        }
+        plan.rpc_rounds = rounds;
+    }
     if let Some(ms) = cli.rpc_measure_ms {
         if ms == 0 {
             bail!("--rpc-measure-ms must be at least 1");

@@ -53,6 +53,18 @@ fn median_sample(in_flight: usize, samples: &[LoadSample]) -> LoadSample {
     }
 }
 
+/// The median over rounds of `a`'s throughput over `b`'s in the same round. Each round measures
+/// every client back to back, so on a machine whose speed drifts (a shared VM) this pairs
+/// windows taken seconds apart instead of comparing medians taken over the whole level.
+fn paired_throughput_ratio(a: &[LoadSample], b: &[LoadSample]) -> f64 {
+    let ratios: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .map(|(a, b)| a.throughput_per_s / b.throughput_per_s)
+        .collect();
+    median(&ratios).unwrap_or(f64::NAN)
+}
+
 /// Run it.
 pub async fn run(plan: &Plan) -> anyhow::Result<RpcResult> {
     let state_dir = tempfile::tempdir()?;
@@ -125,10 +137,12 @@ pub async fn run(plan: &Plan) -> anyhow::Result<RpcResult> {
                 )
             };
             eprintln!(
-                "  rpc {in_flight:>5} in flight: send {} | client {} | raw {}",
+                "  rpc {in_flight:>5} in flight: send {} | client {} | raw {} | paired send/raw {:.3} client/raw {:.3}",
                 show(&level.actor),
                 level.client.as_ref().map(show).unwrap_or_default(),
                 show(&level.raw),
+                paired_throughput_ratio(&level.rounds_actor, &level.rounds_raw),
+                paired_throughput_ratio(&level.rounds_client, &level.rounds_raw),
             );
             levels.push(level);
         }
