@@ -69,6 +69,10 @@ struct Cli {
     /// machine.
     #[arg(long)]
     rpc_rounds: Option<usize>,
+    /// The supervisor's `rpc.read_batch` in the rpc scenario (default: the supervisor's own
+    /// default), to sweep it.
+    #[arg(long)]
+    rpc_read_batch: Option<std::num::NonZeroUsize>,
     /// How the actor-path RPC load is issued: one task per call in flight, or one task with a
     /// FuturesUnordered (see docs/PERFORMANCE.md for why they differ at 4096).
     #[arg(long, value_enum, default_value_t = load::Callers::Tasks)]
@@ -143,6 +147,7 @@ fn run() -> anyhow::Result<()> {
         plan.rpc_levels = cli.rpc_levels.clone();
     }
     plan.rpc_callers = cli.rpc_callers;
+    plan.rpc_read_batch = cli.rpc_read_batch;
     if let Some(rounds) = cli.rpc_rounds {
         if rounds == 0 {
             bail!("--rpc-rounds must be at least 1");

@@ -66,6 +66,14 @@ fn wrong_config_type_is_named_and_exits_2() {
     assert!(message.contains("`heartbeat.interval_ms`"), "{message}");
     assert!(message.contains("invalid type"), "{message}");
 
+    // A read batch of 0 would never read a frame: refused by its type, with the key named.
+    let config = write_config(home.path(), "[rpc]\nread_batch = 0\n");
+    let output = run_in(home.path(), &["config", "print", "--config", &config], &[]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(message.contains("`rpc.read_batch`"), "{message}");
+    assert!(message.contains("nonzero"), "{message}");
+
     let config = write_config(home.path(), "port = 70000\n");
     let output = run_in(home.path(), &["config", "print", "--config", &config], &[]);
     assert_eq!(output.status.code(), Some(2));

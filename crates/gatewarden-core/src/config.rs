@@ -4,6 +4,8 @@
 //! same way the gateway's own config does (`debounceMs`), and need no unit parser. Each field's
 //! doc names the BEHAVIOUR.md rule it comes from.
 
+use std::num::NonZeroUsize;
+
 use serde::{Deserialize, Serialize};
 
 /// The platform whose quirks the supervisor follows.
@@ -194,12 +196,26 @@ impl Default for ConnectConfig {
 pub struct RpcConfig {
     /// M1: default time limit of one call.
     pub default_timeout_ms: u64,
+    /// How many inbound frames the connection handles per wake-up before it lets the callers
+    /// run, so their next requests are written while the gateway still has work. Smaller
+    /// batches keep the gateway busy under load (the supervisor and the gateway work in
+    /// parallel instead of taking turns); larger ones cost fewer wake-ups. A throughput
+    /// setting, not a behaviour: every frame is handled, in order. At least 1.
+    pub read_batch: NonZeroUsize,
 }
+
+/// The default of [`RpcConfig::read_batch`]; docs/PERFORMANCE.md (fifth pass) has the sweep
+/// that chose it.
+pub const DEFAULT_READ_BATCH: NonZeroUsize = match NonZeroUsize::new(32) {
+    Some(batch) => batch,
+    None => NonZeroUsize::MIN,
+};
 
 impl Default for RpcConfig {
     fn default() -> Self {
         RpcConfig {
             default_timeout_ms: 30_000,
+            read_batch: DEFAULT_READ_BATCH,
         }
     }
 }

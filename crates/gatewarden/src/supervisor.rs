@@ -954,6 +954,7 @@ impl Actor for Supervisor {
                 },
                 identity_path: Some(identity_path),
                 max_frame_bytes: self.options.core.connect.max_frame_bytes,
+                read_batch: self.options.core.rpc.read_batch,
                 ..ConnectionConfig::default()
             },
             me.clone().recipient(),

@@ -150,9 +150,24 @@ async fn m1_a_deadline_counts_from_its_own_call_not_from_an_earlier_batch() {
 
 #[actix_rt::test]
 async fn m1_many_rpcs_in_flight_all_answered_once() {
-    const CALLS: usize = 2_000;
     let (_sim, listening) = start_sim(&[]);
-    let (connection, mut reports) = start_connection(config_for(listening.port));
+    many_rpcs_in_flight_all_answered_once(config_for(listening.port)).await;
+}
+
+/// The smallest read batch: the I/O future yields after every frame, so replies, the callers'
+/// next requests and the timer interleave as finely as they can; every call is still answered
+/// exactly once, with its own payload.
+#[actix_rt::test]
+async fn m1_many_rpcs_in_flight_all_answered_once_with_a_read_batch_of_one() {
+    let (_sim, listening) = start_sim(&[]);
+    let mut config = config_for(listening.port);
+    config.read_batch = std::num::NonZeroUsize::MIN;
+    many_rpcs_in_flight_all_answered_once(config).await;
+}
+
+async fn many_rpcs_in_flight_all_answered_once(config: gatewarden::connection::ConnectionConfig) {
+    const CALLS: usize = 2_000;
+    let (connection, mut reports) = start_connection(config);
     open(&connection, &mut reports, 1).await;
     // One slow call keeps a late deadline in the table while the rest come and go.
     let slow = rpc(&connection, "sleep", Some(json!({"ms": 300})), 60_000);

@@ -18,6 +18,8 @@ pub struct Plan {
     pub rpc_measure: Duration,
     /// How the actor-path calls are issued.
     pub rpc_callers: crate::load::Callers,
+    /// The supervisor's `rpc.read_batch` in the `rpc` scenario (`None`: its default).
+    pub rpc_read_batch: Option<std::num::NonZeroUsize>,
     pub startup_samples: usize,
     pub recovery_gateways: usize,
     /// `None`: the default `reconnect.stable_uptime_ms` (10 s). Smoke shortens it.
@@ -45,6 +47,7 @@ impl Plan {
             rpc_warmup: Duration::from_millis(300),
             rpc_measure: Duration::from_secs(2),
             rpc_callers: crate::load::Callers::Tasks,
+            rpc_read_batch: None,
             startup_samples: 15,
             recovery_gateways: 6,
             recovery_stable_uptime_ms: None,
@@ -90,6 +93,7 @@ impl Plan {
             rpc_warmup: Duration::from_millis(50),
             rpc_measure: Duration::from_millis(200),
             rpc_callers: crate::load::Callers::Tasks,
+            rpc_read_batch: None,
             startup_samples: 2,
             recovery_gateways: 1,
             recovery_stable_uptime_ms: Some(300),

@@ -68,7 +68,11 @@ fn paired_throughput_ratio(a: &[LoadSample], b: &[LoadSample]) -> f64 {
 /// Run it.
 pub async fn run(plan: &Plan) -> anyhow::Result<RpcResult> {
     let state_dir = tempfile::tempdir()?;
-    let mut supervised = Supervised::new(options(state_dir.path(), &[])?);
+    let mut options = options(state_dir.path(), &[])?;
+    if let Some(batch) = plan.rpc_read_batch {
+        options.core.rpc.read_batch = batch;
+    }
+    let mut supervised = Supervised::new(options);
     let outcome = async {
         let pid = supervised.start_running(Duration::from_secs(30)).await?.pid;
         let mut raw = RawClient::connect(supervised.port, TOKEN).await?;

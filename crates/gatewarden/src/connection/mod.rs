@@ -69,8 +69,8 @@ pub const DEFAULT_MAX_FRAME_BYTES: usize = gatewarden_core::config::DEFAULT_MAX_
 /// Default of [`ConnectionConfig::proof_of_life_interval_ms`].
 pub const DEFAULT_PROOF_OF_LIFE_INTERVAL_MS: u64 = 100;
 
-/// Default of [`ConnectionConfig::read_batch`].
-pub const DEFAULT_READ_BATCH: usize = 256;
+/// Default of [`ConnectionConfig::read_batch`] (the core's `rpc.read_batch`).
+pub const DEFAULT_READ_BATCH: std::num::NonZeroUsize = gatewarden_core::config::DEFAULT_READ_BATCH;
 
 /// Close code reported when the TCP connection went away without a close frame.
 pub const CLOSE_ABNORMAL: u16 = 1006;
@@ -134,9 +134,11 @@ pub struct ConnectionConfig {
     /// H3: at most one proof-of-life report per this many ms (plus one trailing report).
     pub proof_of_life_interval_ms: u64,
     /// At most this many inbound frames are handled per wake-up of the actor before it yields
-    /// to its other work (its mailbox, timers). Large enough that replies to a burst of calls are
-    /// handled together (and the next burst is written with one flush); at least 1.
-    pub read_batch: usize,
+    /// to its other work (its mailbox, timers) and to the callers its replies woke, whose next
+    /// requests then go out while the gateway is still busy with the rest: a batch as large as
+    /// the calls in flight makes the two processes take turns instead of working in parallel
+    /// (see `rpc.read_batch` in the core config).
+    pub read_batch: std::num::NonZeroUsize,
 }
 
 impl Default for ConnectionConfig {
@@ -321,8 +323,10 @@ struct Outbound {
 ///
 /// Reading: every frame is handled by the actor in arrival order, at most `batch` per wake-up;
 /// after that it yields (and wakes itself), so a flood of frames cannot starve the mailbox or the
-/// timers. (actix's `StreamHandler` yields after 16, which caps how many replies are handled per
-/// wake-up and so how many of the callers' next requests are written per flush.)
+/// timers, and so the callers its replies woke get to run: their next requests go out while the
+/// gateway still works through the rest. A batch as large as the calls in flight would handle
+/// every reply before any caller runs, and the two processes would take turns instead of working
+/// in parallel (docs/PERFORMANCE.md, fifth pass, measures it).
 ///
 /// Writing: handlers queue frames in the link's outbox; this future encodes them into the
 /// socket's buffer and flushes without ever waiting, so a slow socket never blocks message
@@ -702,7 +706,7 @@ impl ConnectionActor {
         let io = ctx.spawn(SocketIo {
             framed,
             connection,
-            batch: self.config.read_batch.max(1),
+            batch: self.config.read_batch.get(),
         });
         self.last_life_report = None;
         self.call_clock_ms = None;
