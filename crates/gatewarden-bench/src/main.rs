@@ -77,7 +77,7 @@ struct Cli {
     /// FuturesUnordered (see docs/PERFORMANCE.md for why they differ at 4096).
     #[arg(long, value_enum, default_value_t = load::Callers::Tasks)]
     rpc_callers: load::Callers,
-    /// Internal: run one cost measurement in this fresh process (`rest` or `scale`).
+    /// Internal: run one measurement in this fresh process (`rest`, `scale` or `startup`).
     #[arg(long, hide = true)]
     child: Option<String>,
     #[arg(long, hide = true, default_value_t = 1_000)]
@@ -86,6 +86,10 @@ struct Cli {
     pending_levels: Vec<usize>,
     #[arg(long, hide = true, default_value_t = 1)]
     gateways: usize,
+    #[arg(long, hide = true, default_value_t = 15)]
+    samples: usize,
+    #[arg(long, hide = true, default_value_t = 0)]
+    ballast_mib: usize,
 }
 
 fn main() -> ExitCode {
@@ -231,11 +235,11 @@ async fn run_scenarios(plan: &Plan, selected: &[&str]) -> anyhow::Result<RunResu
         match name {
             "rpc" => results.rpc = Some(scenarios::rpc::run(plan).await.context("rpc")?),
             "startup" => {
-                results.startup = Some(
-                    scenarios::lifecycle::startup(plan)
-                        .await
-                        .context("startup")?,
-                )
+                let (small, large) = scenarios::lifecycle::startup(plan)
+                    .await
+                    .context("startup")?;
+                results.startup = Some(small);
+                results.startup_large_parent = Some(large);
             }
             "recovery" => {
                 results.recovery = Some(
@@ -255,7 +259,7 @@ async fn run_scenarios(plan: &Plan, selected: &[&str]) -> anyhow::Result<RunResu
     Ok(results)
 }
 
-/// The cost measurements, each in a process of its own.
+/// The measurements that run in a process of their own (`rest`, `scale`, `startup`).
 fn run_child(child: &str, cli: &Cli) -> anyhow::Result<()> {
     let idle = Duration::from_millis(cli.idle_ms);
     let system = actix_rt::System::new();
@@ -266,6 +270,13 @@ fn run_child(child: &str, cli: &Cli) -> anyhow::Result<()> {
         }
         "scale" => {
             let result = system.block_on(scenarios::cost::scale_child(cli.gateways, idle))?;
+            serde_json::to_string(&result)?
+        }
+        "startup" => {
+            let result = system.block_on(scenarios::lifecycle::startup_child(
+                cli.samples,
+                cli.ballast_mib,
+            ))?;
             serde_json::to_string(&result)?
         }
         other => bail!("unknown child {other:?}"),

@@ -19,6 +19,8 @@ use crate::svg::{Chart, Line};
 pub struct RunResults {
     pub rpc: Option<RpcResult>,
     pub startup: Option<StartupResult>,
+    /// The same, in a process holding `startup_ballast_mib` of memory.
+    pub startup_large_parent: Option<StartupResult>,
     pub recovery: Option<RecoveryResult>,
     pub hang: Option<HangResult>,
     pub rest: Option<RestResult>,
@@ -217,6 +219,28 @@ fn rows(run: &RunResults) -> Vec<Row> {
             "ms",
             startup.cold.start_to_running_ms,
         ));
+        if let Some(large) = &run.startup_large_parent {
+            let mib = large.parent_ballast_mib;
+            rows.push(
+                row(
+                    format!("startup.overhead_{mib}mib_parent"),
+                    "ms",
+                    large.overhead_ms,
+                )
+                .vs("small parent", startup.overhead_ms),
+            );
+            rows.push(
+                row(
+                    format!("startup.start_to_sim_main_{mib}mib_parent"),
+                    "ms",
+                    crate::scenarios::lifecycle::median_start_to_sim_main(large),
+                )
+                .vs(
+                    "small parent",
+                    crate::scenarios::lifecycle::median_start_to_sim_main(startup),
+                ),
+            );
+        }
     }
     if let Some(recovery) = &run.recovery {
         rows.push(

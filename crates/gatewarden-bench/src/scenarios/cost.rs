@@ -66,7 +66,7 @@ pub struct ScaleResult {
 }
 
 /// Run this binary as a child and parse the JSON line it prints last.
-async fn run_child<T: serde::de::DeserializeOwned>(
+pub(crate) async fn run_child<T: serde::de::DeserializeOwned>(
     args: &[String],
     limit: Duration,
 ) -> anyhow::Result<T> {

@@ -10,7 +10,7 @@ use gatewarden::supervisor::GetDiagnostics;
 use gatewarden_core::machine::LifecycleState;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::fixture::{ms_between, options, sim_own_start_ms, Supervised};
@@ -22,7 +22,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// One `Start` → `running`, split with the sim's own clocks (`status` RPC right after running:
 /// `uptimeMs` counts from the sim's `main`, `bootUptimeMs` from its listen).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StartupSample {
     /// `Start` sent → `running` published (seen by a subscriber).
     pub start_to_running_ms: f64,
@@ -34,9 +34,15 @@ pub struct StartupSample {
     pub listen_to_running_ms: f64,
 }
 
-/// Scenario `startup`.
-#[derive(Debug, Clone, Serialize)]
+/// Scenario `startup`, measured in a fresh child process of this binary (so the harness's heap
+/// from earlier scenarios is not charged to the spawn: see [`startup`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StartupResult {
+    /// Memory the child allocated and touched before measuring, standing for an embedding app's
+    /// heap (0 for the plain measurement).
+    pub parent_ballast_mib: usize,
+    /// The child's RSS when it started measuring.
+    pub parent_rss_kib: u64,
     /// The first start in a fresh state directory (creates the device identity).
     pub cold: StartupSample,
     /// Later starts (identity on disk, like every start but the first on a machine).
@@ -86,13 +92,54 @@ async fn one_start(state_dir: &std::path::Path) -> anyhow::Result<StartupSample>
     outcome
 }
 
-/// Run `startup`: samples alternate with direct spawns of the sim.
-pub async fn startup(plan: &Plan) -> anyhow::Result<StartupResult> {
+/// Run `startup` in fresh child processes: once as a small process, once holding
+/// `plan.startup_ballast_mib` of touched memory. The spawn of the gateway sets a parent-death
+/// signal in the child before exec (T4), which makes std fork instead of posix_spawn, and a fork
+/// copies the parent's page tables: its cost grows with the parent's RSS. Measured in the
+/// harness's own process, the startup figure would depend on what earlier scenarios left on its
+/// heap (4096 RPC callers leave tens of MiB); the ballast run shows the growth on purpose.
+pub async fn startup(plan: &Plan) -> anyhow::Result<(StartupResult, StartupResult)> {
+    let small = startup_in_child(plan.startup_samples, 0).await?;
+    let large = startup_in_child(plan.startup_samples, plan.startup_ballast_mib).await?;
+    eprintln!(
+        "  startup overhead {:.2} ms; with {} MiB of parent memory {:.2} ms (start -> sim main {:.2} vs {:.2} ms)",
+        small.overhead_ms,
+        large.parent_ballast_mib,
+        large.overhead_ms,
+        median_start_to_sim_main(&small),
+        median_start_to_sim_main(&large),
+    );
+    Ok((small, large))
+}
+
+/// Median over the warm samples of `Start` → the sim's `main`.
+pub fn median_start_to_sim_main(result: &StartupResult) -> f64 {
+    let values: Vec<f64> = result.warm.iter().map(|s| s.start_to_sim_main_ms).collect();
+    median(&values).unwrap_or(f64::NAN)
+}
+
+async fn startup_in_child(samples: usize, ballast_mib: usize) -> anyhow::Result<StartupResult> {
+    let args = vec![
+        "--child".to_string(),
+        "startup".to_string(),
+        "--samples".to_string(),
+        samples.to_string(),
+        "--ballast-mib".to_string(),
+        ballast_mib.to_string(),
+    ];
+    crate::scenarios::cost::run_child(&args, Duration::from_secs(120)).await
+}
+
+/// The `startup` child: samples alternate with direct spawns of the sim.
+pub async fn startup_child(samples: usize, ballast_mib: usize) -> anyhow::Result<StartupResult> {
+    // Written (not just reserved), so its pages are mapped and a fork has to copy their tables.
+    let ballast = vec![1u8; ballast_mib << 20];
+    let parent_rss_kib = crate::procfs::rss_kib()?;
     let state_dir = tempfile::tempdir()?;
     let cold = one_start(state_dir.path()).await?;
     let mut warm = Vec::new();
     let mut sim_own = Vec::new();
-    for _ in 0..plan.startup_samples {
+    for _ in 0..samples {
         sim_own.push(sim_own_start_ms(state_dir.path()).await?);
         warm.push(one_start(state_dir.path()).await?);
     }
@@ -104,7 +151,11 @@ pub async fn startup(plan: &Plan) -> anyhow::Result<StartupResult> {
             .map(|s| s.start_to_running_ms - s.sim_main_to_listen_ms)
             .collect(),
     );
+    std::hint::black_box(&ballast);
+    drop(ballast);
     Ok(StartupResult {
+        parent_ballast_mib: ballast_mib,
+        parent_rss_kib,
         cold,
         warm,
         sim_own_start_ms: sim_own,

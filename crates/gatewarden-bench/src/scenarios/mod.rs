@@ -21,6 +21,8 @@ pub struct Plan {
     /// The supervisor's `rpc.read_batch` in the `rpc` scenario (`None`: its default).
     pub rpc_read_batch: Option<std::num::NonZeroUsize>,
     pub startup_samples: usize,
+    /// Touched memory of the second startup child (an embedding app's heap), MiB.
+    pub startup_ballast_mib: usize,
     pub recovery_gateways: usize,
     /// `None`: the default `reconnect.stable_uptime_ms` (10 s). Smoke shortens it.
     pub recovery_stable_uptime_ms: Option<u64>,
@@ -49,6 +51,7 @@ impl Plan {
             rpc_callers: crate::load::Callers::Tasks,
             rpc_read_batch: None,
             startup_samples: 15,
+            startup_ballast_mib: 256,
             recovery_gateways: 6,
             recovery_stable_uptime_ms: None,
             crash_loop: Duration::from_secs(20),
@@ -95,6 +98,7 @@ impl Plan {
             rpc_callers: crate::load::Callers::Tasks,
             rpc_read_batch: None,
             startup_samples: 2,
+            startup_ballast_mib: 32,
             recovery_gateways: 1,
             recovery_stable_uptime_ms: Some(300),
             crash_loop: Duration::from_millis(2_500),
