@@ -1626,7 +1626,12 @@ mod tests {
             // The gateway's own form of a plain id and a non-null payload is always read.
             let plain_id = id.bytes().all(|byte| byte >= 0x20 && byte != b'"' && byte != b'\\');
             if form == 0 && spliced.is_empty() && plain_id && !payload.is_null() {
-                prop_assert_eq!(read, Some((id.as_str(), payload)), "{}", text);
+                // Compared with what the payload's text parses to, not with the generated value:
+                // serde_json's default float parser does not round-trip every f64 (a generated
+                // -2.5674515934710302e+196 prints as -2.56745159347103e+196 and reads back as
+                // its neighbour), whichever decoder reads it.
+                let expected: Value = serde_json::from_str(&payload_text).expect("printed JSON");
+                prop_assert_eq!(read, Some((id.as_str(), expected)), "{}", text);
             }
         }
     }
