@@ -504,3 +504,30 @@ async fn x1_environment_is_set_and_scrubbed() {
         .await;
     events.next_exit().await;
 }
+
+/// The gateway starts with an empty signal mask and SIGPIPE at its default, as `Command` would
+/// start it, although the supervisor blocks every signal while it creates the child and ignores
+/// SIGPIPE (as every Rust program does). A gateway started with SIGTERM blocked could not be
+/// stopped in order (T4); one with SIGPIPE ignored behaves differently from one started by hand.
+#[actix_rt::test]
+async fn t4_gateway_starts_with_an_empty_signal_mask_and_default_sigpipe() {
+    let (actor, mut events) = start_actor(config());
+    // grep itself, not through a shell: a shell clears its signal mask when it starts.
+    let spec = LaunchSpec::new("grep")
+        .arg("-E")
+        .arg("^Sig(Blk|Ign):")
+        .arg("/proc/self/status");
+    spawn(&actor, spec).await;
+    let mut masks = std::collections::HashMap::new();
+    for _ in 0..2 {
+        let line = events.next_line(OutputStream::Stdout).await.line;
+        let (name, hex) = line.split_once(':').expect("a status line");
+        let bits = u64::from_str_radix(hex.trim(), 16).expect("a hex mask");
+        masks.insert(name.to_owned(), bits);
+    }
+    assert_eq!(masks.get("SigBlk"), Some(&0), "{masks:?}");
+    let ignored = masks.get("SigIgn").copied().expect("SigIgn line");
+    let sigpipe_bit = 1u64 << (Signal::SIGPIPE as u32 - 1);
+    assert_eq!(ignored & sigpipe_bit, 0, "SIGPIPE ignored: {ignored:#x}");
+    events.next_exit().await;
+}

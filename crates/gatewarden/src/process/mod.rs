@@ -9,8 +9,9 @@
 //!   SIGKILL to that group, so the gateway's workers go with it. If the supervisor process itself is
 //!   killed, the kernel's parent-death signal (Linux) kills the gateway (T4 beyond).
 //! - **Always reaped.** The actor waits on the child for as long as it owns it, so no zombie stays.
-//!   If the actor stops first, the killed child is handed to tokio's orphan reaper, which reaps it
-//!   while the runtime lives (and the kernel does when the supervisor exits).
+//!   On Linux a small thread per child waits for it (see [`spawn`](self)), so it is reaped even
+//!   after the actor has gone; elsewhere a killed child outliving the actor is handed to tokio's
+//!   orphan reaper, which reaps it while the runtime lives.
 //! - **Exit after output.** [`ProcessExited`] is sent after the output lines of that process were
 //!   delivered (waiting at most [`ProcessActorConfig::output_drain_ms`] for them, since a grandchild
 //!   can keep the pipes open), so the recipient of both sees the last stderr lines first (L7).
@@ -30,17 +31,23 @@
 
 mod output;
 mod record;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod spawn;
 
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::pin::Pin;
+use std::process::ExitStatus;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+use std::process::Stdio;
 use std::time::Duration;
 
 use actix::prelude::*;
 use nix::errno::Errno;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
+use tokio::io::AsyncRead;
 use tokio::sync::oneshot;
 
 use crate::launch::LaunchSpec;
@@ -420,7 +427,60 @@ fn signal_group(pid: u32, signal: Signal) {
     }
 }
 
-fn build_command(spec: &LaunchSpec) -> tokio::process::Command {
+/// A started child, before anything waits for it.
+struct Started {
+    pid: u32,
+    stdout: Pin<Box<dyn AsyncRead + Send>>,
+    stderr: Pin<Box<dyn AsyncRead + Send>>,
+    waiter: Waiter,
+}
+
+/// What collects the exit status; started only after the pid has been used (start time read), so
+/// the pid cannot be reused in between.
+enum Waiter {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    Thread(u32),
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    Tokio(tokio::process::Child),
+}
+
+impl Waiter {
+    fn wait(self) -> Pin<Box<dyn std::future::Future<Output = io::Result<ExitStatus>>>> {
+        match self {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Waiter::Thread(pid) => {
+                let status = spawn::reap(pid);
+                Box::pin(async move {
+                    status.await.unwrap_or_else(|_| {
+                        Err(io::Error::other(
+                            "the waiting thread ended without a status",
+                        ))
+                    })
+                })
+            }
+            #[cfg(not(any(target_os = "linux", target_os = "android")))]
+            Waiter::Tokio(mut child) => Box::pin(async move { child.wait().await }),
+        }
+    }
+}
+
+/// Linux: the child sets its parent-death signal before exec, and no `fork` copies our memory
+/// for it ([`spawn`]).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn start_child(spec: &LaunchSpec) -> io::Result<Started> {
+    let child = spawn::spawn(spec)?;
+    Ok(Started {
+        pid: child.pid,
+        stdout: Box::pin(child.stdout),
+        stderr: Box::pin(child.stderr),
+        waiter: Waiter::Thread(child.pid),
+    })
+}
+
+/// Elsewhere: no parent-death signal exists; the owned-gateway record lets the next supervisor
+/// find an orphan instead (O1).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn start_child(spec: &LaunchSpec) -> io::Result<Started> {
     let mut command = tokio::process::Command::new(spec.program());
     command.args(spec.arguments());
     if let Some(dir) = spec.working_dir() {
@@ -446,34 +506,19 @@ fn build_command(spec: &LaunchSpec) -> tokio::process::Command {
         .process_group(0)
         // Ownership (and killing) is ours to manage, not the Child handle's.
         .kill_on_drop(false);
-    set_parent_death_signal(&mut command);
-    command
-}
-
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn set_parent_death_signal(command: &mut tokio::process::Command) {
-    let supervisor = nix::unistd::getpid();
-    // SAFETY: the closure runs in the forked child before exec and only makes two system calls
-    // (prctl, getppid), both async-signal-safe; it allocates nothing and takes no lock.
-    unsafe {
-        command.pre_exec(move || {
-            // T4 beyond: if the supervisor dies (even by SIGKILL, when no cleanup code can run),
-            // the kernel kills the gateway. Without it an orphaned gateway would keep the port.
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
-            // The supervisor may have died between fork and prctl; the signal would then never
-            // come. Reparenting shows it: refuse to exec.
-            if nix::unistd::getppid() != supervisor {
-                return Err(io::Error::from(Errno::ESRCH));
-            }
-            Ok(())
-        });
-    }
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn set_parent_death_signal(_command: &mut tokio::process::Command) {
-    // No parent-death signal here; the owned-gateway record lets the next supervisor find the
-    // orphan instead (O1).
+    let mut child = command.spawn()?;
+    let pid = child
+        .id()
+        .ok_or_else(|| io::Error::other("the child had no pid right after it was spawned"))?;
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(io::Error::other("the child's output pipes are missing"));
+    };
+    Ok(Started {
+        pid,
+        stdout: Box::pin(stdout),
+        stderr: Box::pin(stderr),
+        waiter: Waiter::Tokio(child),
+    })
 }
 
 impl Handler<Spawn> for ProcessActor {
@@ -483,9 +528,13 @@ impl Handler<Spawn> for ProcessActor {
         if let Some(owned) = &self.owned {
             return MessageResult(Err(ProcessError::AlreadyOwned { pid: owned.pid }));
         }
-        let mut command = build_command(&spec);
-        let mut child = match command.spawn() {
-            Ok(child) => child,
+        let Started {
+            pid,
+            stdout,
+            stderr,
+            waiter,
+        } = match start_child(&spec) {
+            Ok(started) => started,
             Err(source) => {
                 return MessageResult(Err(ProcessError::SpawnFailed {
                     program: spec.program().to_owned(),
@@ -494,36 +543,28 @@ impl Handler<Spawn> for ProcessActor {
                 }))
             }
         };
-        let Some(pid) = child.id() else {
-            return MessageResult(Err(ProcessError::NoPid {
-                program: spec.program().to_owned(),
-            }));
-        };
-        // Read now, while the child cannot have been reaped yet (we have not waited on it).
+        // Read now, while the child cannot have been reaped yet (nothing waits on it yet).
         let started_at_ticks = process_start_ticks(pid);
         tracing::info!(pid, argv = ?spec.display_argv(), "gateway process spawned");
 
-        let mut captures = Vec::with_capacity(2);
-        if let Some(stdout) = child.stdout.take() {
-            captures.push(output::capture(
+        let captures = vec![
+            output::capture(
                 stdout,
                 pid,
                 OutputStream::Stdout,
                 self.config.max_line_bytes,
                 self.config.output_queue_lines,
                 self.output.clone(),
-            ));
-        }
-        if let Some(stderr) = child.stderr.take() {
-            captures.push(output::capture(
+            ),
+            output::capture(
                 stderr,
                 pid,
                 OutputStream::Stderr,
                 self.config.max_line_bytes,
                 self.config.output_queue_lines,
                 self.output.clone(),
-            ));
-        }
+            ),
+        ];
 
         let record_path = self.config.state_dir.as_deref().and_then(|dir| {
             let path = owned_record_path(dir);
@@ -561,7 +602,8 @@ impl Handler<Spawn> for ProcessActor {
             captures,
         });
         ctx.spawn(
-            async move { child.wait().await }
+            waiter
+                .wait()
                 .into_actor(self)
                 .map(move |status, actor, _ctx| actor.on_reaped(generation, status)),
         );
