@@ -4,13 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::fixture::{ms_between, options, Supervised};
 use crate::procfs::{cpu_micros, peak_rss_kib, proc_stat_ticks, rss_kib};
-use crate::scenarios::Plan;
+use crate::scenarios::{run_child, Plan};
 use crate::stats::median;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -63,34 +62,6 @@ pub struct ScaleResult {
     pub points: Vec<ScalePoint>,
     /// (RSS at the largest count − RSS at one) / (largest − 1).
     pub rss_per_extra_gateway_kib: f64,
-}
-
-/// Run this binary as a child and parse the JSON line it prints last.
-pub(crate) async fn run_child<T: serde::de::DeserializeOwned>(
-    args: &[String],
-    limit: Duration,
-) -> anyhow::Result<T> {
-    let exe = std::env::current_exe().context("locating this binary")?;
-    let mut command = tokio::process::Command::new(exe);
-    command
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit())
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(limit, command.output())
-        .await
-        .with_context(|| format!("child {args:?} took longer than {} s", limit.as_secs()))?
-        .context("running the child")?;
-    if !output.status.success() {
-        bail!("child {args:?} failed with {}", output.status);
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|line| line.starts_with('{'))
-        .ok_or_else(|| anyhow!("child {args:?} printed no result"))?;
-    serde_json::from_str(line).with_context(|| format!("parsing the child's result: {line}"))
 }
 
 /// Run `rest` in a child.

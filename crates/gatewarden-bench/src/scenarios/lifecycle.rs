@@ -93,11 +93,11 @@ async fn one_start(state_dir: &std::path::Path) -> anyhow::Result<StartupSample>
 }
 
 /// Run `startup` in fresh child processes: once as a small process, once holding
-/// `plan.startup_ballast_mib` of touched memory. The spawn of the gateway sets a parent-death
-/// signal in the child before exec (T4), which makes std fork instead of posix_spawn, and a fork
-/// copies the parent's page tables: its cost grows with the parent's RSS. Measured in the
-/// harness's own process, the startup figure would depend on what earlier scenarios left on its
-/// heap (4096 RPC callers leave tens of MiB); the ballast run shows the growth on purpose.
+/// `plan.startup_ballast_mib` of touched memory, standing for the app that embeds the supervisor.
+/// A spawn by fork copies the parent's page tables, so its cost grows with the parent's RSS; the
+/// supervisor's spawn does not fork (process/spawn.rs), and the ballast run shows it stays flat.
+/// Measured in the harness's own process, the figure would also depend on what earlier scenarios
+/// left on its heap (4096 RPC callers leave tens of MiB).
 pub async fn startup(plan: &Plan) -> anyhow::Result<(StartupResult, StartupResult)> {
     let small = startup_in_child(plan.startup_samples, 0).await?;
     let large = startup_in_child(plan.startup_samples, plan.startup_ballast_mib).await?;
@@ -127,7 +127,7 @@ async fn startup_in_child(samples: usize, ballast_mib: usize) -> anyhow::Result<
         "--ballast-mib".to_string(),
         ballast_mib.to_string(),
     ];
-    crate::scenarios::cost::run_child(&args, Duration::from_secs(120)).await
+    crate::scenarios::run_child(&args, Duration::from_secs(120)).await
 }
 
 /// The `startup` child: samples alternate with direct spawns of the sim.

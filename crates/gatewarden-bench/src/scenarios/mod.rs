@@ -7,6 +7,8 @@ pub mod rpc;
 
 use std::time::Duration;
 
+use anyhow::{anyhow, bail, Context as _};
+
 /// How much of everything to run.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -113,4 +115,33 @@ impl Plan {
             real_kills: 1,
         }
     }
+}
+
+/// Run this binary as a child (the hidden `--child` flag) and parse the JSON line it prints
+/// last: the measurements that need a fresh process of their own.
+pub async fn run_child<T: serde::de::DeserializeOwned>(
+    args: &[String],
+    limit: Duration,
+) -> anyhow::Result<T> {
+    let exe = std::env::current_exe().context("locating this binary")?;
+    let mut command = tokio::process::Command::new(exe);
+    command
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(limit, command.output())
+        .await
+        .with_context(|| format!("child {args:?} took longer than {} s", limit.as_secs()))?
+        .context("running the child")?;
+    if !output.status.success() {
+        bail!("child {args:?} failed with {}", output.status);
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|line| line.starts_with('{'))
+        .ok_or_else(|| anyhow!("child {args:?} printed no result"))?;
+    serde_json::from_str(line).with_context(|| format!("parsing the child's result: {line}"))
 }

@@ -107,12 +107,6 @@ pub enum ProcessError {
         /// The operating system's answer.
         source: io::Error,
     },
-    /// The child had no pid right after it was spawned (it was already reaped by someone else).
-    #[error("{} started but has no pid", program.display())]
-    NoPid {
-        /// The program that was run.
-        program: PathBuf,
-    },
     /// The request needs an owned process and there is none.
     #[error("no gateway process is owned")]
     NoProcess,

@@ -53,28 +53,26 @@ pub(super) struct SpawnedChild {
 
 /// Which step of the child failed before `execve` (the errno is reported with it).
 #[derive(Clone, Copy)]
-#[repr(i32)]
 enum Step {
-    None = 0,
-    ProcessGroup = 1,
-    ParentDeathSignal = 2,
-    ParentGone = 3,
-    Stdio = 4,
-    WorkingDir = 5,
-    SignalMask = 6,
-    Exec = 7,
+    ProcessGroup,
+    ParentDeathSignal,
+    ParentGone,
+    Stdio,
+    WorkingDir,
+    SignalMask,
+    Exec,
 }
 
 impl Step {
-    fn describe(code: i32) -> &'static str {
-        match code {
-            1 => "setpgid",
-            2 => "prctl(PR_SET_PDEATHSIG)",
-            3 => "parent check",
-            4 => "redirecting stdio",
-            5 => "chdir",
-            6 => "signal mask",
-            _ => "execve",
+    fn describe(self) -> &'static str {
+        match self {
+            Step::ProcessGroup => "setpgid",
+            Step::ParentDeathSignal => "prctl(PR_SET_PDEATHSIG)",
+            Step::ParentGone => "parent check",
+            Step::Stdio => "redirecting stdio",
+            Step::WorkingDir => "chdir",
+            Step::SignalMask => "signal mask",
+            Step::Exec => "execve",
         }
     }
 }
@@ -91,7 +89,7 @@ struct ChildPlan {
     stdout: RawFd,
     stderr: RawFd,
     parent: libc::pid_t,
-    failed_step: i32,
+    failed_step: Option<Step>,
     errno: i32,
 }
 
@@ -139,7 +137,7 @@ pub(super) fn spawn(spec: &LaunchSpec) -> io::Result<SpawnedChild> {
         stderr: stderr_write.as_raw_fd(),
         // SAFETY: getpid has no preconditions.
         parent: unsafe { libc::getpid() },
-        failed_step: Step::None as i32,
+        failed_step: None,
         errno: 0,
     };
     let mut stack = vec![0u8; CHILD_STACK_BYTES];
@@ -147,13 +145,13 @@ pub(super) fn spawn(spec: &LaunchSpec) -> io::Result<SpawnedChild> {
     // The child has exec'd or exited: its copies of the descriptors are its own now.
     drop((stdin, stdout_write, stderr_write));
 
-    if plan.failed_step != Step::None as i32 {
+    if let Some(step) = plan.failed_step {
         // It exited with 127 before exec; reap it here, it is not ours to report.
-        wait_blocking(pid);
+        let _ = wait_for(pid);
         let error = io::Error::from_raw_os_error(plan.errno);
         return Err(io::Error::new(
             error.kind(),
-            format!("{} failed: {error}", Step::describe(plan.failed_step)),
+            format!("{} failed: {error}", step.describe()),
         ));
     }
     let stdout = Receiver::from_owned_fd(stdout_read)?;
@@ -174,7 +172,10 @@ pub(super) fn reap(pid: u32) -> oneshot::Receiver<io::Result<ExitStatus>> {
         .name(format!("gatewarden-reap-{pid}"))
         .stack_size(REAPER_STACK_BYTES)
         .spawn(move || {
-            let _ = sender.send(wait_for(pid));
+            let status = libc::pid_t::try_from(pid)
+                .map_err(|_| io::Error::other("pid out of range"))
+                .and_then(wait_for);
+            let _ = sender.send(status);
         });
     if let Err(error) = spawned {
         // No thread: the child would become a zombie. Kill its group and reap it right here.
@@ -182,31 +183,25 @@ pub(super) fn reap(pid: u32) -> oneshot::Receiver<io::Result<ExitStatus>> {
         if let Ok(raw) = libc::pid_t::try_from(pid) {
             // SAFETY: killpg has no memory preconditions; raw is a child we spawned (> 1).
             unsafe { libc::killpg(raw, libc::SIGKILL) };
-            wait_blocking(raw);
+            let _ = wait_for(raw);
         }
     }
     receiver
 }
 
-fn wait_for(pid: u32) -> io::Result<ExitStatus> {
-    let raw = libc::pid_t::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?;
+/// Blocks until our child `pid` has exited and returns its status.
+fn wait_for(pid: libc::pid_t) -> io::Result<ExitStatus> {
     loop {
         let mut status = 0;
         // SAFETY: status is a valid out-pointer; waitpid on our own child.
-        let reaped = unsafe { libc::waitpid(raw, &mut status, 0) };
-        if reaped == raw {
+        let reaped = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if reaped == pid {
             return Ok(ExitStatus::from_raw(status));
         }
         let error = io::Error::last_os_error();
         if error.kind() != io::ErrorKind::Interrupted {
             return Err(error);
         }
-    }
-}
-
-fn wait_blocking(pid: libc::pid_t) {
-    if let Ok(pid) = u32::try_from(pid) {
-        let _ = wait_for(pid);
     }
 }
 
@@ -351,7 +346,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: every call below is an async-signal-safe libc wrapper on valid arguments.
     unsafe {
         let fail = |plan: &mut ChildPlan, step: Step| -> libc::c_int {
-            plan.failed_step = step as i32;
+            plan.failed_step = Some(step);
             plan.errno = *libc::__errno_location();
             libc::_exit(127)
         };
