@@ -52,8 +52,10 @@ pub struct SupervisorConfig {
     pub rpc: RpcConfig,
     /// Heartbeat and health checks (H1–H6).
     pub heartbeat: HeartbeatConfig,
-    /// Gateway-ready fallback (G2).
+    /// Gateway readiness (G1, G2).
     pub ready: ReadyConfig,
+    /// Liveness: when silence means busy, frozen or dead, and the core probe (D1–D7, H6).
+    pub liveness: LivenessConfig,
     /// Stopping (T2, T4).
     pub stop: StopConfig,
     /// Restart governor and debounce (R3, R7).
@@ -78,6 +80,7 @@ impl Default for SupervisorConfig {
             rpc: RpcConfig::default(),
             heartbeat: HeartbeatConfig::default(),
             ready: ReadyConfig::default(),
+            liveness: LivenessConfig::default(),
             stop: StopConfig::default(),
             restart: RestartConfig::default(),
             reload: ReloadConfig::default(),
@@ -228,14 +231,15 @@ pub struct HeartbeatConfig {
     pub interval_ms: u64,
     /// H1: a ping with no pong or message this long after it counts as missed.
     pub timeout_ms: u64,
-    /// H2: consecutive misses that trigger recovery (and H6 `unresponsive`).
+    /// H2/D3: consecutive misses after which a gateway classified `frozen` is restarted (misses
+    /// alone never restart anything: D1).
     pub max_misses: u32,
     /// H4: health check interval while `running`.
     pub health_check_interval_ms: u64,
     /// H6: a channel-status failure this recent (and newer than the last success) degrades health.
     pub channel_failure_window_ms: u64,
-    /// Current gateways: no inbound traffic for this many × `tickIntervalMs` counts as dead
-    /// (0 disables the rule).
+    /// Current gateways: no inbound traffic for this many × `tickIntervalMs` counts as silence,
+    /// evidence for D2 (never a restart by itself: D1; 0 disables the rule).
     pub tick_silence_factor: u32,
 }
 
@@ -268,21 +272,112 @@ impl HeartbeatConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReadyConfig {
-    /// G2: after the handshake, assume ready after this long without a ready signal.
-    pub fallback_ms: u64,
-    /// G2 (beyond): treat a handshake snapshot as the ready signal.
+    /// G2: after the handshake, the core probe is tried at these offsets (ms after the
+    /// handshake) until one succeeds; never a timer alone.
+    pub probe_schedule_ms: Vec<u64>,
+    /// G2: after the schedule, the probe is tried again this often until one succeeds.
+    pub probe_repeat_ms: u64,
+    /// G2 (beyond, off by default): treat a handshake snapshot as the ready signal. Current
+    /// gateways send one in every `hello-ok`, before their channels are up.
     pub snapshot_counts_as_ready: bool,
-    /// G2 (beyond): treat the first `health` event as the ready signal.
+    /// G2 (beyond, off by default): treat the first `health` event as the ready signal. Current
+    /// gateways send one right after `hello-ok`.
     pub health_event_counts_as_ready: bool,
 }
 
 impl Default for ReadyConfig {
     fn default() -> Self {
         ReadyConfig {
-            fallback_ms: 30_000,
-            snapshot_counts_as_ready: true,
-            health_event_counts_as_ready: true,
+            probe_schedule_ms: vec![0, 1_500, 3_000, 5_000, 8_000, 12_000, 30_000],
+            probe_repeat_ms: 30_000,
+            snapshot_counts_as_ready: false,
+            health_event_counts_as_ready: false,
         }
+    }
+}
+
+/// How the CPU time of a gateway is read for D2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuThreads {
+    /// The event-loop thread only (Node: the main thread, tid = pid). A worker thread's CPU does
+    /// not make a stuck event loop look busy.
+    #[default]
+    Main,
+    /// Every thread of the process (for gateways whose event loop is not the main thread).
+    All,
+}
+
+/// D1–D7, H6: liveness. A restart is expensive (the gateway drops in-flight work and, after a few
+/// unclean boots, suppresses channel auto-start), so silence alone never restarts a gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LivenessConfig {
+    /// D4: a `busy` (or silent, unclassifiable) gateway is probed only after this long without
+    /// evidence of life.
+    pub deadline_ms: u64,
+    /// D4/G2: the core probe's RPC method.
+    pub probe_method: String,
+    /// D4/G2: the core probe's time limit.
+    pub probe_timeout_ms: u64,
+    /// D6: a heartbeat tick later than `stall_factor` × interval after the previous one means the
+    /// supervisor itself was paused.
+    pub stall_factor: u32,
+    /// D6: and never less than this.
+    pub stall_min_ms: u64,
+    /// D2: CPU time the event-loop thread must gain across a silent heartbeat interval to count as
+    /// `busy` rather than `frozen`.
+    pub busy_cpu_min_ms: u64,
+    /// D2: which threads' CPU time counts.
+    pub cpu_threads: CpuThreads,
+    /// D2: read the owned gateway's scheduler state and CPU time where the platform gives them
+    /// (Linux `/proc`). Off: silence counts as `busy` (the D4 path) everywhere.
+    pub process_evidence: bool,
+    /// H6: RPC methods whose time-outs degrade that capability, not the core (a trailing `*`
+    /// matches a prefix).
+    pub capability_methods: Vec<String>,
+    /// H6: a capability stays degraded this long after its last time-out (or until it succeeds).
+    pub capability_failure_window_ms: u64,
+}
+
+impl Default for LivenessConfig {
+    fn default() -> Self {
+        LivenessConfig {
+            deadline_ms: 180_000,
+            probe_method: "system-presence".to_string(),
+            probe_timeout_ms: 5_000,
+            stall_factor: 2,
+            stall_min_ms: 5_000,
+            busy_cpu_min_ms: 50,
+            cpu_threads: CpuThreads::Main,
+            process_evidence: true,
+            capability_methods: vec![
+                "health".to_string(),
+                "status".to_string(),
+                "channels.status".to_string(),
+                "doctor.memory.*".to_string(),
+            ],
+            capability_failure_window_ms: 120_000,
+        }
+    }
+}
+
+impl LivenessConfig {
+    /// H6: is `method` a capability method (its time-outs degrade only that capability)?
+    pub fn is_capability(&self, method: &str) -> bool {
+        self.capability_methods
+            .iter()
+            .any(|pattern| match pattern.strip_suffix('*') {
+                Some(prefix) => method.starts_with(prefix),
+                None => method == pattern,
+            })
+    }
+
+    /// D6: the tick gap beyond which the supervisor counts as having been paused.
+    pub fn stall_threshold_ms(&self, interval_ms: u64) -> u64 {
+        interval_ms
+            .saturating_mul(u64::from(self.stall_factor.max(1)))
+            .max(self.stall_min_ms)
     }
 }
 

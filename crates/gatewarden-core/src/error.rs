@@ -85,6 +85,13 @@ pub enum StartFailure {
         /// What went wrong.
         message: String,
     },
+    /// D5: the external gateway we reconnect to does not answer as a gateway; we never spawn
+    /// our own while it may come back (reconnecting continues with backoff).
+    #[error("the external gateway on port {port} does not answer; reconnecting to it only")]
+    ExternalUnavailable {
+        /// The gateway port.
+        port: u16,
+    },
     /// Anything else reported by the actor layer.
     #[error("{message}")]
     Other {
@@ -119,6 +126,7 @@ impl StartFailure {
                 | StartFailure::ChallengeTimeout
                 | StartFailure::HandshakeTimeout
                 | StartFailure::PortStillOccupied { .. }
+                | StartFailure::ExternalUnavailable { .. }
         )
     }
 

@@ -152,6 +152,12 @@ impl HeartbeatTracker {
         })
     }
 
+    /// D2 evidence: nothing arrived for longer than the tick-silence limit (whether or not the
+    /// rule already fired).
+    pub fn is_silent_at(&self, now_ms: u64) -> bool {
+        self.silence_trigger(now_ms).is_some()
+    }
+
     /// Consecutive missed pings so far.
     pub fn consecutive_misses(&self) -> u32 {
         self.consecutive_misses

@@ -25,6 +25,7 @@ pub mod fuzzing;
 pub mod governor;
 pub mod health;
 pub mod heartbeat;
+pub mod liveness;
 pub mod machine;
 pub mod reconnect;
 pub mod recovery;

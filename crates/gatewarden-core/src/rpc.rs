@@ -37,6 +37,10 @@ pub enum RpcError {
         /// The transport's error text.
         reason: String,
     },
+    /// D5: the attached external gateway stopped answering its core probe; the socket was closed
+    /// and only the transport is being reconnected (the gateway is not ours to restart).
+    #[error("External gateway unavailable")]
+    ExternalUnavailable,
     /// M2: the gateway answered with an error.
     #[error("{message}")]
     Gateway {
@@ -65,7 +69,7 @@ impl RpcError {
     /// The M6 kind of this error, for [`crate::health::Diagnostics::record_rpc_failure`].
     pub fn failure_kind(&self) -> RpcFailureKind {
         match self {
-            RpcError::NotConnected => RpcFailureKind::NotConnected,
+            RpcError::NotConnected | RpcError::ExternalUnavailable => RpcFailureKind::NotConnected,
             RpcError::Timeout { .. } => RpcFailureKind::Timeout,
             RpcError::Stopped => RpcFailureKind::Stopped,
             RpcError::SendFailed { .. } => RpcFailureKind::SendFailed,

@@ -11,7 +11,7 @@ use gatewarden_core::machine::{
 };
 use gatewarden_core::reload_policy::{ReloadMode, ReloadPolicy};
 use gatewarden_core::rpc::RpcError;
-use support::Harness;
+use support::{Harness, ProbeMode};
 
 fn hybrid() -> ReloadPolicy {
     ReloadPolicy {
@@ -551,12 +551,13 @@ fn w1_startup_probe_off_waits_for_retry_after() {
 }
 
 #[test]
-fn c1_handshake_success_sets_running_and_arms_heartbeat_and_fallback() {
+fn c1_handshake_success_sets_running_and_arms_heartbeat_and_ready_probe() {
     let mut harness = Harness::quiet();
     harness.start_to_running();
     let timers = harness.machine.armed_timers();
     assert!(timers.contains(&TimerKind::Heartbeat));
-    assert!(timers.contains(&TimerKind::ReadyFallback));
+    assert!(timers.contains(&TimerKind::ReadyProbe));
+    assert!(timers.contains(&TimerKind::LivenessDeadline));
     assert!(harness
         .machine
         .status(harness.now)
@@ -565,7 +566,7 @@ fn c1_handshake_success_sets_running_and_arms_heartbeat_and_fallback() {
 }
 
 #[test]
-fn g1_ready_event_sets_gateway_ready_and_cancels_the_fallback() {
+fn g1_ready_event_sets_gateway_ready_and_cancels_the_ready_probe() {
     let mut harness = Harness::quiet();
     harness.start_to_running();
     let epoch = harness.epoch();
@@ -577,22 +578,32 @@ fn g1_ready_event_sets_gateway_ready_and_cancels_the_fallback() {
     assert!(!harness
         .machine
         .armed_timers()
-        .contains(&TimerKind::ReadyFallback));
+        .contains(&TimerKind::ReadyProbe));
 }
 
 #[test]
-fn g2_fallback_sets_ready_after_thirty_seconds() {
+fn g2_handshake_snapshot_counts_as_ready_only_when_configured() {
     let mut harness = Harness::quiet();
-    harness.start_to_running();
-    harness.advance(29_999);
-    assert!(!harness.machine.status(harness.now).gateway_ready);
-    harness.advance(1);
-    assert!(harness.machine.status(harness.now).gateway_ready);
-}
-
-#[test]
-fn g2_handshake_snapshot_counts_as_ready() {
-    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    harness.probe_free();
+    harness.spawned();
+    harness.ready();
+    let epoch = harness.epoch();
+    harness.send(Event::HandshakeCompleted {
+        epoch,
+        handshake: Handshake {
+            protocol: 4,
+            has_snapshot: true,
+            ..Handshake::default()
+        },
+    });
+    assert!(
+        !harness.machine.status(harness.now).gateway_ready,
+        "off by default: every hello-ok of a current gateway carries a snapshot"
+    );
+    let mut config = SupervisorConfig::default();
+    config.ready.snapshot_counts_as_ready = true;
+    let mut harness = Harness::new(config);
     harness.command(Command::Start);
     harness.probe_free();
     harness.spawned();
@@ -630,23 +641,33 @@ fn h1_pings_every_interval() {
 }
 
 #[test]
-fn h2_three_misses_restart_the_gateway_once() {
+fn h2_three_misses_alone_restart_nothing() {
+    // Revision 2 (D1): misses are counted and published, never a restart by themselves. With no
+    // process evidence and a probe that answers, ten minutes of silence restart nothing.
     let mut harness = Harness::quiet();
-    let pid = harness.start_to_running();
-    // Ping at 30 s, then three checks find it unanswered.
+    harness.probes = ProbeMode::Answer(20);
+    harness.start_to_running();
     harness.advance(30_000 * 4);
-    let terminates = harness.all_count(|effect| matches!(effect, Effect::TerminateProcess { .. }));
-    assert_eq!(terminates, 1, "exactly one restart");
-    assert_eq!(harness.leaf(), "stopping");
-    harness.exit(pid, 143);
-    assert_eq!(harness.leaf(), "probing_port");
+    assert!(harness.machine.diagnostics().consecutive_heartbeat_misses >= 3);
+    harness.advance(600_000);
+    assert_eq!(
+        harness.all_count(|effect| matches!(effect, Effect::TerminateProcess { .. })),
+        0
+    );
+    assert_eq!(harness.state(), LifecycleState::Running);
 }
 
 #[test]
-fn h2_windows_skips_heartbeat_recovery() {
+fn h2_windows_without_process_evidence_takes_the_probe_path() {
     let mut harness = Harness::new(SupervisorConfig::windows());
+    harness.probes = ProbeMode::Answer(20);
     harness.start_to_running();
     harness.advance(60_000 * 7);
+    assert_eq!(
+        harness.all_count(|effect| matches!(effect, Effect::SampleProcess { .. })),
+        0,
+        "no /proc on Windows"
+    );
     assert_eq!(
         harness.all_count(|effect| matches!(effect, Effect::TerminateProcess { .. })),
         0

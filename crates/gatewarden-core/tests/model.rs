@@ -3,7 +3,7 @@
 //!
 //! The **reference model** ([`Model`]) is an independent, plain-Rust rendering of BEHAVIOUR.md for
 //! a noise-free configuration (no jitter, no stable-run timer, no intensity limit, heartbeat /
-//! health / ready fallback so far away they never fire, reconnect.max_attempts = 3). It never
+//! health / ready probe / liveness deadline so far away they never fire, reconnect.max_attempts = 3). It never
 //! calls the statig machine. The **system under test** ([`Sut`]) is the real [`LifecycleMachine`]
 //! with a harness that plays the actor layer: it keeps the armed timers, the outstanding
 //! asynchronous request (probe, spawn, readiness, handshake, signal, terminate), the live
@@ -18,7 +18,7 @@
 //! - Linux only, no orphans, no external gateway, no stderr lines (so the L6 doctor repair is never
 //!   chosen), no startup-window answer, no spawn failure: those paths are covered by
 //!   `lifecycle_rules.rs`; here they would multiply the model without exercising new interleavings.
-//! - Heartbeat (H1–H3), health checks (H4) and the ready fallback (G2) never fire (intervals of
+//! - Heartbeat (H1–H3), health checks (H4), the ready probe (G2) and the liveness deadline (D4) never fire (intervals of
 //!   10^12 ms): they are timers whose presence is compared, not their firing.
 //! - `ForceTerminate` (T6) is not generated while a start flow runs (the model would need the
 //!   actor's readiness/handshake timeouts for a process that vanished under a flow).
@@ -73,7 +73,8 @@ fn model_config() -> SupervisorConfig {
     config.reconnect.max_delay_ms = 30_000;
     config.heartbeat.interval_ms = NEVER_MS;
     config.heartbeat.health_check_interval_ms = NEVER_MS;
-    config.ready.fallback_ms = NEVER_MS;
+    config.ready.probe_schedule_ms = vec![NEVER_MS];
+    config.liveness.deadline_ms = NEVER_MS;
     config.restart.cooldown_ms = COOLDOWN_MS;
     config.restart.debounce_ms = RESTART_DEBOUNCE_MS;
     config.reload.recent_connect_skip_ms = RECENT_CONNECT_MS;
@@ -437,7 +438,8 @@ impl Model {
             for timer in [
                 TimerKind::Heartbeat,
                 TimerKind::HealthCheck,
-                TimerKind::ReadyFallback,
+                TimerKind::ReadyProbe,
+                TimerKind::LivenessDeadline,
             ] {
                 self.timers.remove(&timer);
             }
@@ -449,8 +451,9 @@ impl Model {
             Leaf::Running => {
                 self.arm(TimerKind::Heartbeat, NEVER_MS);
                 self.arm(TimerKind::HealthCheck, NEVER_MS);
+                self.arm(TimerKind::LivenessDeadline, NEVER_MS);
                 if !self.ready {
-                    self.arm(TimerKind::ReadyFallback, NEVER_MS);
+                    self.arm(TimerKind::ReadyProbe, NEVER_MS);
                 }
                 // stable_uptime_ms = 0: success resets attempts (N3 seed semantics).
                 self.attempts = 0;
@@ -950,7 +953,7 @@ impl Model {
             MEvent::ReadySignal => {
                 if !self.ready {
                     self.ready = true;
-                    self.timers.remove(&TimerKind::ReadyFallback);
+                    self.timers.remove(&TimerKind::ReadyProbe);
                 }
             }
             MEvent::Signal(ok) => {

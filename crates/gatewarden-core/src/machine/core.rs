@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use crate::config::SupervisorConfig;
 use crate::governor::RestartGovernor;
 use crate::health::Diagnostics;
+use crate::liveness::{ProbeInFlight, RecoveryPhase};
 use crate::machine::types::{
     CommandOutcome, Effect, LifecycleState, LogLevel, Notice, ReplyId, TimerKind,
 };
@@ -86,6 +87,18 @@ pub struct Core {
     pub(crate) debounced_reload_policy: Option<ReloadPolicy>,
     pub(crate) waiters: Waiters,
     pub(crate) diagnostics: Diagnostics,
+    /// D4/G2: the id of the last core probe sent.
+    pub(crate) next_probe_id: u64,
+    /// G2: the ready probe in flight.
+    pub(crate) ready_probe: Option<ProbeInFlight>,
+    /// G2: the index in `ready.probe_schedule_ms` of the ready probe last armed.
+    pub(crate) ready_probe_step: usize,
+    /// D3/D4/D7: a liveness restart is pending or running (H6 `unresponsive`).
+    pub(crate) liveness_restart: Option<RecoveryPhase>,
+    /// D5: the attached external gateway failed its core probe.
+    pub(crate) external_unavailable: bool,
+    /// D5: reconnect the transport only: never spawn while the user's gateway may come back.
+    pub(crate) transport_only: bool,
     timers: BTreeMap<TimerKind, u64>,
     timer_generation: u64,
 }
@@ -127,6 +140,12 @@ impl Core {
             debounced_reload_policy: None,
             waiters: Waiters::default(),
             diagnostics: Diagnostics::default(),
+            next_probe_id: 0,
+            ready_probe: None,
+            ready_probe_step: 0,
+            liveness_restart: None,
+            external_unavailable: false,
+            transport_only: false,
             timers: BTreeMap::new(),
             timer_generation: 0,
         }

@@ -13,7 +13,7 @@
 //!
 //! Per-state data lives in state-local storage: the start flow (`flow`: epoch, attempt, whether
 //! the doctor already ran, timestamps for the startup metric), the running connection (`run`:
-//! its epoch and heartbeat tracker), the pending reconnect (`pending`) and the stop in progress
+//! its epoch and liveness tracker), the pending reconnect (`pending`) and the stop in progress
 //! (`stop`). Everything shared lives in [`Core`], statig's context.
 //!
 //! Handlers only decide; they push effects into the context. Stale results (an old epoch, an old
@@ -22,7 +22,9 @@
 use statig::prelude::*;
 
 use crate::error::StartFailure;
-use crate::heartbeat::{DeadReason, HeartbeatTracker};
+use crate::liveness::{
+    LivenessAction, LivenessTracker, ProbeInFlight, ProbeOutcome, ProbePurpose, RecoveryPhase,
+};
 use crate::machine::core::{Core, ReloadInFlight};
 use crate::machine::types::{
     Command, CommandOutcome, Effect, Event, ExternalShutdownOutcome, Handshake, LifecycleState,
@@ -79,8 +81,8 @@ pub struct StartFlow {
 pub struct RunState {
     /// Epoch of the connection.
     pub epoch: u64,
-    /// H1–H3.
-    pub heartbeat: HeartbeatTracker,
+    /// H1–H3 evidence and D1–D7 decisions.
+    pub liveness: LivenessTracker,
 }
 
 /// State-local data of `reconnecting`.
@@ -658,10 +660,22 @@ impl Lifecycle {
                 _ => Super,
             },
             Event::ProofOfLife { .. } => {
-                let now = context.now_ms;
-                run.heartbeat.record_alive(now);
-                context.diagnostics.record_alive(now);
+                proof_of_life(context, run);
                 Handled
+            }
+            Event::ProcessSampled { sample, .. } => {
+                let now = context.now_ms;
+                run.liveness.on_sample(*sample, now);
+                match evaluate_liveness(context, run) {
+                    Some(state) => Transition(state),
+                    None => Handled,
+                }
+            }
+            Event::ProbeFinished { probe, outcome, .. } => {
+                match probe_finished(context, run, *probe, outcome) {
+                    Some(state) => Transition(state),
+                    None => Handled,
+                }
             }
             Event::TimerFired { timer, .. } => match timer {
                 TimerKind::Heartbeat => match heartbeat_tick(context, run) {
@@ -674,15 +688,37 @@ impl Lifecycle {
                     context.arm(TimerKind::HealthCheck, interval);
                     Handled
                 }
-                TimerKind::ReadyFallback => {
-                    if !context.gateway_ready {
-                        context.log(
-                            LogLevel::Info,
-                            "gateway ready fallback triggered (no ready signal within timeout)",
-                        );
-                        mark_ready(context);
-                    }
+                TimerKind::ReadyProbe => {
+                    ready_probe_due(context, run);
                     Handled
+                }
+                TimerKind::LivenessDeadline => {
+                    let deadline = run.liveness.deadline_at();
+                    let now = context.now_ms;
+                    if now < deadline {
+                        context.arm(TimerKind::LivenessDeadline, deadline - now);
+                        return Handled;
+                    }
+                    let deadline_ms = context.config.liveness.deadline_ms;
+                    context.arm(TimerKind::LivenessDeadline, deadline_ms);
+                    match evaluate_liveness(context, run) {
+                        Some(state) => Transition(state),
+                        None => Handled,
+                    }
+                }
+                TimerKind::LivenessRestart => {
+                    // D7: the cooldown is over; the restart runs unless evidence of life came.
+                    if !run.liveness.restart_decided() {
+                        return Handled;
+                    }
+                    context.log(
+                        LogLevel::Warn,
+                        "liveness restart: the governor's cooldown is over; restarting now",
+                    );
+                    match liveness_restart(context) {
+                        Some(state) => Transition(state),
+                        None => Handled,
+                    }
                 }
                 TimerKind::StableRun => {
                     // N5: the gateway stayed up long enough; backoff starts over.
@@ -737,9 +773,19 @@ impl Lifecycle {
         let health = context.config.heartbeat.health_check_interval_ms;
         context.arm(TimerKind::Heartbeat, heartbeat);
         context.arm(TimerKind::HealthCheck, health);
+        let deadline = context.config.liveness.deadline_ms;
+        context.arm(TimerKind::LivenessDeadline, deadline);
+        context.ready_probe_step = 0;
         if !context.gateway_ready {
-            let fallback = context.config.ready.fallback_ms;
-            context.arm(TimerKind::ReadyFallback, fallback);
+            // G2: ready by a ready event or a core probe, never by a timer alone.
+            let first = context
+                .config
+                .ready
+                .probe_schedule_ms
+                .first()
+                .copied()
+                .unwrap_or(0);
+            context.arm(TimerKind::ReadyProbe, first);
         }
         let stable = context.config.reconnect.stable_uptime_ms;
         if stable > 0 {
@@ -752,11 +798,14 @@ impl Lifecycle {
 
     #[action]
     fn exit_running(context: &mut Core) {
-        // X2: stop heartbeat and health checks; the fallback and stable-run timers die too.
+        // X2: stop heartbeat and health checks; the ready, liveness and stable-run timers die too.
         context.cancel(TimerKind::Heartbeat);
         context.cancel(TimerKind::HealthCheck);
-        context.cancel(TimerKind::ReadyFallback);
+        context.cancel(TimerKind::ReadyProbe);
+        context.cancel(TimerKind::LivenessDeadline);
+        context.cancel(TimerKind::LivenessRestart);
         context.cancel(TimerKind::StableRun);
+        context.ready_probe = None;
         context.diagnostics.consecutive_heartbeat_misses = 0;
     }
 
@@ -1032,6 +1081,9 @@ fn begin_start(core: &mut Core, kind: StartKind, reconnect_delay_ms: u64) -> Sta
         // L3: a manual start (or a restart) cancels a pending reconnect and resets the count.
         core.cancel(TimerKind::Reconnect);
         core.reconnect_attempts = 0;
+        // D5: a user's start or restart may spawn again.
+        core.transport_only = false;
+        core.external_unavailable = false;
     }
     core.gateway_ready = false;
     core.stderr_tail.clear();
@@ -1059,6 +1111,18 @@ fn begin_start(core: &mut Core, kind: StartKind, reconnect_delay_ms: u64) -> Sta
 fn after_probe(core: &mut Core, flow: &mut StartFlow, probe: &PortProbe) -> State {
     let port = core.config.port;
     let owned = core.owned_pid;
+    if core.transport_only && owned.is_none() {
+        // D5: reconnect to the user's gateway only; never spawn our own in its place.
+        if probe.answers_as_gateway {
+            core.log(
+                LogLevel::Info,
+                format!("the external gateway on port {port} answers again; reattaching"),
+            );
+            flow.external = true;
+            return State::connecting(flow.clone());
+        }
+        return step_failed(core, flow, StartFailure::ExternalUnavailable { port });
+    }
     if probe.listeners.is_empty() {
         if owned.is_some() {
             // L5 step 2: our process lives but does not listen: it restarted in place.
@@ -1228,6 +1292,8 @@ fn step_failed(core: &mut Core, flow: &mut StartFlow, failure: StartFailure) -> 
 
 /// L8, R4, N3: a start flow failed for good.
 fn finish_start_failed(core: &mut Core, flow: &mut StartFlow, failure: StartFailure) -> State {
+    // A liveness restart whose start failed is over; what follows is the reconnect's business.
+    core.liveness_restart = None;
     let message = failure.to_string();
     core.error = Some(message.clone());
     core.flow_ended = true;
@@ -1350,14 +1416,19 @@ fn handshake_completed(core: &mut Core, flow: &mut StartFlow, handshake: &Handsh
             core.reload = Some(reload);
         }
     }
-    let heartbeat = {
-        let mut tracker = HeartbeatTracker::new(&core.config.heartbeat, now);
+    // H6: evidence resets on each new connection; D5 is over once we are connected again.
+    core.diagnostics.reset_for_connection();
+    core.external_unavailable = false;
+    core.transport_only = false;
+    core.liveness_restart = None;
+    let liveness = {
+        let mut tracker = LivenessTracker::new(&core.config.heartbeat, &core.config.liveness, now);
         tracker.set_tick_interval(handshake.tick_interval_ms);
         tracker
     };
     State::running(RunState {
         epoch: flow.epoch,
-        heartbeat,
+        liveness,
     })
 }
 
@@ -1379,7 +1450,7 @@ fn reconnect_metric(core: &mut Core, flow: &StartFlow, success: bool, error: Opt
 
 fn mark_ready(core: &mut Core) {
     core.gateway_ready = true;
-    core.cancel(TimerKind::ReadyFallback);
+    core.cancel(TimerKind::ReadyProbe);
     core.publish(Notice::GatewayReady);
 }
 
@@ -1387,53 +1458,268 @@ fn mark_ready(core: &mut Core) {
 // Running: heartbeat, socket close, exit.
 // --------------------------------------------------------------------------------------------
 
+/// H1 + D1/D2/D6: a heartbeat tick. Missed pongs are evidence, never a restart by themselves.
 fn heartbeat_tick(core: &mut Core, run: &mut RunState) -> Option<State> {
     let now = core.now_ms;
-    let tick = run.heartbeat.on_tick(now);
+    let tick = run.liveness.on_tick(now);
     let interval = core.config.heartbeat.interval_ms;
     core.arm(TimerKind::Heartbeat, interval);
     if tick.missed {
         core.diagnostics
             .record_heartbeat_timeout(now, tick.consecutive_misses);
+        core.log(
+            LogLevel::Debug,
+            format!(
+                "gateway heartbeat: pong missed ({} consecutive; evidence only)",
+                tick.consecutive_misses
+            ),
+        );
     }
-    if tick.send_ping {
-        core.push(Effect::SendPing);
+    core.push(Effect::SendPing);
+    if let Some(gap_ms) = tick.stalled {
+        // D6: the supervisor itself was paused (SIGSTOP, cgroup freeze, VM pause, swap). Nothing is
+        // restarted on this tick; a probe decides.
+        core.log(
+            LogLevel::Warn,
+            format!(
+                "supervisor stall: this heartbeat tick came {gap_ms} ms after the previous one; \
+                 discarding the silence window and probing the gateway before judging it"
+            ),
+        );
+        send_liveness_probe(core, run, ProbePurpose::Stall);
+        return None;
     }
-    let reason = tick.trigger?;
-    let description = match reason {
-        DeadReason::MissedPings { misses } => format!("{misses} consecutive pong misses"),
-        DeadReason::TickSilence { silent_ms } => format!("no traffic for {silent_ms} ms"),
+    if let Some(pid) = sampled_pid(core) {
+        core.push(Effect::SampleProcess {
+            epoch: run.epoch,
+            pid,
+        });
+    }
+    evaluate_liveness(core, run)
+}
+
+/// D2: the owned gateway whose process evidence is read, if any.
+fn sampled_pid(core: &Core) -> Option<u32> {
+    let evidence = core.config.liveness.process_evidence && !core.config.is_windows();
+    core.owned_pid.filter(|_| evidence && !core.external)
+}
+
+/// D1/H3: a frame, a pong or a reply arrived.
+fn proof_of_life(core: &mut Core, run: &mut RunState) {
+    let now = core.now_ms;
+    let was_decided = run.liveness.restart_decided();
+    run.liveness.record_alive(now);
+    core.diagnostics.record_alive(now);
+    if was_decided && core.liveness_restart == Some(RecoveryPhase::RestartPending) {
+        // D7: evidence of life arrived before the suppressed restart could run.
+        core.cancel(TimerKind::LivenessRestart);
+        core.liveness_restart = None;
+        core.log(
+            LogLevel::Info,
+            "liveness restart called off: the gateway answered again",
+        );
+    }
+}
+
+/// D3/D4: act on what the evidence allows now.
+fn evaluate_liveness(core: &mut Core, run: &mut RunState) -> Option<State> {
+    let now = core.now_ms;
+    let owned = core.owned_pid.is_some() && !core.external;
+    match run.liveness.decide(now, owned) {
+        LivenessAction::Wait | LivenessAction::ProbeFailed => None,
+        LivenessAction::Probe(purpose) => {
+            let silent_for = now.saturating_sub(
+                run.liveness
+                    .deadline_at()
+                    .saturating_sub(core.config.liveness.deadline_ms),
+            );
+            core.log(
+                LogLevel::Warn,
+                format!(
+                    "gateway silent for {silent_for} ms ({:?}); sending the core probe {}",
+                    run.liveness.class(),
+                    core.config.liveness.probe_method
+                ),
+            );
+            send_liveness_probe(core, run, purpose);
+            None
+        }
+        LivenessAction::RestartFrozen { misses } => {
+            let pid = core
+                .owned_pid
+                .map_or("unknown".to_string(), |pid| pid.to_string());
+            core.log(
+                LogLevel::Warn,
+                format!(
+                    "gateway frozen: {misses} consecutive pong misses and no event-loop progress \
+                     (pid={pid}); restarting it"
+                ),
+            );
+            liveness_restart(core)
+        }
+    }
+}
+
+/// D4/D6: send the core probe, one at a time.
+fn send_liveness_probe(core: &mut Core, run: &mut RunState, purpose: ProbePurpose) {
+    if run.liveness.probe_in_flight().is_some() {
+        return;
+    }
+    let probe = send_probe(core, run.epoch, purpose);
+    run.liveness.probe_sent(probe);
+}
+
+fn send_probe(core: &mut Core, epoch: u64, purpose: ProbePurpose) -> ProbeInFlight {
+    core.next_probe_id = core.next_probe_id.wrapping_add(1);
+    let probe = ProbeInFlight {
+        id: core.next_probe_id,
+        purpose,
+        sent_at_ms: core.now_ms,
     };
-    let pid = core
-        .owned_pid
-        .map_or("unknown".to_string(), |pid| pid.to_string());
+    core.push(Effect::SendProbe {
+        epoch,
+        probe: probe.id,
+        method: core.config.liveness.probe_method.clone(),
+        timeout_ms: core.config.liveness.probe_timeout_ms,
+    });
+    probe
+}
+
+/// G2: the next ready probe is due.
+fn ready_probe_due(core: &mut Core, run: &mut RunState) {
+    if core.gateway_ready || core.ready_probe.is_some() {
+        return;
+    }
+    core.ready_probe = Some(send_probe(core, run.epoch, ProbePurpose::Ready));
+}
+
+/// G2: arm the ready probe after the one that just ended.
+fn schedule_next_ready_probe(core: &mut Core) {
+    core.ready_probe_step += 1;
+    let connected_at = core.connected_at.unwrap_or(core.now_ms);
+    let delay = match core
+        .config
+        .ready
+        .probe_schedule_ms
+        .get(core.ready_probe_step)
+    {
+        Some(offset) => connected_at
+            .saturating_add(*offset)
+            .saturating_sub(core.now_ms),
+        None => core.config.ready.probe_repeat_ms.max(1),
+    };
+    core.arm(TimerKind::ReadyProbe, delay);
+}
+
+/// D4/D5/D6/G2: a core probe ended.
+fn probe_finished(
+    core: &mut Core,
+    run: &mut RunState,
+    id: u64,
+    outcome: &ProbeOutcome,
+) -> Option<State> {
+    let now = core.now_ms;
+    if let Some(probe) = core.ready_probe.filter(|probe| probe.id == id) {
+        core.ready_probe = None;
+        run.liveness.record_probe(probe, outcome.clone(), now);
+        if outcome.answered() {
+            proof_of_life(core, run);
+        }
+        if *outcome == ProbeOutcome::Succeeded {
+            if !core.gateway_ready {
+                core.log(
+                    LogLevel::Info,
+                    format!(
+                        "gateway ready: the core probe {} answered",
+                        core.config.liveness.probe_method
+                    ),
+                );
+                mark_ready(core);
+            }
+        } else if !core.gateway_ready {
+            schedule_next_ready_probe(core);
+        }
+        return None;
+    }
+    let purpose = run.liveness.probe_in_flight().map(|probe| probe.purpose);
+    let action = run.liveness.probe_finished(id, outcome, now);
+    match (outcome, purpose) {
+        (_, None) => return None,
+        (ProbeOutcome::Failed { .. }, _) => {}
+        (_, Some(purpose)) => {
+            core.diagnostics.record_alive(now);
+            core.log(
+                LogLevel::Info,
+                format!("core probe ({purpose:?}) answered: the gateway is alive; no restart"),
+            );
+        }
+    }
+    if action != LivenessAction::ProbeFailed {
+        return None;
+    }
+    let reason = match outcome {
+        ProbeOutcome::Failed { reason } => reason.clone(),
+        _ => String::new(),
+    };
+    if core.external {
+        return Some(external_unavailable(core, &reason));
+    }
     core.log(
         LogLevel::Warn,
         format!(
-            "gateway heartbeat: {description} (pid={pid}, autoReconnect={})",
-            core.auto_reconnect
+            "core probe {} failed ({reason}) with no sign of life since; restarting the gateway",
+            core.config.liveness.probe_method
         ),
     );
-    // H2: recover only off Windows, with auto-reconnect on, in `running` (we are).
-    if core.config.is_windows() {
-        core.log(
-            LogLevel::Warn,
-            "gateway heartbeat recovery skipped (platform=win32)",
-        );
-        return None;
-    }
+    liveness_restart(core)
+}
+
+/// D5: an attached gateway is not ours: never stopped, signalled or restarted. Drop our socket,
+/// fail what waits with a typed error, and reconnect the transport only.
+fn external_unavailable(core: &mut Core, reason: &str) -> State {
+    core.log(
+        LogLevel::Warn,
+        format!(
+            "external gateway failed its core probe ({reason}); closing our socket and \
+             reconnecting to it (it is not ours to restart)"
+        ),
+    );
+    core.external_unavailable = true;
+    core.transport_only = true;
+    core.push(Effect::FailPendingRpcs {
+        error: RpcError::ExternalUnavailable,
+    });
+    core.push(Effect::CloseConnection);
+    core.publish(Notice::ExternalUnavailable);
+    core.publish(Notice::Error {
+        message: "External gateway unavailable: it stopped answering; reconnecting".into(),
+    });
+    core.clear_connection();
+    ask_reconnect(core).unwrap_or_else(State::stopped)
+}
+
+/// D3/D4/D7: restart a gateway the evidence says is dead, through R1 and the governor (R3).
+fn liveness_restart(core: &mut Core) -> Option<State> {
     if !core.auto_reconnect {
         core.log(
             LogLevel::Warn,
-            "gateway heartbeat recovery skipped (lifecycle is not in auto-recoverable running state)",
+            "gateway liveness recovery skipped (auto-reconnect is off)",
         );
         return None;
     }
-    core.log(
-        LogLevel::Warn,
-        "gateway heartbeat recovery: restarting unresponsive gateway",
-    );
-    request_restart(core, LifecycleState::Running, None)
+    core.liveness_restart = Some(RecoveryPhase::RestartPending);
+    match try_restart(core, LifecycleState::Running, None) {
+        RestartAttempt::Began(state) => {
+            core.liveness_restart = Some(RecoveryPhase::RestartExecuting);
+            Some(state)
+        }
+        RestartAttempt::Suppressed { retry_after_ms } => {
+            // D7: stays pending and runs once when the cooldown ends.
+            core.arm(TimerKind::LivenessRestart, retry_after_ms.max(1));
+            None
+        }
+        RestartAttempt::Deferred | RestartAttempt::Joined => None,
+    }
 }
 
 fn shutdown_announced(core: &mut Core, restart_expected_ms: Option<u64>) {
@@ -1597,6 +1883,11 @@ fn begin_stop(
     reply: Option<ReplyId>,
 ) -> State {
     core.log(LogLevel::Info, "gateway stop requested");
+    if then != AfterStop::Restart {
+        core.liveness_restart = None;
+        core.transport_only = false;
+        core.external_unavailable = false;
+    }
     core.bump_epoch();
     core.auto_reconnect = false;
     core.cancel_all_timers();
@@ -1722,24 +2013,35 @@ fn suppressed(core: &mut Core, retry_after_ms: u64, reply: Option<ReplyId>) {
     core.reply(reply, CommandOutcome::Suppressed { retry_after_ms });
 }
 
+/// What asking for a restart did.
+enum RestartAttempt {
+    /// R4: the restart began (its stop half); the machine goes here.
+    Began(State),
+    /// R1: deferred until the lifecycle settles.
+    Deferred,
+    /// R2: joined the restart in progress.
+    Joined,
+    /// R3: suppressed by the governor.
+    Suppressed {
+        /// When it would be allowed.
+        retry_after_ms: u64,
+    },
+}
+
 /// R1–R4 from a settled state (`running`, `stopped`, `error`).
-fn request_restart(
-    core: &mut Core,
-    shown: LifecycleState,
-    reply: Option<ReplyId>,
-) -> Option<State> {
+fn try_restart(core: &mut Core, shown: LifecycleState, reply: Option<ReplyId>) -> RestartAttempt {
     if core.is_mid_flight(shown) {
         defer_restart(core, reply);
-        return None;
+        return RestartAttempt::Deferred;
     }
     if core.restart_in_flight {
         core.waiters.restart.extend(reply);
-        return None;
+        return RestartAttempt::Joined;
     }
     match core.governor.decide(core.now_ms) {
         GovernorDecision::Suppress { retry_after_ms } => {
             suppressed(core, retry_after_ms, reply);
-            None
+            RestartAttempt::Suppressed { retry_after_ms }
         }
         GovernorDecision::Allow => {
             let pid = core
@@ -1751,8 +2053,20 @@ fn request_restart(
             );
             core.restart_in_flight = true;
             core.waiters.restart.extend(reply);
-            Some(begin_stop(core, shown, AfterStop::Restart, None))
+            RestartAttempt::Began(begin_stop(core, shown, AfterStop::Restart, None))
         }
+    }
+}
+
+/// R1–R4 from a settled state (`running`, `stopped`, `error`).
+fn request_restart(
+    core: &mut Core,
+    shown: LifecycleState,
+    reply: Option<ReplyId>,
+) -> Option<State> {
+    match try_restart(core, shown, reply) {
+        RestartAttempt::Began(state) => Some(state),
+        _ => None,
     }
 }
 

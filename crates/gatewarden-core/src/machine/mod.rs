@@ -21,7 +21,8 @@ use statig::blocking::{InitializedStateMachine, IntoStateMachineExt};
 
 use crate::config::SupervisorConfig;
 use crate::governor::GovernorCounters;
-use crate::health::{summarize_health, Diagnostics, HealthInput, HealthSummary};
+use crate::health::{summarize_health, Diagnostics, HealthInput, HealthSummary, RpcFailureKind};
+use crate::liveness::{LivenessClass, RecoveryPhase, RecoverySnapshot};
 pub use crate::machine::core::Core;
 use crate::machine::lifecycle::{public_state, state_name, Lifecycle, State};
 pub use crate::machine::types::*;
@@ -38,6 +39,8 @@ pub struct LifecycleMachine {
     published: Status,
     /// Transitions taken by the last event: (from, what caused it, to).
     trace: Vec<(&'static str, String, &'static str)>,
+    /// The last liveness notice published (D1–D7).
+    published_liveness: (LivenessClass, RecoveryPhase),
 }
 
 impl LifecycleMachine {
@@ -67,6 +70,7 @@ impl LifecycleMachine {
                 external: false,
             },
             trace: Vec::new(),
+            published_liveness: (LivenessClass::Alive, RecoveryPhase::Watching),
         };
         this.published = this.status_without_uptime();
         this
@@ -106,6 +110,7 @@ impl LifecycleMachine {
             self.dispatch(&restart, "DeferredRestart (R6)".to_string());
         }
         self.publish_status_if_changed();
+        self.publish_liveness_if_changed();
         std::mem::take(&mut self.core.effects)
     }
 
@@ -168,7 +173,9 @@ impl LifecycleMachine {
             | Event::GatewayReadySignal { epoch, .. }
             | Event::ExternalShutdownFinished { epoch, .. }
             | Event::SocketChecked { epoch, .. }
-            | Event::SignalSent { epoch, .. } => Some(*epoch),
+            | Event::SignalSent { epoch, .. }
+            | Event::ProcessSampled { epoch, .. }
+            | Event::ProbeFinished { epoch, .. } => Some(*epoch),
             _ => None,
         };
         if let Some(epoch) = epoch {
@@ -186,7 +193,9 @@ impl LifecycleMachine {
                 }
                 None
             }
-            Event::ProcessExited { pid, .. } | Event::StderrLine { pid, .. } => {
+            Event::ProcessExited { pid, .. }
+            | Event::StderrLine { pid, .. }
+            | Event::ProcessSampled { pid, .. } => {
                 if self.core.owned_pid != Some(*pid) {
                     return Some(format!("pid {pid} is not the owned process"));
                 }
@@ -265,6 +274,56 @@ impl LifecycleMachine {
             let now = self.core.now_ms;
             self.core
                 .publish(Notice::Status(self.with_uptime(status, now)));
+        }
+    }
+
+    /// D1–D7: tell subscribers when the classification or the recovery phase changes.
+    fn publish_liveness_if_changed(&mut self) {
+        let snapshot = self.recovery();
+        let current = (snapshot.liveness, snapshot.phase);
+        if current != self.published_liveness {
+            self.published_liveness = current;
+            self.core.publish(Notice::Liveness {
+                liveness: current.0,
+                phase: current.1,
+            });
+        }
+    }
+
+    /// H6 `recovery`: what the liveness recovery is doing now.
+    pub fn recovery(&self) -> RecoverySnapshot {
+        match self.machine.state() {
+            State::Running { run } => run.liveness.snapshot(self.core.liveness_restart),
+            _ => RecoverySnapshot {
+                phase: self
+                    .core
+                    .liveness_restart
+                    .unwrap_or(RecoveryPhase::Watching),
+                liveness: LivenessClass::Alive,
+                deadline_at_ms: None,
+                process_evidence: false,
+                last_sample: None,
+                last_probe: None,
+            },
+        }
+    }
+
+    /// M6/H6: record how a user RPC ended. A capability method's time-out degrades that
+    /// capability only; a call refused while nothing is connected is no failure at all.
+    pub fn record_rpc_outcome(
+        &mut self,
+        now_ms: u64,
+        method: &str,
+        outcome: Result<(), RpcFailureKind>,
+    ) {
+        match outcome {
+            Ok(()) => self.core.diagnostics.record_rpc_success_of(now_ms, method),
+            Err(kind) => {
+                let capability = self.core.config.liveness.is_capability(method);
+                self.core
+                    .diagnostics
+                    .record_rpc_failure(now_ms, method, kind, capability);
+            }
         }
     }
 
@@ -395,13 +454,18 @@ impl LifecycleMachine {
     /// H6: the health summary at `now_ms`.
     pub fn health(&self, now_ms: u64) -> HealthSummary {
         let state = self.state();
+        let recovery = self.recovery();
         summarize_health(
             &HealthInput {
                 running: state == LifecycleState::Running,
                 errored: state == LifecycleState::Error,
                 diagnostics: &self.core.diagnostics,
+                liveness: recovery.liveness,
+                phase: recovery.phase,
+                external_unavailable: self.core.external_unavailable,
             },
             &self.core.config.heartbeat,
+            &self.core.config.liveness,
             now_ms,
         )
     }
@@ -419,6 +483,7 @@ impl Clone for LifecycleMachine {
             core: self.core.clone(),
             published: self.published.clone(),
             trace: self.trace.clone(),
+            published_liveness: self.published_liveness,
         }
     }
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ReloadSignal;
 use crate::error::StartFailure;
+use crate::liveness::{LivenessClass, ProbeOutcome, ProcessSample, RecoveryPhase};
 use crate::reload_policy::ReloadPolicy;
 use crate::rpc::RpcError;
 
@@ -197,8 +198,8 @@ pub enum TimerKind {
     StartRetry,
     /// W1 (beyond): retry `connect` after the startup-window answer.
     ConnectRetry,
-    /// G2: assume the gateway ready.
-    ReadyFallback,
+    /// G2: the next core probe for readiness (never a ready signal by itself).
+    ReadyProbe,
     /// H1: heartbeat tick.
     Heartbeat,
     /// H4: health check tick.
@@ -213,15 +214,19 @@ pub enum TimerKind {
     ReloadDeadline,
     /// N5: the gateway has stayed up long enough to count as stable.
     StableRun,
+    /// D4: the liveness deadline of a silent gateway (re-armed from the last evidence of life).
+    LivenessDeadline,
+    /// D7: a liveness restart the governor suppressed runs when its cooldown ends.
+    LivenessRestart,
 }
 
 impl TimerKind {
     /// Every timer kind.
-    pub const ALL: [TimerKind; 11] = [
+    pub const ALL: [TimerKind; 13] = [
         TimerKind::Reconnect,
         TimerKind::StartRetry,
         TimerKind::ConnectRetry,
-        TimerKind::ReadyFallback,
+        TimerKind::ReadyProbe,
         TimerKind::Heartbeat,
         TimerKind::HealthCheck,
         TimerKind::RestartDebounce,
@@ -229,6 +234,8 @@ impl TimerKind {
         TimerKind::ReloadCheck,
         TimerKind::ReloadDeadline,
         TimerKind::StableRun,
+        TimerKind::LivenessDeadline,
+        TimerKind::LivenessRestart,
     ];
 }
 
@@ -370,6 +377,24 @@ pub enum Event {
         /// `Err` with the reason when signalling failed.
         outcome: Result<(), String>,
     },
+    /// D2: result of [`Effect::SampleProcess`].
+    ProcessSampled {
+        /// Epoch of the connection.
+        epoch: u64,
+        /// The process sampled.
+        pid: u32,
+        /// The reading; `None` when the process is gone.
+        sample: Option<ProcessSample>,
+    },
+    /// D4/D6/G2: result of [`Effect::SendProbe`].
+    ProbeFinished {
+        /// Epoch of the connection.
+        epoch: u64,
+        /// The probe's id.
+        probe: u64,
+        /// How it ended.
+        outcome: ProbeOutcome,
+    },
     /// A timer armed by [`Effect::ArmTimer`] fired.
     TimerFired {
         /// Which timer.
@@ -403,6 +428,8 @@ impl Event {
             Event::ExternalShutdownFinished { .. } => "ExternalShutdownFinished".into(),
             Event::SocketChecked { .. } => "SocketChecked".into(),
             Event::SignalSent { .. } => "SignalSent".into(),
+            Event::ProcessSampled { .. } => "ProcessSampled".into(),
+            Event::ProbeFinished { .. } => "ProbeFinished".into(),
             Event::TimerFired { timer, .. } => format!("Timer({timer:?})"),
         }
     }
@@ -502,6 +529,15 @@ pub enum Notice {
         /// Successes since the supervisor started.
         successes_total: u64,
     },
+    /// D1–D7: the gateway's liveness classification or the recovery phase changed.
+    Liveness {
+        /// The classification (D2).
+        liveness: LivenessClass,
+        /// What the recovery is doing.
+        phase: RecoveryPhase,
+    },
+    /// D5: the attached external gateway failed its core probe; only the transport reconnects.
+    ExternalUnavailable,
     /// R3: a restart was suppressed.
     RestartSuppressed {
         /// When it would be allowed.
@@ -580,6 +616,26 @@ pub enum Effect {
     CloseConnection,
     /// H1: send a WebSocket ping.
     SendPing,
+    /// D2: read the owned gateway's scheduler state and CPU time off the actor thread; answer
+    /// [`Event::ProcessSampled`].
+    SampleProcess {
+        /// Epoch of the connection.
+        epoch: u64,
+        /// The owned process.
+        pid: u32,
+    },
+    /// D4/D6/G2: send the core probe RPC on the current connection (not counted as a user RPC,
+    /// M6); answer [`Event::ProbeFinished`].
+    SendProbe {
+        /// Epoch of the connection.
+        epoch: u64,
+        /// Echo this in the result.
+        probe: u64,
+        /// The RPC method.
+        method: String,
+        /// Time limit.
+        timeout_ms: u64,
+    },
     /// H4: is the socket open? answer [`Event::SocketChecked`].
     CheckSocket {
         /// Epoch of the connection.

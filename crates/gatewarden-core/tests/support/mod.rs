@@ -6,10 +6,28 @@
 use std::collections::BTreeMap;
 
 use gatewarden_core::config::SupervisorConfig;
+use gatewarden_core::liveness::{ProbeOutcome, ProcessSample};
 use gatewarden_core::machine::{
     Command, CommandOutcome, Effect, Event, Handshake, LifecycleMachine, LifecycleState, Notice,
     PortProbe, ReplyId, TimerKind,
 };
+
+/// How the harness's stand-in connection answers core probes (D4, D6, G2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeMode {
+    /// Never answered (the probe stays in flight).
+    Ignore,
+    /// Answered successfully after this many ms.
+    Answer(u64),
+    /// Answered with a gateway error after this many ms (alive, not ready).
+    Refuse(u64),
+    /// Fails after its time limit.
+    Fail,
+}
+
+/// The gateway's CPU time as a function of the clock (D2 samples); `None` leaves samples
+/// unanswered.
+pub type CpuModel = Box<dyn Fn(u64) -> Option<ProcessSample>>;
 
 pub struct Harness {
     pub machine: LifecycleMachine,
@@ -22,6 +40,10 @@ pub struct Harness {
     pub replies: BTreeMap<ReplyId, Vec<CommandOutcome>>,
     next_reply: ReplyId,
     next_pid: u32,
+    /// Answers to effects that arrive later (probe results).
+    pub pending: Vec<(u64, Event)>,
+    pub probes: ProbeMode,
+    pub cpu: Option<CpuModel>,
 }
 
 impl Harness {
@@ -35,6 +57,9 @@ impl Harness {
             replies: BTreeMap::new(),
             next_reply: 1,
             next_pid: 4_000,
+            pending: Vec::new(),
+            probes: ProbeMode::Ignore,
+            cpu: None,
         }
     }
 
@@ -64,6 +89,52 @@ impl Harness {
                         .entry(*reply)
                         .or_default()
                         .push(outcome.clone());
+                }
+                Effect::SendProbe {
+                    epoch,
+                    probe,
+                    timeout_ms,
+                    ..
+                } => {
+                    let answer = match self.probes {
+                        ProbeMode::Ignore => None,
+                        ProbeMode::Answer(after) => Some((after, ProbeOutcome::Succeeded)),
+                        ProbeMode::Refuse(after) => Some((
+                            after,
+                            ProbeOutcome::Refused {
+                                message: "unknown method: system-presence".into(),
+                            },
+                        )),
+                        ProbeMode::Fail => Some((
+                            *timeout_ms,
+                            ProbeOutcome::Failed {
+                                reason: "RPC timeout: system-presence".into(),
+                            },
+                        )),
+                    };
+                    if let Some((after, outcome)) = answer {
+                        self.pending.push((
+                            self.now + after,
+                            Event::ProbeFinished {
+                                epoch: *epoch,
+                                probe: *probe,
+                                outcome,
+                            },
+                        ));
+                    }
+                }
+                Effect::SampleProcess { epoch, pid } => {
+                    if let Some(cpu) = &self.cpu {
+                        let sample = cpu(self.now);
+                        self.pending.push((
+                            self.now,
+                            Event::ProcessSampled {
+                                epoch: *epoch,
+                                pid: *pid,
+                                sample,
+                            },
+                        ));
+                    }
                 }
                 _ => {}
             }
@@ -98,6 +169,28 @@ impl Harness {
     pub fn advance(&mut self, ms: u64) {
         let until = self.now + ms;
         loop {
+            // Answers due first (at the same time as a timer, an answer was on its way first).
+            if let Some(index) = self
+                .pending
+                .iter()
+                .enumerate()
+                .filter(|(_, (at, _))| *at <= until)
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(index, _)| index)
+            {
+                let due_timer = self
+                    .timers
+                    .values()
+                    .map(|(_, at)| *at)
+                    .min()
+                    .unwrap_or(u64::MAX);
+                if self.pending[index].0 <= due_timer {
+                    let (at, event) = self.pending.remove(index);
+                    self.now = self.now.max(at);
+                    self.send(event);
+                    continue;
+                }
+            }
             let due = self
                 .timers
                 .iter()
@@ -112,6 +205,21 @@ impl Harness {
             self.send(Event::TimerFired { timer, generation });
         }
         self.now = until;
+    }
+
+    /// D6: the supervisor is paused for `ms`: the clock jumps and nothing fires meanwhile; what
+    /// was due fires late, in order, on the next `advance`.
+    pub fn pause(&mut self, ms: u64) {
+        self.now += ms;
+    }
+
+    /// The times at which effects matching `predicate` were emitted is not kept; this counts
+    /// them in the effects since `from` (an index into `all`).
+    pub fn count_since(&self, from: usize, predicate: impl Fn(&Effect) -> bool) -> usize {
+        self.all[from..]
+            .iter()
+            .filter(|effect| predicate(effect))
+            .count()
     }
 
     pub fn epoch(&self) -> u64 {
