@@ -141,6 +141,8 @@ pub enum ControlErrorKind {
     SendFailed,
     /// M2: the gateway answered with an error.
     Gateway,
+    /// D5: the attached external gateway stopped answering; the transport is reconnecting.
+    ExternalUnavailable,
     /// The supervisor did not answer.
     SupervisorGone,
 }
@@ -162,6 +164,9 @@ impl ControlError {
             RpcError::Timeout { .. } => ControlError::new(ControlErrorKind::Timeout, message),
             RpcError::Stopped => ControlError::new(ControlErrorKind::Stopped, message),
             RpcError::SendFailed { .. } => ControlError::new(ControlErrorKind::SendFailed, message),
+            RpcError::ExternalUnavailable => {
+                ControlError::new(ControlErrorKind::ExternalUnavailable, message)
+            }
             RpcError::Gateway { code, details, .. } => ControlError {
                 kind: ControlErrorKind::Gateway,
                 message,

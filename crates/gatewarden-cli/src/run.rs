@@ -327,6 +327,12 @@ impl Handler<GatewayEvent> for EventWatcher {
             }
             GatewayEvent::Error { message } => tracing::warn!("gateway: {message}"),
             GatewayEvent::GatewayReady => tracing::info!("gateway ready"),
+            GatewayEvent::Liveness { liveness, phase } => {
+                tracing::info!(?liveness, ?phase, "gateway liveness")
+            }
+            GatewayEvent::ExternalUnavailable => {
+                tracing::warn!("external gateway unavailable; reconnecting to it only")
+            }
             GatewayEvent::Notification { method, .. } => {
                 tracing::debug!(method, "gateway notification")
             }

@@ -335,12 +335,12 @@ impl LivenessTracker {
 
     /// D3/D4: what the evidence allows at `now_ms`, for an `owned` gateway or not.
     pub fn decide(&mut self, now_ms: u64, owned: bool) -> LivenessAction {
-        if self.restart_decided || !self.is_silent(now_ms) {
+        if self.restart_decided {
             return LivenessAction::Wait;
         }
         let misses = self.heartbeat.consecutive_misses();
         let frozen = matches!(self.class, LivenessClass::Frozen | LivenessClass::Dead);
-        if owned && frozen && misses >= self.max_misses {
+        if owned && frozen && misses >= self.max_misses && self.is_silent(now_ms) {
             self.restart_decided = true;
             return LivenessAction::RestartFrozen { misses };
         }
@@ -488,6 +488,21 @@ mod tests {
         }
         assert!(tracker.consecutive_misses() >= 3);
         assert_eq!(tracker.class(), LivenessClass::Busy);
+    }
+
+    #[test]
+    fn d4_the_deadline_alone_sends_a_probe_even_before_a_pong_was_missed() {
+        // A deadline shorter than the heartbeat interval: no miss yet, but no evidence either.
+        let liveness = LivenessConfig {
+            deadline_ms: 20_000,
+            ..LivenessConfig::default()
+        };
+        let mut tracker = LivenessTracker::new(&HeartbeatConfig::default(), &liveness, 0);
+        assert_eq!(tracker.decide(19_999, true), LivenessAction::Wait);
+        assert_eq!(
+            tracker.decide(20_000, true),
+            LivenessAction::Probe(ProbePurpose::Deadline)
+        );
     }
 
     #[test]

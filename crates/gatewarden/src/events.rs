@@ -1,6 +1,7 @@
 //! What subscribers of a supervisor hear: the published events of BEHAVIOUR.md.
 
 use actix::Message;
+use gatewarden_core::liveness::{LivenessClass, RecoveryPhase};
 use gatewarden_core::machine::Status;
 use serde::Serialize;
 use serde_json::Value;
@@ -40,4 +41,13 @@ pub enum GatewayEvent {
     ChatMessage(Value),
     /// G1/G2: the gateway's subsystems are ready.
     GatewayReady,
+    /// D1–D7: the liveness classification or the recovery phase changed.
+    Liveness {
+        /// The classification (D2).
+        liveness: LivenessClass,
+        /// What the recovery is doing.
+        phase: RecoveryPhase,
+    },
+    /// D5: the attached external gateway stopped answering; only the transport reconnects.
+    ExternalUnavailable,
 }

@@ -19,6 +19,7 @@
 //! - [`profile`]: launch profiles (sim, openclaw, custom), the doctor command, the reload signal.
 //! - [`launch`]: what to run, secrets that never reach argv or logs (A3).
 //! - [`identity`]: the device key pair on disk (A1).
+//! - [`evidence`]: `/proc` readings of the gateway process for the liveness rules (D2).
 //! - [`endpoint`]: which gateway hosts may be reached (loopback; others need an opt-in and TLS).
 //! - [`orphan`]: `/proc` inspection: listeners on a port, start times, process groups (O1).
 //! - [`events`]: [`events::GatewayEvent`], what subscribers hear.
@@ -27,6 +28,7 @@
 pub mod client;
 pub mod connection;
 pub mod endpoint;
+pub mod evidence;
 pub mod events;
 pub mod heartbeat;
 pub mod identity;

@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 
 use gatewarden_core::config::SupervisorConfig as CoreConfig;
 use gatewarden_core::health::{Diagnostics, HealthSummary, RpcFailureKind};
+use gatewarden_core::liveness::{ProbeOutcome, RecoverySnapshot};
 use gatewarden_core::machine::{
     Command, CommandOutcome, Effect, Event, ExternalShutdownOutcome, LifecycleMachine, LogLevel,
     Notice, PortProbe, ReplyId, Status, TimerKind,
@@ -30,6 +31,7 @@ use gatewarden_core::stderr::{classify_stderr_line, StderrAction, StderrDeduper,
 use crate::client::{RpcClient, RpcGate, RpcRefused};
 use crate::connection::{self, ConnectionActor, ConnectionConfig, ConnectionReport, TokenSource};
 use crate::events::GatewayEvent;
+use crate::evidence;
 use crate::heartbeat::{self, HeartbeatActor, HeartbeatReport};
 use crate::launch::Secret;
 use crate::orphan;
@@ -214,6 +216,8 @@ pub struct DiagnosticsSnapshot {
     pub process_exits: u64,
     /// The machine's leaf state (`probing_port`, `running`, ...).
     pub leaf_state: &'static str,
+    /// H6: what the liveness recovery is doing (phase, classification, deadline, last probe).
+    pub recovery: RecoverySnapshot,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -416,6 +420,72 @@ impl Supervisor {
                     connection.do_send(connection::Close { reason });
                 }
             }
+            Effect::SampleProcess { epoch, pid } => {
+                let threads = self.options.core.liveness.cpu_threads;
+                self.run(
+                    async move {
+                        // D2: /proc is read off the actor thread; a read that fails to come
+                        // back is no reading.
+                        let sample =
+                            actix_rt::task::spawn_blocking(move || evidence::sample(pid, threads))
+                                .await
+                                .ok()
+                                .flatten();
+                        Event::ProcessSampled { epoch, pid, sample }
+                    },
+                    ctx,
+                );
+            }
+            Effect::SendProbe {
+                epoch,
+                probe,
+                method,
+                timeout_ms,
+            } => {
+                let Some(connection) = self.connection.as_deref().cloned() else {
+                    let outcome = ProbeOutcome::Failed {
+                        reason: "no connection".into(),
+                    };
+                    self.feed(
+                        Event::ProbeFinished {
+                            epoch,
+                            probe,
+                            outcome,
+                        },
+                        ctx,
+                    );
+                    return;
+                };
+                self.run(
+                    async move {
+                        let answer = connection
+                            .send(connection::Rpc {
+                                method,
+                                params: Some(Value::Object(serde_json::Map::new())),
+                                timeout_ms,
+                            })
+                            .await;
+                        let outcome = match answer {
+                            Ok(Ok(_)) => ProbeOutcome::Succeeded,
+                            Ok(Err(RpcError::Gateway { message, .. })) => {
+                                ProbeOutcome::Refused { message }
+                            }
+                            Ok(Err(error)) => ProbeOutcome::Failed {
+                                reason: error.to_string(),
+                            },
+                            Err(error) => ProbeOutcome::Failed {
+                                reason: error.to_string(),
+                            },
+                        };
+                        Event::ProbeFinished {
+                            epoch,
+                            probe,
+                            outcome,
+                        }
+                    },
+                    ctx,
+                );
+            }
             Effect::SendPing => {
                 if let Some(heartbeat) = &self.heartbeat {
                     heartbeat.do_send(heartbeat::SendPing);
@@ -538,10 +608,12 @@ impl Supervisor {
             }
             Effect::FailPendingRpcs { error } => {
                 if let Some(connection) = &self.connection {
-                    let reason = if error == RpcError::Stopped {
-                        connection::CloseReason::Stopped
-                    } else {
-                        connection::CloseReason::Lost
+                    let reason = match error {
+                        RpcError::Stopped => connection::CloseReason::Stopped,
+                        RpcError::ExternalUnavailable => {
+                            connection::CloseReason::ExternalUnavailable
+                        }
+                        _ => connection::CloseReason::Lost,
                     };
                     connection.do_send(connection::Close { reason });
                 }
@@ -668,6 +740,11 @@ impl Supervisor {
             }
             Notice::Error { message } => self.publish(GatewayEvent::Error { message }),
             Notice::GatewayReady => self.publish(GatewayEvent::GatewayReady),
+            Notice::Liveness { liveness, phase } => {
+                tracing::debug!(?liveness, ?phase, "gateway liveness changed");
+                self.publish(GatewayEvent::Liveness { liveness, phase });
+            }
+            Notice::ExternalUnavailable => self.publish(GatewayEvent::ExternalUnavailable),
             Notice::StartupMetric {
                 config_prep_ms,
                 spawn_to_ready_ms,
@@ -811,13 +888,7 @@ impl Supervisor {
             }
             ConnectionReport::RpcFinished { method, outcome } => {
                 let now = self.now_ms();
-                match outcome {
-                    Ok(()) => self.machine.diagnostics_mut().record_rpc_success(now),
-                    Err(kind) => self
-                        .machine
-                        .diagnostics_mut()
-                        .record_rpc_failure(now, &method, kind),
-                }
+                self.machine.record_rpc_outcome(now, &method, outcome);
                 return;
             }
         };
@@ -1220,14 +1291,12 @@ impl Handler<Rpc> for Supervisor {
 }
 
 impl Supervisor {
-    /// M6: a call refused because the gateway is not connected.
+    /// M6: a call refused because the gateway is not connected (H6: not an RPC failure; the
+    /// machine decides what it counts).
     fn record_not_connected(&mut self, method: &str) {
         let now = self.now_ms();
-        self.machine.diagnostics_mut().record_rpc_failure(
-            now,
-            method,
-            RpcFailureKind::NotConnected,
-        );
+        self.machine
+            .record_rpc_outcome(now, method, Err(RpcFailureKind::NotConnected));
     }
 }
 
@@ -1279,6 +1348,7 @@ impl Handler<GetDiagnostics> for Supervisor {
             process_starts: starts,
             process_exits: exits,
             leaf_state: self.machine.leaf(),
+            recovery: self.machine.recovery(),
         })
     }
 }

@@ -10,6 +10,7 @@ use gatewarden::events::GatewayEvent;
 use gatewarden::launch::Secret;
 use gatewarden::supervisor::{GetDiagnostics, GetHealth, Start, Stop};
 use gatewarden_core::health::{HealthReason, HealthState};
+use gatewarden_core::liveness::ProbeOutcome;
 use gatewarden_core::machine::{CommandOutcome, LifecycleState, Status};
 use gatewarden_core::rpc::RpcError;
 use serde_json::json;
@@ -28,10 +29,10 @@ async fn g1_ready_event_sets_gateway_ready() {
     init_tracing();
     let state_dir = tempfile::tempdir().unwrap();
     let mut options = options(&state_dir, &["--ready-event"]);
-    // Only the `gateway.ready` event may set it: no snapshot, no health event, no fallback.
+    // Only the `gateway.ready` event may set it: no snapshot, no health event, no core probe.
     options.core.ready.snapshot_counts_as_ready = false;
     options.core.ready.health_event_counts_as_ready = false;
-    options.core.ready.fallback_ms = 600_000;
+    options.core.ready.probe_schedule_ms = vec![600_000];
     let mut fixture = start(options, state_dir);
     assert_eq!(
         fixture.supervisor.send(Start).await.unwrap(),
@@ -51,7 +52,7 @@ async fn g1_without_any_ready_signal_gateway_is_not_ready() {
     let mut options = options(&state_dir, &[]);
     options.core.ready.snapshot_counts_as_ready = false;
     options.core.ready.health_event_counts_as_ready = false;
-    options.core.ready.fallback_ms = 600_000;
+    options.core.ready.probe_schedule_ms = vec![600_000];
     let fixture = start(options, state_dir);
     assert_eq!(
         fixture.supervisor.send(Start).await.unwrap(),
@@ -72,40 +73,81 @@ async fn g1_without_any_ready_signal_gateway_is_not_ready() {
 }
 
 #[actix_rt::test]
-async fn g2_fallback_sets_ready_without_any_signal() {
+async fn g2_a_successful_core_probe_sets_ready() {
     init_tracing();
     let state_dir = tempfile::tempdir().unwrap();
     let mut options = options(&state_dir, &[]);
     options.core.ready.snapshot_counts_as_ready = false;
     options.core.ready.health_event_counts_as_ready = false;
-    options.core.ready.fallback_ms = 400;
+    // The first probe goes out 300 ms after the handshake; `echo` stands in for the core
+    // probe method so this proves the probe path, not the gateway's method table.
+    options.core.ready.probe_schedule_ms = vec![300];
+    options.core.liveness.probe_method = "echo".into();
     let mut fixture = start(options, state_dir);
     assert_eq!(
         fixture.supervisor.send(Start).await.unwrap(),
         CommandOutcome::Completed
     );
     let running = fixture.wait_state(LifecycleState::Running).await;
-    assert!(!running.gateway_ready, "ready before the fallback");
+    assert!(!running.gateway_ready, "ready before the probe");
     let connected_at = running.connected_at_ms.expect("connectedAt");
     let ready = fixture.wait_status(|status| status.gateway_ready).await;
     assert_eq!(ready.state, LifecycleState::Running);
     let after = unix_ms().saturating_sub(connected_at);
-    // Loose lower bound: the fallback must not fire (much) before its time.
-    assert!(
-        after >= 350,
-        "ready {after} ms after connect, fallback is 400"
-    );
+    assert!(after >= 250, "ready {after} ms after connect, the probe is at 300");
+    let diagnostics = fixture.supervisor.send(GetDiagnostics).await.unwrap();
+    let probe = diagnostics.recovery.last_probe.expect("the probe is on record");
+    assert_eq!(probe.outcome, ProbeOutcome::Succeeded);
     fixture.supervisor.send(Stop).await.unwrap();
 }
 
 #[actix_rt::test]
-async fn g2_snapshot_counts_as_ready() {
+async fn g2_a_refused_core_probe_never_sets_ready() {
     init_tracing();
     let state_dir = tempfile::tempdir().unwrap();
     let mut options = options(&state_dir, &[]);
-    // Default snapshot rule; the health event and the fallback cannot be what sets it.
+    options.core.ready.snapshot_counts_as_ready = false;
     options.core.ready.health_event_counts_as_ready = false;
-    options.core.ready.fallback_ms = 600_000;
+    options.core.ready.probe_schedule_ms = vec![0, 50, 100];
+    options.core.ready.probe_repeat_ms = 100;
+    options.core.liveness.probe_method = "no-such-method".into();
+    let mut fixture = start(options, state_dir);
+    assert_eq!(
+        fixture.supervisor.send(Start).await.unwrap(),
+        CommandOutcome::Completed
+    );
+    fixture.wait_state(LifecycleState::Running).await;
+    // Wait until several probes have been refused (the last probe's time moves on).
+    let mut refused = 0;
+    let mut last_sent = None;
+    while refused < 4 {
+        let diagnostics = fixture.supervisor.send(GetDiagnostics).await.unwrap();
+        if let Some(probe) = diagnostics.recovery.last_probe {
+            assert!(matches!(probe.outcome, ProbeOutcome::Refused { .. }), "{probe:?}");
+            if last_sent != Some(probe.sent_at_ms) {
+                last_sent = Some(probe.sent_at_ms);
+                refused += 1;
+            }
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let status = fixture.status().await;
+    assert!(!status.gateway_ready, "ready without a successful probe");
+    // A refused probe is an answer: evidence of life, no RPC failure.
+    let health = fixture.supervisor.send(GetHealth).await.unwrap();
+    assert_eq!(health.state, HealthState::Healthy, "{health:?}");
+    fixture.supervisor.send(Stop).await.unwrap();
+}
+
+#[actix_rt::test]
+async fn g2_snapshot_counts_as_ready_when_configured() {
+    init_tracing();
+    let state_dir = tempfile::tempdir().unwrap();
+    let mut options = options(&state_dir, &[]);
+    // The snapshot rule on; the health event and the core probe cannot be what sets it.
+    options.core.ready.snapshot_counts_as_ready = true;
+    options.core.ready.health_event_counts_as_ready = false;
+    options.core.ready.probe_schedule_ms = vec![600_000];
     let mut fixture = start(options, state_dir);
     assert_eq!(
         fixture.supervisor.send(Start).await.unwrap(),

@@ -176,7 +176,8 @@ fn soak_config(port: u16) -> CoreConfig {
     config.heartbeat.timeout_ms = 150;
     config.heartbeat.max_misses = 2;
     config.heartbeat.health_check_interval_ms = 200;
-    config.ready.fallback_ms = 1_000;
+    config.ready.probe_schedule_ms = vec![0, 200];
+    config.ready.probe_repeat_ms = 500;
     config.stop.kill_grace_ms = 300;
     config.stop.external_shutdown_timeout_ms = 500;
     config.restart.cooldown_ms = 100;
@@ -383,6 +384,7 @@ fn error_kind(error: &RpcError) -> &'static str {
         RpcError::Timeout { .. } => "timeout",
         RpcError::Stopped => "stopped",
         RpcError::SendFailed { .. } => "send failed",
+        RpcError::ExternalUnavailable => "external unavailable",
         RpcError::Gateway { .. } => "gateway error",
     }
 }

@@ -171,6 +171,9 @@ pub enum CloseReason {
     /// The connection is considered dead (heartbeat, restart); pending RPCs fail with
     /// "Gateway not connected".
     Lost,
+    /// D5: the external gateway stopped answering; pending RPCs fail with
+    /// [`RpcError::ExternalUnavailable`].
+    ExternalUnavailable,
 }
 
 /// C1: connect and handshake; the outcome is reported with this epoch. An open or opening socket
@@ -1039,6 +1042,7 @@ impl Handler<Close> for ConnectionActor {
         let error = match message.reason {
             CloseReason::Stopped => RpcError::Stopped,
             CloseReason::Lost => RpcError::NotConnected,
+            CloseReason::ExternalUnavailable => RpcError::ExternalUnavailable,
         };
         self.drop_link(None, error, ctx);
     }
