@@ -35,6 +35,7 @@ use gatewarden::supervisor::{
 use gatewarden::{GatewaySupervisor, SupervisorOptions};
 use gatewarden_core::config::ForeignGatewayPolicy;
 use gatewarden_core::frame::SUPERVISOR_SCOPES;
+use gatewarden_core::liveness::{ProbeOutcome, ProbePurpose};
 use gatewarden_core::machine::{CommandOutcome, LifecycleState, Status};
 use gatewarden_tests::{find_openclaw, free_port, http, OpenclawInstall};
 use serde_json::Value;
@@ -102,6 +103,24 @@ async fn interop_1_start_reaches_running_with_protocol_4_and_health_status_rpcs(
             granted[0]
         );
     }
+
+    // G2: gatewayReady comes from the core probe (system-presence): the real gateway sends no
+    // ready event, and neither the snapshot nor the first health event count by default.
+    let (_, ready) = gw
+        .wait_status(STEP_BOUND, "gatewayReady", |s| s.gateway_ready)
+        .await;
+    assert!(ready.gateway_ready);
+    let probe = gw
+        .diagnostics()
+        .await
+        .recovery
+        .last_probe
+        .expect("a core probe is on record");
+    assert_eq!(
+        (probe.purpose, &probe.outcome),
+        (ProbePurpose::Ready, &ProbeOutcome::Succeeded),
+        "the ready probe: {probe:?}"
+    );
 
     let health = gw.rpc("health").await;
     assert!(health.is_object(), "health payload: {health}");
@@ -355,15 +374,16 @@ async fn interop_4_kill_9_is_recovered_by_a_new_gateway() {
 }
 
 #[actix_rt::test]
-async fn interop_5_a_frozen_gateway_is_detected_by_the_heartbeat_and_replaced() {
+async fn interop_5_d3_a_sigstopped_gateway_is_classified_frozen_and_replaced() {
     const NAME: &str = "interop_5";
     let _serial = serial();
     let Some(install) = install_or_skip(NAME) else {
         return;
     };
     let mut gw = Gateway::launch(&install, |options| {
-        // H1/H2 with short numbers: a ping every 2.5 s, missed after 2 s, 3 misses trigger. The
-        // defaults (30 s × 3) would make this test take two minutes.
+        // D2/D3 with short numbers: a ping every 2.5 s, missed after 2 s; a gateway that /proc
+        // shows stopped is `frozen`, restarted at 3 misses. The defaults (30 s × 3) would make
+        // this test take two minutes.
         options.core.heartbeat.interval_ms = 2_500;
         options.core.heartbeat.timeout_ms = 2_000;
         options.core.heartbeat.max_misses = 3;
@@ -397,8 +417,15 @@ async fn interop_5_a_frozen_gateway_is_detected_by_the_heartbeat_and_replaced() 
     let new_pid = recovered.pid.expect("pid");
     let detected_at = gw
         .logs
-        .first_after(stopped_at, "gateway heartbeat recovery: restarting")
-        .expect("the heartbeat recovery was logged");
+        .first_after(stopped_at, "gateway frozen:")
+        .expect("the frozen gateway's restart was logged");
+    // D3: decided within (misses + 1) × interval of the stop (plus scheduling slack).
+    let bound = Duration::from_millis(4 * 2_500) + Duration::from_secs(3);
+    assert!(
+        detected_at.duration_since(stopped_at) <= bound,
+        "decided {:?} after the SIGSTOP, bound {bound:?}",
+        detected_at.duration_since(stopped_at)
+    );
     let old_exit = gw.exits.iter().find(|(_, pid, _)| *pid == old_pid).cloned();
     let (exited_at, _, exit_code) = old_exit.expect("the frozen gateway's exit was published");
     // SIGKILL (by the group TERM→KILL), not a drain: the frozen process never ran again.
@@ -1449,4 +1476,194 @@ impl Drop for Gateway {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Revision 2: liveness (issue "Liveness that never kills live work")
+// ---------------------------------------------------------------------------------------------
+
+/// `target/<profile>/gatewarden`, which `cargo test --workspace` builds with the CLI crate.
+fn gatewarden_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/..");
+    let binary = dir.join("gatewarden");
+    assert!(
+        binary.is_file(),
+        "{} is missing: run the workspace tests (`cargo test --workspace`) or `cargo build -p \
+         gatewarden-cli` first",
+        binary.display()
+    );
+    binary
+}
+
+/// A `gatewarden run --profile openclaw` process in its own group, killed with everything it was
+/// seen to own when dropped.
+struct RunProcess {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    control: PathBuf,
+    gateways: Vec<u32>,
+}
+
+impl RunProcess {
+    fn start(install: &OpenclawInstall) -> RunProcess {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::Builder::new()
+            .prefix("gatewarden-interop-run-")
+            .tempdir()
+            .expect("temp dir");
+        let port = free_port();
+        let control = dir.path().join("gw.sock");
+        let log = std::fs::File::create(dir.path().join("run.log")).expect("log file");
+        let child = std::process::Command::new(gatewarden_binary())
+            .args(["run", "--profile", "openclaw", "--port", &port.to_string()])
+            .arg("--node")
+            .arg(&install.node)
+            .arg("--openclaw")
+            .arg(&install.entry)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--control")
+            .arg(&control)
+            .env("OPENCLAW_GATEWAY_TOKEN", random_token())
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("spawn gatewarden run");
+        RunProcess {
+            child,
+            dir,
+            control,
+            gateways: Vec::new(),
+        }
+    }
+
+    fn logs(&self) -> String {
+        strip_ansi(&std::fs::read_to_string(self.dir.path().join("run.log")).unwrap_or_default())
+    }
+
+    fn status(&mut self) -> Option<Value> {
+        let output = std::process::Command::new(gatewarden_binary())
+            .args(["status", "--json", "--control"])
+            .arg(&self.control)
+            .output()
+            .ok()?;
+        let status: Value = serde_json::from_slice(&output.stdout).ok()?;
+        if let Some(pid) = status["pid"].as_u64() {
+            self.gateways.push(pid as u32);
+        }
+        Some(status)
+    }
+
+    fn wait_status(
+        &mut self,
+        bound: Duration,
+        what: &str,
+        accept: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + bound;
+        let mut last = None;
+        while Instant::now() < deadline {
+            if let Some(status) = self.status() {
+                if accept(&status) {
+                    return status;
+                }
+                last = Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!(
+            "timed out waiting for {what}; last status {last:?}\n{}",
+            self.logs()
+        );
+    }
+
+    fn wait_logged(&self, bound: Duration, needles: &[&str]) {
+        let deadline = Instant::now() + bound;
+        while Instant::now() < deadline {
+            let logs = self.logs();
+            if needles.iter().all(|needle| logs.contains(needle)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!("never logged {needles:?}\n{}", self.logs());
+    }
+}
+
+impl Drop for RunProcess {
+    fn drop(&mut self) {
+        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGCONT);
+        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for pid in &self.gateways {
+            if process_is_running(*pid) {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(*pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+/// D6 against the real gateway: `gatewarden run` itself SIGSTOPped for 75 s, then resumed. The
+/// gateway was alive all along: same pid, same bootId, no restart; a probe decides.
+#[test]
+fn interop_10_d6_a_paused_supervisor_keeps_the_real_gateway() {
+    const NAME: &str = "interop_10";
+    let _serial = serial();
+    let Some(install) = install_or_skip(NAME) else {
+        return;
+    };
+    let mut run = RunProcess::start(&install);
+    let before = run.wait_status(RUNNING_BOUND, "running and ready", |status| {
+        status["state"] == "running" && status["gatewayReady"] == true
+    });
+    let gateway = before["pid"].as_u64().expect("pid");
+    let boot_id = before["bootId"].clone();
+    assert!(boot_id.is_string(), "{before}");
+
+    let paused_at = Instant::now();
+    signal(run.child.id(), nix::sys::signal::Signal::SIGSTOP);
+    std::thread::sleep(Duration::from_secs(75));
+    signal(run.child.id(), nix::sys::signal::Signal::SIGCONT);
+    run.wait_logged(
+        STEP_BOUND,
+        &["supervisor stall", "core probe (Stall) answered"],
+    );
+    let after = run.wait_status(STEP_BOUND, "running after the pause", |status| {
+        status["state"] == "running"
+    });
+    assert_eq!(
+        after["pid"].as_u64(),
+        Some(gateway),
+        "the gateway was replaced"
+    );
+    assert_eq!(after["bootId"], boot_id, "the gateway restarted in place");
+    let logs = run.logs();
+    assert!(
+        !logs.contains("gateway frozen") && !logs.contains("restarting the gateway"),
+        "a liveness restart was decided:\n{logs}"
+    );
+    println!(
+        "interop-metric test={NAME} paused_ms={} gateway_pid={gateway}",
+        paused_at.elapsed().as_millis()
+    );
 }

@@ -171,6 +171,32 @@ pub fn render(snapshot: &Snapshot, header: &str, machine_now_ms: u64) -> Vec<Str
                 .unwrap_or_default(),
         ),
     ];
+    let recovery = &snapshot.diagnostics.recovery;
+    let name = |value: serde_json::Result<serde_json::Value>| {
+        value
+            .ok()
+            .and_then(|value| value.as_str().map(String::from))
+            .unwrap_or_default()
+    };
+    let probe = recovery
+        .last_probe
+        .as_ref()
+        .map_or("none".to_string(), |probe| {
+            let result = if probe.outcome.answered() {
+                "answered"
+            } else {
+                "failed"
+            };
+            format!(
+                "{result} in {} ms",
+                probe.finished_at_ms.saturating_sub(probe.sent_at_ms)
+            )
+        });
+    lines.push(format!(
+        "   liveness {} · recovery {} · last probe {probe}",
+        name(serde_json::to_value(recovery.liveness)),
+        name(serde_json::to_value(recovery.phase)),
+    ));
     if let Some(error) = &status.error {
         lines.push(format!("   \x1b[31merror\x1b[0m {error}"));
     }

@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
 use gatewarden_core::health::HealthState;
+use gatewarden_core::liveness::{LivenessClass, RecoveryPhase};
 use gatewarden_core::machine::LifecycleState;
 
 use crate::instance::{Instance, Snapshot};
@@ -259,7 +260,9 @@ pub fn render_metrics(snapshot: &Snapshot, instance: &Instance) -> String {
     let health_samples: Vec<(String, u64)> = [
         (HealthState::Healthy, "healthy"),
         (HealthState::Degraded, "degraded"),
+        (HealthState::Verifying, "verifying"),
         (HealthState::Unresponsive, "unresponsive"),
+        (HealthState::ExternalUnavailable, "external_unavailable"),
     ]
     .iter()
     .map(|(state, name)| {
@@ -348,6 +351,78 @@ pub fn render_metrics(snapshot: &Snapshot, instance: &Instance) -> String {
         "Consecutive missed heartbeat pings (H5).",
         &plain(u64::from(counters.diagnostics.consecutive_heartbeat_misses)),
     );
+    let recovery = &counters.recovery;
+    let liveness_samples: Vec<(String, u64)> = [
+        (LivenessClass::Alive, "alive"),
+        (LivenessClass::Busy, "busy"),
+        (LivenessClass::Frozen, "frozen"),
+        (LivenessClass::Dead, "dead"),
+    ]
+    .iter()
+    .map(|(class, name)| {
+        (
+            format!("{{class=\"{name}\"}}"),
+            u64::from(*class == recovery.liveness),
+        )
+    })
+    .collect();
+    metric(
+        "gatewarden_liveness",
+        "gauge",
+        "Liveness classification of the gateway (D2; 1 for the current class).",
+        &liveness_samples,
+    );
+    let phase_samples: Vec<(String, u64)> = [
+        (RecoveryPhase::Watching, "watching"),
+        (RecoveryPhase::Verifying, "verifying"),
+        (RecoveryPhase::RestartPending, "restart-pending"),
+        (RecoveryPhase::RestartExecuting, "restart-executing"),
+    ]
+    .iter()
+    .map(|(phase, name)| {
+        (
+            format!("{{phase=\"{name}\"}}"),
+            u64::from(*phase == recovery.phase),
+        )
+    })
+    .collect();
+    metric(
+        "gatewarden_recovery_phase",
+        "gauge",
+        "What the liveness recovery is doing (D4, D7; 1 for the current phase).",
+        &phase_samples,
+    );
+    let now = instance.machine_now_ms();
+    metric(
+        "gatewarden_liveness_deadline_seconds",
+        "gauge",
+        "Seconds until a silent gateway gets its core probe (D4; 0 when not running or due).",
+        &plain(
+            recovery
+                .deadline_at_ms
+                .map_or(0, |at| at.saturating_sub(now) / 1000),
+        ),
+    );
+    if let Some(probe) = &recovery.last_probe {
+        metric(
+            "gatewarden_last_probe_ok",
+            "gauge",
+            "1 when the last core probe was answered (D4, G2).",
+            &plain(u64::from(probe.outcome.answered())),
+        );
+        metric(
+            "gatewarden_last_probe_age_seconds",
+            "gauge",
+            "Seconds since the last core probe ended.",
+            &plain(now.saturating_sub(probe.finished_at_ms) / 1000),
+        );
+        metric(
+            "gatewarden_last_probe_rtt_milliseconds",
+            "gauge",
+            "Round trip of the last core probe.",
+            &plain(probe.finished_at_ms.saturating_sub(probe.sent_at_ms)),
+        );
+    }
     metric(
         "gatewarden_process_starts_total",
         "counter",

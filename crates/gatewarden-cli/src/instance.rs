@@ -12,6 +12,7 @@ use gatewarden::supervisor::{
     DiagnosticsSnapshot, GetDiagnostics, GetHealth, GetStatus, Supervisor,
 };
 use gatewarden_core::health::HealthSummary;
+use gatewarden_core::liveness::RecoverySnapshot;
 use gatewarden_core::machine::{LifecycleState, Status};
 use gatewarden_core::rpc::RpcError;
 
@@ -89,6 +90,8 @@ pub struct StatusReport {
     pub external: bool,
     /// H6, with times in Unix ms.
     pub health: HealthSummary,
+    /// H6/D1–D7: what the liveness recovery is doing, with times in Unix ms.
+    pub recovery: RecoverySnapshot,
     /// The supervisor itself.
     pub supervisor: SupervisorInfo,
 }
@@ -190,8 +193,11 @@ impl Instance {
     /// The `status --json` report of a snapshot.
     pub fn report_from(&self, snapshot: Snapshot) -> StatusReport {
         let Snapshot {
-            status, mut health, ..
+            status,
+            mut health,
+            diagnostics,
         } = snapshot;
+        let mut recovery = diagnostics.recovery;
         // The health times are on the supervisor's machine clock; people and scripts want Unix
         // time, like `connectedAt`.
         let unix = |at: Option<u64>| at.map(|at| self.to_unix_ms(at));
@@ -200,6 +206,11 @@ impl Instance {
         health.last_rpc_failure_at = unix(health.last_rpc_failure_at);
         health.last_channels_status_ok_at = unix(health.last_channels_status_ok_at);
         health.last_channels_status_failure_at = unix(health.last_channels_status_failure_at);
+        recovery.deadline_at_ms = unix(recovery.deadline_at_ms);
+        if let Some(probe) = recovery.last_probe.as_mut() {
+            probe.sent_at_ms = self.to_unix_ms(probe.sent_at_ms);
+            probe.finished_at_ms = self.to_unix_ms(probe.finished_at_ms);
+        }
         StatusReport {
             state: status.state,
             port: status.port,
@@ -214,6 +225,7 @@ impl Instance {
             gateway_ready: status.gateway_ready,
             external: status.external,
             health,
+            recovery,
             supervisor: SupervisorInfo {
                 pid: std::process::id(),
                 profile: self.profile,

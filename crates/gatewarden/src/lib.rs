@@ -28,8 +28,8 @@
 pub mod client;
 pub mod connection;
 pub mod endpoint;
-pub mod evidence;
 pub mod events;
+pub mod evidence;
 pub mod heartbeat;
 pub mod identity;
 pub mod launch;

@@ -459,11 +459,7 @@ impl Supervisor {
                 self.run(
                     async move {
                         let answer = connection
-                            .send(connection::Rpc {
-                                method,
-                                params: Some(Value::Object(serde_json::Map::new())),
-                                timeout_ms,
-                            })
+                            .send(connection::Probe { method, timeout_ms })
                             .await;
                         let outcome = match answer {
                             Ok(Ok(_)) => ProbeOutcome::Succeeded,

@@ -94,9 +94,15 @@ async fn g2_a_successful_core_probe_sets_ready() {
     let ready = fixture.wait_status(|status| status.gateway_ready).await;
     assert_eq!(ready.state, LifecycleState::Running);
     let after = unix_ms().saturating_sub(connected_at);
-    assert!(after >= 250, "ready {after} ms after connect, the probe is at 300");
+    assert!(
+        after >= 250,
+        "ready {after} ms after connect, the probe is at 300"
+    );
     let diagnostics = fixture.supervisor.send(GetDiagnostics).await.unwrap();
-    let probe = diagnostics.recovery.last_probe.expect("the probe is on record");
+    let probe = diagnostics
+        .recovery
+        .last_probe
+        .expect("the probe is on record");
     assert_eq!(probe.outcome, ProbeOutcome::Succeeded);
     fixture.supervisor.send(Stop).await.unwrap();
 }
@@ -123,7 +129,10 @@ async fn g2_a_refused_core_probe_never_sets_ready() {
     while refused < 4 {
         let diagnostics = fixture.supervisor.send(GetDiagnostics).await.unwrap();
         if let Some(probe) = diagnostics.recovery.last_probe {
-            assert!(matches!(probe.outcome, ProbeOutcome::Refused { .. }), "{probe:?}");
+            assert!(
+                matches!(probe.outcome, ProbeOutcome::Refused { .. }),
+                "{probe:?}"
+            );
             if last_sent != Some(probe.sent_at_ms) {
                 last_sent = Some(probe.sent_at_ms);
                 refused += 1;
@@ -404,11 +413,14 @@ async fn s3_every_status_change_is_published() {
         fixture.supervisor.send(Start).await.unwrap(),
         CommandOutcome::Completed
     );
-    // Wait for the gateway to settle (ready via the snapshot or health event), then everything
-    // published so far must end in the current status.
-    rpc(&fixture.supervisor, "echo", Some(json!({})), 5_000)
-        .await
-        .unwrap();
+    // Wait for the gateway to settle (ready via the core probe, G2), polling so the published
+    // statuses stay in the channel; then everything published so far must end in the current
+    // status.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fixture.status().await.gateway_ready {
+        assert!(Instant::now() < deadline, "never ready");
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
     let mut published = Vec::new();
     while let Ok(event) = fixture.events.try_recv() {
         if let GatewayEvent::Status(status) = event {

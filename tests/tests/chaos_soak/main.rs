@@ -31,8 +31,8 @@ use actix::prelude::*;
 use gatewarden::events::GatewayEvent;
 use gatewarden::profile::LaunchProfile;
 use gatewarden::supervisor::{
-    DebouncedReload, DebouncedRestart, GetStatus, Reload, Restart, Rpc, Start, Stop, Subscribe,
-    Supervisor,
+    DebouncedReload, DebouncedRestart, GetDiagnostics, GetStatus, Reload, Restart, Rpc, Start,
+    Stop, Subscribe, Supervisor,
 };
 use gatewarden::SupervisorOptions;
 use gatewarden_core::config::SupervisorConfig as CoreConfig;
@@ -178,6 +178,11 @@ fn soak_config(port: u16) -> CoreConfig {
     config.heartbeat.health_check_interval_ms = 200;
     config.ready.probe_schedule_ms = vec![0, 200];
     config.ready.probe_repeat_ms = 500;
+    // D4: busy faults stay below the deadline; D6: supervisor pauses exceed the stall threshold
+    // (max(2 × 150 ms, 1 s)).
+    config.liveness.deadline_ms = 5_000;
+    config.liveness.probe_timeout_ms = 1_000;
+    config.liveness.stall_min_ms = 1_000;
     config.stop.kill_grace_ms = 300;
     config.stop.external_shutdown_timeout_ms = 500;
     config.restart.cooldown_ms = 100;
@@ -225,6 +230,8 @@ fn convergence_bound(config: &CoreConfig) -> Duration {
             + failed_attempt
             + config.reload.restart_expected_margin_ms
             + schedule::MAX_FAULT_DELAY_MS
+                .max(schedule::MAX_BUSY_MS)
+                .max(schedule::MAX_PAUSE_MS)
             + LOAD_ALLOWANCE_MS,
     )
 }
@@ -278,8 +285,20 @@ struct Run {
     bursts: Cell<u64>,
     max_convergence: Cell<Duration>,
     stop_checks: Cell<u64>,
+    /// D4: busy gateways checked for a false restart, and how many were restarted (must be 0).
+    busy_checked: Cell<u64>,
+    busy_restarted: Cell<u64>,
+    /// D6: supervisor pauses checked, and restarts they caused (must be 0).
+    pauses_checked: Cell<u64>,
+    pause_restarts: Cell<u64>,
+    /// D3: silent hangs (frozen) and how many were replaced by a new gateway.
+    frozen_seen: Cell<u64>,
+    frozen_replaced: Cell<u64>,
     conts_pending: Cell<u64>,
     bound: Duration,
+    /// D4: the soak's liveness deadline and probe time limit.
+    deadline_ms: u64,
+    probe_timeout_ms: u64,
     /// Timer lag of the test's own thread.
     lag: std::sync::Arc<Lag>,
     /// What the `/proc` sampler found (the gateways seen, for the after-stop checks).
@@ -372,6 +391,23 @@ struct Pair {
     _state_dir: tempfile::TempDir,
     arbiter: Option<Arbiter>,
     history: RefCell<Vec<String>>,
+    /// D6: when this pair's supervisor thread was paused by the soak (excused in RPC timing).
+    pauses: RefCell<Vec<(Instant, Instant)>>,
+}
+
+impl Pair {
+    /// How much of `[from, to]` this pair's supervisor spent paused by the soak.
+    fn paused_within(&self, from: Instant, to: Instant) -> Duration {
+        self.pauses
+            .borrow()
+            .iter()
+            .map(|(begin, end)| {
+                let begin = (*begin).max(from);
+                let end = (*end).min(to);
+                end.saturating_duration_since(begin)
+            })
+            .sum()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -410,7 +446,9 @@ async fn rpc(
         })
         .await;
     let elapsed = began.elapsed();
-    let starved = runqueue_wait(run, pair).saturating_sub(waited_before);
+    // A pause the soak inflicted on the supervisor thread is excused like CPU starvation.
+    let starved = runqueue_wait(run, pair).saturating_sub(waited_before)
+        + pair.paused_within(began, Instant::now());
     let mut calls = run.calls.borrow_mut();
     calls.rpc_answered += 1;
     let over_ms = elapsed.as_millis() as i64 - timeout_ms as i64;
@@ -809,6 +847,53 @@ async fn inject(run: &Rc<Run>, pair: &Rc<Pair>, fault: &Fault, rng: &mut Rng) ->
             }
             Injected::Applied
         }
+        Fault::Busy { ms } => {
+            let Some(before) = liveness_baseline(pair).await else {
+                return Injected::NotApplicable;
+            };
+            if sim_fault(run, pair, json!({"kind": "busy", "ms": ms}))
+                .await
+                .is_none()
+            {
+                return Injected::NotApplicable;
+            }
+            tokio::time::sleep(Duration::from_millis(ms + 500)).await;
+            run.busy_checked.set(run.busy_checked.get() + 1);
+            if let Some(change) = liveness_change(pair, before).await {
+                run.busy_restarted.set(run.busy_restarted.get() + 1);
+                run.fail(format!(
+                    "pair {}: a gateway busy for {ms} ms (below the {} ms liveness deadline) was \
+                     restarted: {change}",
+                    pair.index, run.deadline_ms
+                ));
+            }
+            Injected::Applied
+        }
+        Fault::SupervisorPause { ms } => {
+            let Some(before) = liveness_baseline(pair).await else {
+                return Injected::NotApplicable;
+            };
+            let Some(arbiter) = pair.arbiter.as_ref() else {
+                return Injected::NotApplicable;
+            };
+            let pause = Duration::from_millis(*ms);
+            let began = Instant::now();
+            pair.pauses.borrow_mut().push((began, began + pause));
+            // Block the supervisor's own thread, as a SIGSTOP of the embedding app would.
+            arbiter.spawn(async move { std::thread::sleep(pause) });
+            // The pause, then the stall probe (its time limit) and some slack.
+            tokio::time::sleep(pause + Duration::from_millis(run.probe_timeout_ms + 500)).await;
+            run.pauses_checked.set(run.pauses_checked.get() + 1);
+            if let Some(change) = liveness_change(pair, before).await {
+                run.pause_restarts.set(run.pause_restarts.get() + 1);
+                run.fail(format!(
+                    "pair {}: a supervisor paused for {ms} ms restarted its healthy gateway: \
+                     {change}",
+                    pair.index
+                ));
+            }
+            Injected::Applied
+        }
         Fault::StopCheckpoint => {
             let outcome = command(run, pair, ApiCall::Stop).await;
             if !matches!(outcome, Some(CommandOutcome::Completed)) {
@@ -825,6 +910,38 @@ async fn inject(run: &Rc<Run>, pair: &Rc<Pair>, fault: &Fault, rng: &mut Rng) ->
             Injected::Applied
         }
     }
+}
+
+/// The gateway's pid and the restart and spawn counts, while it runs: what a false liveness
+/// restart would change.
+async fn liveness_baseline(pair: &Pair) -> Option<(u32, u64, u64)> {
+    let status = status(pair).await?;
+    if status.state != LifecycleState::Running {
+        return None;
+    }
+    let diagnostics = pair.supervisor.send(GetDiagnostics).await.ok()?;
+    Some((
+        status.pid?,
+        diagnostics.restarts_executed,
+        diagnostics.process_starts,
+    ))
+}
+
+/// What changed since [`liveness_baseline`], if anything.
+async fn liveness_change(pair: &Pair, before: (u32, u64, u64)) -> Option<String> {
+    let pid = status(pair).await.and_then(|status| status.pid);
+    let diagnostics = pair.supervisor.send(GetDiagnostics).await.ok()?;
+    let after = (
+        pid.unwrap_or(0),
+        diagnostics.restarts_executed,
+        diagnostics.process_starts,
+    );
+    (after != before).then(|| {
+        format!(
+            "(pid, restarts, spawns) {before:?} → {after:?}; recovery {:?}",
+            diagnostics.recovery
+        )
+    })
 }
 
 /// Faults that always take the connection down: the step waits for the outage to begin before
@@ -947,6 +1064,11 @@ async fn drive_pair(run: Rc<Run>, pair: Rc<Pair>, faults: u64, mut rng: Rng) {
             }
         }
         let outages_before = pair.outages.borrow().count;
+        let pid_before = if fault == Fault::HangSilent {
+            status(&pair).await.and_then(|status| status.pid)
+        } else {
+            None
+        };
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -1004,6 +1126,20 @@ async fn drive_pair(run: Rc<Run>, pair: Rc<Pair>, faults: u64, mut rng: Rng) {
         if took > run.max_convergence.get() {
             run.max_convergence.set(took);
         }
+        if let Some(frozen) = pid_before {
+            // D3: a silently hung (frozen) gateway never recovers by itself: converging means
+            // it was replaced.
+            run.frozen_seen.set(run.frozen_seen.get() + 1);
+            match status(&pair).await.and_then(|status| status.pid) {
+                Some(pid) if pid != frozen => {
+                    run.frozen_replaced.set(run.frozen_replaced.get() + 1)
+                }
+                other => run.fail(format!(
+                    "pair {}: the frozen gateway {frozen} was not replaced (now {other:?})",
+                    pair.index
+                )),
+            }
+        }
         // Let it run (and serve the load) past the stable-uptime mark, so the next crash counts
         // as isolated (N5) and the attempt count cannot climb without bound.
         tokio::time::sleep(Duration::from_millis(rng.range(320, 420))).await;
@@ -1050,6 +1186,7 @@ fn start_pair(index: usize, sim: &std::path::Path) -> Pair {
         _state_dir: state_dir,
         arbiter: Some(arbiter),
         history: RefCell::new(Vec::new()),
+        pauses: RefCell::new(Vec::new()),
     }
 }
 
@@ -1095,7 +1232,8 @@ struct Figures {
 
 async fn soak(options: Options) -> (Rc<Run>, Option<Figures>) {
     let sim = gatewarden_tests::sim_binary();
-    let bound = convergence_bound(&soak_config(0));
+    let config = soak_config(0);
+    let bound = convergence_bound(&config);
     let run = Rc::new(Run {
         options: options.clone(),
         started: Instant::now(),
@@ -1107,8 +1245,16 @@ async fn soak(options: Options) -> (Rc<Run>, Option<Figures>) {
         bursts: Cell::new(0),
         max_convergence: Cell::new(Duration::ZERO),
         stop_checks: Cell::new(0),
+        busy_checked: Cell::new(0),
+        busy_restarted: Cell::new(0),
+        pauses_checked: Cell::new(0),
+        pause_restarts: Cell::new(0),
+        frozen_seen: Cell::new(0),
+        frozen_replaced: Cell::new(0),
         conts_pending: Cell::new(0),
         bound,
+        deadline_ms: config.liveness.deadline_ms,
+        probe_timeout_ms: config.liveness.probe_timeout_ms,
         lag: std::sync::Arc::new(Lag::default()),
         sampled: RefCell::new(None),
     });
@@ -1369,6 +1515,16 @@ fn report(run: &Run, figures: &Figures) {
         "  worst timer lag: test thread {} ms, supervisor threads {} ms",
         run.lag.max_ms.load(Ordering::Relaxed),
         figures.max_supervisor_lag_ms
+    );
+    println!(
+        "  liveness: busy gateways {} (false restarts {}); supervisor pauses {} (restarts {}); \
+         frozen (silent hang) {} (replaced {})",
+        run.busy_checked.get(),
+        run.busy_restarted.get(),
+        run.pauses_checked.get(),
+        run.pause_restarts.get(),
+        run.frozen_seen.get(),
+        run.frozen_replaced.get()
     );
     println!(
         "  after-stop checks {}; open fds baseline {} final {}; problems found {}",

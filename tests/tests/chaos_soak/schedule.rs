@@ -113,6 +113,12 @@ pub enum Fault {
     ApiStorm(Vec<ApiCall>),
     /// Stop, check nothing of the gateway is left (processes, children), start again.
     StopCheckpoint,
+    /// D4: the gateway's event loop burns CPU for `ms` (shorter than the liveness deadline):
+    /// it must not be restarted.
+    Busy { ms: u64 },
+    /// D6: the pair's supervisor thread is blocked for `ms` (longer than the stall threshold),
+    /// as a SIGSTOP of the embedding app would: its gateway must not be restarted.
+    SupervisorPause { ms: u64 },
 }
 
 impl Fault {
@@ -139,6 +145,8 @@ impl Fault {
             Fault::GrandchildThenKill => "grandchild + sigkill",
             Fault::ApiStorm(_) => "api storm",
             Fault::StopCheckpoint => "stop checkpoint",
+            Fault::Busy { .. } => "busy event loop",
+            Fault::SupervisorPause { .. } => "supervisor pause",
         }
     }
 
@@ -151,9 +159,17 @@ impl Fault {
                 | Fault::StopCheckpoint
                 | Fault::GrandchildThenKill
                 | Fault::IgnoreSigtermThenRestart
+                | Fault::Busy { .. }
+                | Fault::SupervisorPause { .. }
         )
     }
 }
+
+/// The longest busy period drawn (below the soak's liveness deadline).
+pub const MAX_BUSY_MS: u64 = 2_000;
+
+/// The longest supervisor pause drawn (above the soak's stall threshold).
+pub const MAX_PAUSE_MS: u64 = 2_000;
 
 /// The longest delay a fault itself asks for (SIGSTOP, slow start, startup window): part of the
 /// convergence bound.
@@ -184,6 +200,8 @@ pub fn next_fault(rng: &mut Rng) -> Fault {
         (7, 17), // ApiStorm
         (3, 18), // StopCheckpoint
         (2, 19), // InvalidConfigRestart
+        (5, 20), // Busy
+        (2, 21), // SupervisorPause
     ];
     let total: u64 = WEIGHTS.iter().map(|(weight, _)| weight).sum();
     let mut ticket = rng.next_u64() % total;
@@ -256,6 +274,12 @@ pub fn next_fault(rng: &mut Rng) -> Fault {
             Fault::ApiStorm(calls)
         }
         18 => Fault::StopCheckpoint,
+        20 => Fault::Busy {
+            ms: rng.range(300, MAX_BUSY_MS),
+        },
+        21 => Fault::SupervisorPause {
+            ms: rng.range(1_300, MAX_PAUSE_MS),
+        },
         _ => Fault::InvalidConfigRestart,
     }
 }

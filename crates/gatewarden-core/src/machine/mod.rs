@@ -316,11 +316,6 @@ impl LifecycleMachine {
         method: &str,
         outcome: Result<(), RpcFailureKind>,
     ) {
-        if method == self.core.config.liveness.probe_method {
-            // The core probe's outcomes arrive as `ProbeFinished` and are judged there (D4,
-            // G2); counting them again here would turn a ready probe into an RPC failure.
-            return;
-        }
         match outcome {
             Ok(()) => self.core.diagnostics.record_rpc_success_of(now_ms, method),
             Err(kind) => {

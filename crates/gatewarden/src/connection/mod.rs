@@ -223,6 +223,17 @@ pub struct Rpc {
     pub timeout_ms: u64,
 }
 
+/// D4/D6/G2: the machine's core probe (`params` `{}`); answered like [`Rpc`], but not counted
+/// as a user RPC (M6): the machine judges it from its own result.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Value, RpcError>")]
+pub struct Probe {
+    /// The method (`system-presence` by default).
+    pub method: String,
+    /// Time limit.
+    pub timeout_ms: u64,
+}
+
 /// M1: one request whose answer goes to `reply` (exactly once). This is [`Rpc`] for a caller
 /// that already holds a reply channel, e.g. the supervisor answering its own caller: the answer
 /// then travels straight from this actor to the caller, without a second mailbox round trip.
@@ -477,7 +488,16 @@ impl ActorFuture<ConnectionActor> for SocketIo {
     }
 }
 
-type Waiter = oneshot::Sender<Result<Value, RpcError>>;
+/// Who waits for an answer, and whether it counts for M6.
+#[derive(Debug)]
+enum Waiter {
+    /// A user's call: its outcome is reported to the supervisor (M6).
+    Caller(oneshot::Sender<Result<Value, RpcError>>),
+    /// The machine's core probe (D4, D6, G2): judged by the machine through its own result, so
+    /// it is not also counted as a user RPC (a ready probe's success must not reset the count of
+    /// a user's failures, nor its time-out count as one).
+    Probe(oneshot::Sender<Result<Value, RpcError>>),
+}
 
 /// The handshaken socket.
 struct OpenLink {
@@ -766,7 +786,14 @@ impl ConnectionActor {
     fn finish_rpc(&mut self, method: String, waiter: Waiter, outcome: Result<Value, RpcError>) {
         let failure = outcome.as_ref().err().map(RpcError::failure_kind);
         // The caller may have given up waiting; the answer is then simply dropped.
-        let _ = waiter.send(outcome);
+        let sender = match waiter {
+            Waiter::Caller(sender) => sender,
+            Waiter::Probe(sender) => {
+                let _ = sender.send(outcome);
+                return;
+            }
+        };
+        let _ = sender.send(outcome);
         match failure {
             None => self.unreported_successes += 1,
             Some(kind) => {
@@ -1133,13 +1160,29 @@ impl Handler<Rpc> for ConnectionActor {
             message.method,
             message.params,
             message.timeout_ms,
-            waiter,
+            Waiter::Caller(waiter),
             ctx,
         );
         Box::pin(async move {
             // A dropped waiter means the actor went away without answering: that is a stop.
             answer.await.unwrap_or(Err(RpcError::Stopped))
         })
+    }
+}
+
+impl Handler<Probe> for ConnectionActor {
+    type Result = ResponseFuture<Result<Value, RpcError>>;
+
+    fn handle(&mut self, message: Probe, ctx: &mut Self::Context) -> Self::Result {
+        let (waiter, answer) = oneshot::channel();
+        self.start_call(
+            message.method,
+            Some(Value::Object(serde_json::Map::new())),
+            message.timeout_ms,
+            Waiter::Probe(waiter),
+            ctx,
+        );
+        Box::pin(async move { answer.await.unwrap_or(Err(RpcError::Stopped)) })
     }
 }
 
@@ -1151,7 +1194,7 @@ impl Handler<Call> for ConnectionActor {
             message.method,
             message.params,
             message.timeout_ms,
-            message.reply,
+            Waiter::Caller(message.reply),
             ctx,
         );
     }
