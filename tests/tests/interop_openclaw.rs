@@ -1626,8 +1626,8 @@ impl Drop for RunProcess {
 /// D6 against the real gateway: `gatewarden run` itself SIGSTOPped for 75 s, then resumed. The
 /// gateway was alive all along: same pid, same bootId, no restart; a probe decides.
 #[test]
-fn interop_10_d6_a_paused_supervisor_keeps_the_real_gateway() {
-    const NAME: &str = "interop_10";
+fn interop_20_d6_a_paused_supervisor_keeps_the_real_gateway() {
+    const NAME: &str = "interop_20";
     let _serial = serial();
     let Some(install) = install_or_skip(NAME) else {
         return;

@@ -326,7 +326,9 @@ pub struct LivenessConfig {
     /// D6: and never less than this.
     pub stall_min_ms: u64,
     /// D2: CPU time the event-loop thread must gain across a silent heartbeat interval to count as
-    /// `busy` rather than `frozen`.
+    /// `busy` rather than `frozen`. One clock tick (10 ms at 100 Hz): a frozen event loop gains
+    /// none, while a busy one on a starved machine may get only a small share of a CPU, and
+    /// calling a busy gateway frozen kills live work.
     pub busy_cpu_min_ms: u64,
     /// D2: which threads' CPU time counts.
     pub cpu_threads: CpuThreads,
@@ -348,7 +350,7 @@ impl Default for LivenessConfig {
             probe_timeout_ms: 5_000,
             stall_factor: 2,
             stall_min_ms: 5_000,
-            busy_cpu_min_ms: 50,
+            busy_cpu_min_ms: 10,
             cpu_threads: CpuThreads::Main,
             process_evidence: true,
             capability_methods: vec![

@@ -204,6 +204,9 @@ pub enum LivenessAction {
     },
     /// D4: the core probe failed with no newer evidence of life.
     ProbeFailed,
+    /// D6: the stall probe failed; read the process now and decide from what it did across the
+    /// pause.
+    SampleNow,
 }
 
 /// D1–D7 for one connection (create it at the handshake).
@@ -228,6 +231,9 @@ pub struct LivenessTracker {
     last_probe: Option<ProbeRecord>,
     /// A liveness restart was decided; set until evidence of life or the end of the connection.
     restart_decided: bool,
+    /// D6: the stall probe failed; the next sample is compared with the last one before the
+    /// stall (`Some(false)`), and says `frozen` (`Some(true)`: restart) or not.
+    stall_verdict: Option<bool>,
 }
 
 impl LivenessTracker {
@@ -249,6 +255,7 @@ impl LivenessTracker {
             probe: None,
             last_probe: None,
             restart_decided: false,
+            stall_verdict: None,
         }
     }
 
@@ -274,10 +281,12 @@ impl LivenessTracker {
         self.last_tick_at = now_ms;
         if gap > self.stall_threshold_ms {
             // D6: we, not the gateway, were silent. What arrived meanwhile is still queued; the
-            // silence window means nothing. Start it over and let a probe decide.
+            // silence window means nothing. Start it over and let a probe decide. The last CPU
+            // sample stays: whether the gateway's event loop ran during the pause is evidence a
+            // failed probe is judged by.
             self.heartbeat.record_alive(now_ms);
             self.last_evidence_at = self.last_evidence_at.max(now_ms);
-            self.baseline = None;
+            self.stall_verdict = None;
             let tick = self.heartbeat.on_tick(now_ms);
             return LivenessTick {
                 stalled: Some(gap),
@@ -305,6 +314,22 @@ impl LivenessTracker {
         };
         self.process_evidence = true;
         self.last_sample = Some(sample);
+        if self.stall_verdict == Some(false) {
+            // D6: did the event loop run across the pause? CPU progress says busy (no restart
+            // before the deadline); none, or a stopped process, says frozen.
+            let progressed = self.baseline.is_some_and(|baseline| {
+                sample.cpu_ms.saturating_sub(baseline.cpu_ms) >= self.busy_cpu_min_ms
+            });
+            let frozen = sample.state.is_frozen() || !progressed;
+            self.class = if frozen {
+                LivenessClass::Frozen
+            } else {
+                LivenessClass::Busy
+            };
+            self.stall_verdict = Some(frozen);
+            self.baseline = Some(sample);
+            return;
+        }
         if !self.is_silent(now_ms) {
             // Judged only across a silent window: a sample taken while frames still arrive is the
             // baseline for the next one.
@@ -340,6 +365,14 @@ impl LivenessTracker {
         }
         let misses = self.heartbeat.consecutive_misses();
         let frozen = matches!(self.class, LivenessClass::Frozen | LivenessClass::Dead);
+        if self.stall_verdict == Some(true) {
+            // D6: the stall probe failed and the event loop did not run across the pause.
+            self.stall_verdict = None;
+            if owned {
+                self.restart_decided = true;
+                return LivenessAction::RestartFrozen { misses };
+            }
+        }
         if owned && frozen && misses >= self.max_misses && self.is_silent(now_ms) {
             self.restart_decided = true;
             return LivenessAction::RestartFrozen { misses };
@@ -383,6 +416,17 @@ impl LivenessTracker {
             return LivenessAction::Wait;
         }
         if self.last_evidence_at > probe.sent_at_ms || self.restart_decided {
+            return LivenessAction::Wait;
+        }
+        if probe.purpose == ProbePurpose::Stall {
+            // D6: a stall probe that fails restarts nothing by itself: the gateway may simply be
+            // busy. With process evidence, one sample compared with the last before the pause
+            // decides (frozen: restart; busy: the D4 deadline applies); without it, the D4
+            // deadline does.
+            if self.process_evidence {
+                self.stall_verdict = Some(false);
+                return LivenessAction::SampleNow;
+            }
             return LivenessAction::Wait;
         }
         self.restart_decided = true;
@@ -521,7 +565,7 @@ mod tests {
         tracker.on_tick(INTERVAL);
         tracker.on_sample(sample(ProcessRunState::Sleeping, 500), INTERVAL);
         tracker.on_tick(2 * INTERVAL);
-        tracker.on_sample(sample(ProcessRunState::Sleeping, 510), 2 * INTERVAL);
+        tracker.on_sample(sample(ProcessRunState::Sleeping, 505), 2 * INTERVAL);
         assert_eq!(tracker.class(), LivenessClass::Frozen);
     }
 
@@ -733,6 +777,71 @@ mod tests {
             tracker.decide(INTERVAL + 118_000, true),
             LivenessAction::Wait
         );
+    }
+
+    fn stalled_and_probed(tracker: &mut LivenessTracker) -> u64 {
+        tracker.on_tick(INTERVAL);
+        tracker.on_sample(sample(ProcessRunState::Sleeping, 1_000), INTERVAL);
+        let resumed = INTERVAL + 90_000;
+        assert!(tracker.on_tick(resumed).stalled.is_some());
+        tracker.probe_sent(ProbeInFlight {
+            id: 3,
+            purpose: ProbePurpose::Stall,
+            sent_at_ms: resumed,
+        });
+        let failed = ProbeOutcome::Failed {
+            reason: "timeout".into(),
+        };
+        assert_eq!(
+            tracker.probe_finished(3, &failed, resumed + 5_000),
+            LivenessAction::SampleNow,
+            "a failed stall probe restarts nothing by itself"
+        );
+        resumed + 5_000
+    }
+
+    #[test]
+    fn d6_a_failed_stall_probe_of_a_gateway_that_ran_across_the_pause_is_busy_not_restarted() {
+        let mut tracker = tracker();
+        let at = stalled_and_probed(&mut tracker);
+        tracker.on_sample(sample(ProcessRunState::Running, 60_000), at);
+        assert_eq!(tracker.class(), LivenessClass::Busy);
+        assert_eq!(tracker.decide(at, true), LivenessAction::Wait);
+    }
+
+    #[test]
+    fn d6_a_failed_stall_probe_of_a_gateway_that_did_not_run_restarts_it() {
+        let mut tracker = tracker();
+        let at = stalled_and_probed(&mut tracker);
+        tracker.on_sample(sample(ProcessRunState::Sleeping, 1_000), at);
+        assert_eq!(tracker.class(), LivenessClass::Frozen);
+        assert!(matches!(
+            tracker.decide(at, true),
+            LivenessAction::RestartFrozen { .. }
+        ));
+        assert_eq!(tracker.decide(at, true), LivenessAction::Wait, "once");
+    }
+
+    #[test]
+    fn d6_a_failed_stall_probe_without_process_evidence_waits_for_the_deadline() {
+        let mut tracker = tracker();
+        let resumed = INTERVAL + 90_000;
+        tracker.on_tick(INTERVAL);
+        assert!(tracker.on_tick(resumed).stalled.is_some());
+        tracker.probe_sent(ProbeInFlight {
+            id: 4,
+            purpose: ProbePurpose::Stall,
+            sent_at_ms: resumed,
+        });
+        let failed = ProbeOutcome::Failed {
+            reason: "timeout".into(),
+        };
+        assert_eq!(
+            tracker.probe_finished(4, &failed, resumed + 5_000),
+            LivenessAction::Wait
+        );
+        assert_eq!(tracker.decide(resumed + 5_000, true), LivenessAction::Wait);
+        assert_eq!(tracker.deadline_at(), resumed + 180_000);
     }
 
     #[test]

@@ -449,8 +449,9 @@ fn d6_a_supervisor_stall_is_decided_by_a_probe_not_a_restart() {
 }
 
 #[test]
-fn d6_a_stall_whose_probe_fails_restarts_an_owned_gateway() {
+fn d6_a_stall_whose_probe_fails_restarts_a_gateway_that_did_not_run_across_it() {
     let mut harness = Harness::quiet();
+    harness.cpu = Some(frozen());
     harness.probes = ProbeMode::Answer(15);
     harness.start_to_running();
     harness.advance(INTERVAL + 10);
@@ -463,6 +464,28 @@ fn d6_a_stall_whose_probe_fails_restarts_an_owned_gateway() {
         "nothing is restarted on the stalled tick"
     );
     harness.advance(5_000);
+    assert_eq!(terminates(&harness), 1);
+}
+
+#[test]
+fn d6_a_stall_whose_probe_fails_spares_a_gateway_that_ran_across_it() {
+    let mut harness = Harness::quiet();
+    harness.cpu = Some(busy());
+    harness.probes = ProbeMode::Answer(15);
+    harness.start_to_running();
+    harness.advance(INTERVAL + 10);
+    harness.probes = ProbeMode::Fail;
+    harness.pause(90_000);
+    harness.advance(5_001);
+    assert_eq!(
+        terminates(&harness),
+        0,
+        "busy: the D4 deadline decides, not the stall"
+    );
+    assert_eq!(harness.machine.recovery().liveness, LivenessClass::Busy);
+    // Still silent and busy at the deadline (180 s after the stall): then a failed probe
+    // restarts it (D4).
+    harness.advance(180_000);
     assert_eq!(terminates(&harness), 1);
 }
 

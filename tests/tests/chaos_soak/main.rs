@@ -1412,6 +1412,15 @@ fn main() -> ExitCode {
     let Some(options) = parse_args() else {
         return ExitCode::SUCCESS;
     };
+    if std::env::var_os("GATEWARDEN_SOAK_LOG").is_some() {
+        // The supervisors' own log lines, for investigating a failure (off by default: the soak
+        // reports its figures and problems itself).
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+    }
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         PANICKED.store(true, Ordering::SeqCst);

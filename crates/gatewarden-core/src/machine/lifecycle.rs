@@ -1526,7 +1526,7 @@ fn evaluate_liveness(core: &mut Core, run: &mut RunState) -> Option<State> {
     let now = core.now_ms;
     let owned = core.owned_pid.is_some() && !core.external;
     match run.liveness.decide(now, owned) {
-        LivenessAction::Wait | LivenessAction::ProbeFailed => None,
+        LivenessAction::Wait | LivenessAction::ProbeFailed | LivenessAction::SampleNow => None,
         LivenessAction::Probe(purpose) => {
             let silent_for = now.saturating_sub(
                 run.liveness
@@ -1653,6 +1653,21 @@ fn probe_finished(
                 format!("core probe ({purpose:?}) answered: the gateway is alive; no restart"),
             );
         }
+    }
+    if action == LivenessAction::SampleNow {
+        // D6: the stall probe failed; what the process did across the pause decides.
+        core.log(
+            LogLevel::Warn,
+            "the core probe after the supervisor stall failed; reading the gateway process to \
+             tell busy from frozen",
+        );
+        if let Some(pid) = sampled_pid(core) {
+            core.push(Effect::SampleProcess {
+                epoch: run.epoch,
+                pid,
+            });
+        }
+        return None;
     }
     if action != LivenessAction::ProbeFailed {
         return None;
