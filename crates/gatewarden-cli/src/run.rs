@@ -327,6 +327,7 @@ impl Handler<GatewayEvent> for EventWatcher {
             }
             GatewayEvent::Error { message } => tracing::warn!("gateway: {message}"),
             GatewayEvent::GatewayReady => tracing::info!("gateway ready"),
+            GatewayEvent::GaveUp { reason } => tracing::error!("gatewarden gave up: {reason}"),
             GatewayEvent::Notification { method, .. } => {
                 tracing::debug!(method, "gateway notification")
             }

@@ -317,6 +317,12 @@ fn l6_repair_runs_once_and_retries_with_error_cleared() {
     });
     harness.exit(pid, 78);
     assert_eq!(harness.leaf(), "repairing");
+    // F2: the config's digest first, then the doctor, then the digest of what it left.
+    let epoch = harness.epoch();
+    harness.send(Event::ConfigDigestRead {
+        epoch,
+        digest: Some("sha256:before".into()),
+    });
     assert!(harness.last_has(|effect| matches!(
         effect,
         Effect::RunDoctorRepair {
@@ -324,10 +330,13 @@ fn l6_repair_runs_once_and_retries_with_error_cleared() {
             ..
         }
     )));
-    let epoch = harness.epoch();
     harness.send(Event::RepairFinished {
         epoch,
         outcome: Ok(()),
+    });
+    harness.send(Event::ConfigDigestRead {
+        epoch,
+        digest: Some("sha256:after".into()),
     });
     assert_eq!(harness.leaf(), "probing_port");
     assert_eq!(harness.machine.status(harness.now).error, None);
@@ -910,7 +919,8 @@ fn r6_deferred_restart_dropped_when_a_restart_completed_after_the_request() {
     harness.socket_closed(1012);
     harness.command(Command::Restart);
     assert!(harness.machine.deferred_restart_since().is_some());
-    harness.advance(30_000);
+    // The reconnect (1 s) comes well within the in-place restart bound (F5, 30 s).
+    harness.advance(1_000);
     harness.probe_free();
     harness.ready();
     harness.handshake();
@@ -1731,4 +1741,324 @@ fn l5_step2_owned_process_that_never_becomes_ready_is_replaced() {
     assert_eq!(harness.state(), LifecycleState::Running);
     assert_eq!(harness.machine.status(harness.now).pid, Some(replacement));
     assert_eq!(harness.spawns(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Revision 2 — failures that retrying cannot fix (F1–F9, X3 revised)
+// ---------------------------------------------------------------------------------------------
+
+const INVALID_CONFIG_LINE: &str = "Gateway failed to start: Invalid config at /s/openclaw.json:";
+const LOCK_LINE: &str =
+    "Doctor could not enter maintenance. StateDatabaseCoordinatorContentionError: \
+                         another OpenClaw process owns gateway-lifecycle (pid 5150)";
+const NODE20_LINE: &str = "Error: Node 20.x: node:sqlite is unavailable; use 24.16+";
+
+fn stderr(harness: &mut Harness, pid: u32, line: &str) {
+    harness.send(Event::StderrLine {
+        pid,
+        line: line.into(),
+    });
+}
+
+fn doctor_runs(harness: &Harness) -> usize {
+    harness.all_count(|effect| matches!(effect, Effect::RunDoctorRepair { .. }))
+}
+
+fn digest_reads(harness: &Harness) -> usize {
+    harness.all_count(|effect| matches!(effect, Effect::ReadConfigDigest { .. }))
+}
+
+fn digest(harness: &mut Harness, digest: &str) {
+    let epoch = harness.epoch();
+    harness.send(Event::ConfigDigestRead {
+        epoch,
+        digest: Some(digest.into()),
+    });
+}
+
+fn gave_up(harness: &Harness) -> bool {
+    harness
+        .all
+        .iter()
+        .any(|effect| matches!(effect, Effect::Publish(Notice::GaveUp { .. })))
+}
+
+fn error_text(harness: &Harness) -> String {
+    harness
+        .machine
+        .status(harness.now)
+        .error
+        .unwrap_or_default()
+}
+
+/// Start → a spawn that exits 78 with the invalid-config line → the doctor reads digest
+/// `before`, runs, leaves digest `after` → probing again.
+fn doctor_once(harness: &mut Harness, before: &str, after: &str) {
+    harness.probe_free();
+    let pid = harness.spawned();
+    stderr(harness, pid, INVALID_CONFIG_LINE);
+    harness.exit(pid, 78);
+    assert_eq!(harness.leaf(), "repairing");
+    assert!(harness.last_has(|effect| matches!(effect, Effect::ReadConfigDigest { .. })));
+    digest(harness, before);
+    assert!(harness.last_has(|effect| matches!(effect, Effect::RunDoctorRepair { .. })));
+    let epoch = harness.epoch();
+    harness.send(Event::RepairFinished {
+        epoch,
+        outcome: Ok(()),
+    });
+    assert!(harness.last_has(|effect| matches!(effect, Effect::ReadConfigDigest { .. })));
+    digest(harness, after);
+    assert_eq!(harness.leaf(), "probing_port");
+}
+
+#[test]
+fn x3_stderr_tail_is_cleared_when_a_retry_reuses_the_live_process() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    harness.probe_free();
+    let pid = harness.spawned();
+    harness.ready();
+    let epoch = harness.epoch();
+    harness.send(Event::StepFailed {
+        epoch,
+        failure: StartFailure::HandshakeTimeout,
+    });
+    assert_eq!(harness.leaf(), "retry_waiting");
+    // A late line of the first attempt arrives while waiting to retry.
+    stderr(&mut harness, pid, INVALID_CONFIG_LINE);
+    harness.advance(1_000);
+    assert_eq!(harness.leaf(), "probing_port");
+    // The retry finds the same live process listening: no spawn, a new attempt all the same.
+    harness.send(Event::PortProbed {
+        epoch,
+        probe: PortProbe {
+            listeners: vec![Listener {
+                pid: Some(pid),
+                program: Some("node".into()),
+                ours_by_record: false,
+            }],
+            answers_as_gateway: true,
+        },
+    });
+    assert_eq!(harness.leaf(), "connecting");
+    harness.send(Event::StepFailed {
+        epoch,
+        failure: StartFailure::HandshakeTimeout,
+    });
+    // The earlier attempt's line must not send this one to the doctor.
+    assert_eq!(harness.leaf(), "retry_waiting");
+    assert_eq!(digest_reads(&harness), 0);
+    assert_eq!(harness.spawns(), 1);
+}
+
+#[test]
+fn f1_lock_held_exit_78_fails_at_once_naming_the_holder_without_doctor_or_retry() {
+    let mut harness = Harness::quiet();
+    let reply = harness.command(Command::Start);
+    harness.probe_free();
+    let pid = harness.spawned();
+    stderr(&mut harness, pid, INVALID_CONFIG_LINE);
+    stderr(&mut harness, pid, LOCK_LINE);
+    harness.exit(pid, 78);
+    assert_eq!(harness.state(), LifecycleState::Error);
+    let error = error_text(&harness);
+    assert!(
+        error.contains("owns gateway-lifecycle (pid 5150)"),
+        "{error}"
+    );
+    assert!(error.contains("lock"), "{error}");
+    assert_eq!(doctor_runs(&harness), 0);
+    assert_eq!(digest_reads(&harness), 0);
+    assert!(!harness.machine.auto_reconnect());
+    assert!(harness.machine.gave_up());
+    assert!(gave_up(&harness));
+    harness.advance(60_000);
+    assert_eq!(harness.spawns(), 1, "no retry");
+    assert!(matches!(
+        harness.reply_of(reply),
+        Some(CommandOutcome::Failed { .. })
+    ));
+}
+
+#[test]
+fn f1_config_still_invalid_after_the_doctor_is_an_error_without_retry() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    doctor_once(&mut harness, "sha256:a", "sha256:b");
+    harness.probe_free();
+    let pid = harness.spawned();
+    stderr(&mut harness, pid, INVALID_CONFIG_LINE);
+    harness.exit(pid, 78);
+    assert_eq!(harness.state(), LifecycleState::Error);
+    let error = error_text(&harness);
+    assert!(error.contains("still invalid"), "{error}");
+    assert!(
+        error.contains("Invalid config at /s/openclaw.json"),
+        "{error}"
+    );
+    assert!(!harness.machine.auto_reconnect());
+    assert!(harness.machine.gave_up());
+    harness.advance(120_000);
+    assert_eq!(doctor_runs(&harness), 1);
+    assert_eq!(harness.spawns(), 2, "no retry after the doctor");
+}
+
+#[test]
+fn f2_doctor_never_runs_twice_on_the_same_config_across_start_flows() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    doctor_once(&mut harness, "sha256:a", "sha256:b");
+    harness.probe_free();
+    harness.spawned();
+    harness.ready();
+    harness.handshake();
+    assert_eq!(harness.state(), LifecycleState::Running);
+    harness.command(Command::Stop);
+    let pid = harness.machine.owned_pid().expect("owned");
+    harness.exit(pid, 0);
+    assert_eq!(harness.state(), LifecycleState::Stopped);
+    // A new start flow meets the config the doctor left behind, still invalid: no second run.
+    harness.command(Command::Start);
+    harness.probe_free();
+    let pid = harness.spawned();
+    stderr(&mut harness, pid, INVALID_CONFIG_LINE);
+    harness.exit(pid, 78);
+    assert_eq!(harness.leaf(), "repairing");
+    digest(&mut harness, "sha256:b");
+    assert_eq!(harness.state(), LifecycleState::Error);
+    assert_eq!(doctor_runs(&harness), 1);
+    assert!(!harness.machine.auto_reconnect());
+    // New content (the user edited the file) may be repaired.
+    harness.command(Command::Start);
+    harness.probe_free();
+    let pid = harness.spawned();
+    stderr(&mut harness, pid, INVALID_CONFIG_LINE);
+    harness.exit(pid, 78);
+    digest(&mut harness, "sha256:c");
+    assert_eq!(doctor_runs(&harness), 2);
+}
+
+#[test]
+fn f2_exit_78_while_running_with_a_config_the_doctor_saw_goes_to_error() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    doctor_once(&mut harness, "sha256:a", "sha256:b");
+    harness.probe_free();
+    let pid = harness.spawned();
+    harness.ready();
+    harness.handshake();
+    stderr(&mut harness, pid, INVALID_CONFIG_LINE);
+    harness.exit(pid, 78);
+    assert!(harness.last_has(|effect| matches!(effect, Effect::ReadConfigDigest { .. })));
+    assert_eq!(harness.state(), LifecycleState::Reconnecting);
+    digest(&mut harness, "sha256:b");
+    assert_eq!(harness.state(), LifecycleState::Error);
+    assert!(error_text(&harness).contains("Invalid config"));
+    assert!(!harness.machine.auto_reconnect());
+    assert!(!harness
+        .machine
+        .armed_timers()
+        .contains(&TimerKind::Reconnect));
+    harness.advance(120_000);
+    assert_eq!(harness.spawns(), 2, "no reconnect loop");
+    assert_eq!(doctor_runs(&harness), 1);
+}
+
+#[test]
+fn f2_exit_78_while_running_with_new_content_reconnects_as_usual() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    harness.exit(pid, 78);
+    digest(&mut harness, "sha256:new");
+    assert_eq!(harness.state(), LifecycleState::Reconnecting);
+    assert!(harness.machine.auto_reconnect());
+}
+
+#[test]
+fn f3_runtime_incompatibility_fails_at_once_with_the_gateways_line() {
+    let mut harness = Harness::quiet();
+    let reply = harness.command(Command::Start);
+    harness.probe_free();
+    let pid = harness.spawned();
+    stderr(&mut harness, pid, NODE20_LINE);
+    stderr(&mut harness, pid, "    at file:///x/openclaw.mjs:3:9");
+    stderr(&mut harness, pid, "Node.js v20.11.1");
+    harness.exit(pid, 1);
+    assert_eq!(harness.state(), LifecycleState::Error);
+    let error = error_text(&harness);
+    assert!(
+        error.contains("node:sqlite is unavailable; use 24.16+"),
+        "{error}"
+    );
+    assert_eq!(doctor_runs(&harness), 0);
+    assert!(!harness.machine.auto_reconnect());
+    harness.advance(60_000);
+    assert_eq!(harness.spawns(), 1, "no retry");
+    match harness.reply_of(reply) {
+        Some(CommandOutcome::Failed { message }) => assert!(message.contains("24.16+")),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn f3_runtime_refused_before_spawn_is_not_retried() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    let epoch = harness.epoch();
+    harness.send(Event::StepFailed {
+        epoch,
+        failure: StartFailure::RuntimeIncompatible {
+            message: "Node v20.11.1 (/usr/bin/node) does not satisfy openclaw's engines.node \
+                      >=24.16.0 <25 || >=26.1.0"
+                .into(),
+        },
+    });
+    assert_eq!(harness.state(), LifecycleState::Error);
+    assert!(error_text(&harness).contains("engines.node"));
+    assert!(!harness.machine.auto_reconnect());
+    assert!(harness.machine.gave_up());
+}
+
+#[test]
+fn f4_every_failed_start_reports_the_last_meaningful_stderr_line() {
+    let mut harness = Harness::quiet();
+    let reply = harness.command(Command::Start);
+    for _ in 0..3 {
+        harness.probe_free();
+        let pid = harness.spawned();
+        stderr(
+            &mut harness,
+            pid,
+            "listen EADDRINUSE: address already in use 127.0.0.1:18789",
+        );
+        stderr(
+            &mut harness,
+            pid,
+            "    at Server.setupListenHandle (node:net:1817:16)",
+        );
+        stderr(
+            &mut harness,
+            pid,
+            "(node:7) ExperimentalWarning: SQLite is experimental",
+        );
+        harness.exit(pid, 1);
+        harness.advance(1_000);
+    }
+    assert_eq!(harness.state(), LifecycleState::Error);
+    let expected = "process exited before becoming ready (code=1): \
+                    listen EADDRINUSE: address already in use 127.0.0.1:18789";
+    assert_eq!(error_text(&harness), expected);
+    match harness.reply_of(reply) {
+        Some(CommandOutcome::Failed { message }) => assert_eq!(message, expected),
+        other => panic!("unexpected {other:?}"),
+    }
+    // Each failed attempt's log line carries it too.
+    let logged = harness.all_count(|effect| match effect {
+        Effect::Log { message, .. } => {
+            message.contains("attempt") && message.contains("EADDRINUSE")
+        }
+        _ => false,
+    });
+    assert_eq!(logged, 3);
 }

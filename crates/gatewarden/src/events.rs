@@ -40,4 +40,11 @@ pub enum GatewayEvent {
     ChatMessage(Value),
     /// G1/G2: the gateway's subsystems are ready.
     GatewayReady,
+    // F-rules (issue 22)
+    /// F8: the supervisor gave up (reconnect attempts exhausted, restart intensity limit, a
+    /// failure retrying cannot fix): nothing tries again until a command.
+    GaveUp {
+        /// Why (the status error).
+        reason: String,
+    },
 }

@@ -38,7 +38,7 @@ use crate::process::{
     ProcessActorConfig, ProcessExited, ProcessOutput, SendSignal, Spawn, Terminate,
 };
 use crate::profile::LaunchProfile;
-use crate::reload::{GetReloadPolicy, ReloadPolicyActor};
+use crate::reload::{GetConfigDigest, GetReloadPolicy, ReloadPolicyActor};
 
 /// Everything a supervisor needs.
 #[derive(Debug, Clone)]
@@ -558,6 +558,19 @@ impl Supervisor {
                     let _ = sender.send(outcome);
                 }
             }
+            Effect::ReadConfigDigest { epoch } => {
+                let reload = self.reload_policy.clone();
+                self.run(
+                    async move {
+                        let digest = match reload {
+                            Some(reload) => reload.send(GetConfigDigest).await.ok().flatten(),
+                            None => None,
+                        };
+                        Event::ConfigDigestRead { epoch, digest }
+                    },
+                    ctx,
+                );
+            }
         }
     }
 
@@ -708,6 +721,7 @@ impl Supervisor {
                 suppressed_total,
                 "[metric] gateway.restart.suppressed"
             ),
+            Notice::GaveUp { reason } => self.publish(GatewayEvent::GaveUp { reason }),
         }
     }
 

@@ -168,7 +168,10 @@ impl LifecycleMachine {
             | Event::GatewayReadySignal { epoch, .. }
             | Event::ExternalShutdownFinished { epoch, .. }
             | Event::SocketChecked { epoch, .. }
-            | Event::SignalSent { epoch, .. } => Some(*epoch),
+            | Event::SignalSent { epoch, .. }
+            | Event::ConfigDigestRead { epoch, .. }
+            | Event::RestartWindow { epoch, .. }
+            | Event::StartObserved { epoch, .. } => Some(*epoch),
             _ => None,
         };
         if let Some(epoch) = epoch {
@@ -404,6 +407,14 @@ impl LifecycleMachine {
             &self.core.config.heartbeat,
             now_ms,
         )
+    }
+
+    /// F8: the supervisor gave up: `error`, nothing scheduled to try again (no reconnect, no
+    /// replacement of a gateway that failed to restart in place).
+    pub fn gave_up(&self) -> bool {
+        self.state() == LifecycleState::Error
+            && self.core.replacement.is_none()
+            && !self.core.is_armed(TimerKind::Reconnect)
     }
 
     /// The configuration the machine runs with.
