@@ -7,7 +7,7 @@ use gatewarden_core::config::{ForeignGatewayPolicy, SupervisorConfig};
 use gatewarden_core::error::StartFailure;
 use gatewarden_core::machine::{
     Command, CommandOutcome, Effect, Event, ExternalShutdownOutcome, Handshake, LifecycleState,
-    Listener, Notice, PortProbe, ReadySource, TimerKind,
+    Listener, Notice, PortProbe, ReadySource, StartObservation, TimerKind,
 };
 use gatewarden_core::reload_policy::{ReloadMode, ReloadPolicy};
 use gatewarden_core::rpc::RpcError;
@@ -2061,4 +2061,387 @@ fn f4_every_failed_start_reports_the_last_meaningful_stderr_line() {
         _ => false,
     });
     assert_eq!(logged, 3);
+}
+
+const STAY_ALIVE_LINE: &str = "[gateway] startup failed: Invalid config at /s/openclaw.json: \
+                               gateway.bind: Invalid input. Process will stay alive; fix the issue \
+                               and restart.";
+
+fn terminates(harness: &Harness) -> usize {
+    harness.all_count(|effect| matches!(effect, Effect::TerminateProcess { .. }))
+}
+
+/// Running → reload (signalled, in-place restart announced, 1012) → reconnect flow waiting for
+/// the same, live process that no longer listens. Returns (pid, reload reply).
+fn reload_into_in_place_restart(harness: &mut Harness) -> (u32, u64) {
+    let pid = harness.start_to_running();
+    harness.advance(10_000);
+    let reply = harness.command(Command::Reload { policy: hybrid() });
+    let epoch = harness.epoch();
+    harness.send(Event::SignalSent {
+        epoch,
+        outcome: Ok(()),
+    });
+    harness.send(Event::ShutdownAnnounced {
+        epoch,
+        restart_expected_ms: Some(1_500),
+    });
+    harness.socket_closed(1012);
+    harness.advance(1_000);
+    harness.probe_free();
+    assert_eq!(harness.leaf(), "awaiting_ready");
+    (pid, reply)
+}
+
+#[test]
+fn f5_in_place_restart_that_stays_alive_is_an_error_at_once_then_one_replacement() {
+    let mut harness = in_place_harness();
+    let (pid, reply) = reload_into_in_place_restart(&mut harness);
+    let since = harness.now;
+    // A restart asked for meanwhile must not restart the replacement later (F9).
+    harness.command(Command::Restart);
+    stderr(&mut harness, pid, STAY_ALIVE_LINE);
+    let status = harness.machine.status(harness.now);
+    assert_eq!(status.state, LifecycleState::Error);
+    assert!(status
+        .error
+        .unwrap_or_default()
+        .contains("Invalid config at"));
+    assert_eq!(harness.terminate_pid(), Some(pid));
+    assert!(matches!(
+        harness.reply_of(reply),
+        Some(CommandOutcome::Failed { .. })
+    ));
+    assert!(!harness.machine.gave_up(), "a replacement follows");
+    assert_eq!(
+        harness.now, since,
+        "no wait for the bound: the line ends it"
+    );
+    // Its exit starts the replacement, doctor first (the reason is an invalid config).
+    harness.exit(pid, 143);
+    assert_eq!(harness.leaf(), "repairing");
+    doctor_after_digest(&mut harness);
+    harness.probe_free();
+    harness.spawned();
+    harness.ready();
+    harness.handshake();
+    assert_eq!(harness.state(), LifecycleState::Running);
+    assert_eq!(error_text(&harness), "");
+    // (Within two heartbeat intervals: the harness answers no pings.)
+    harness.advance(60_000);
+    assert_eq!(harness.state(), LifecycleState::Running);
+    assert_eq!(harness.spawns(), 2, "one cold start");
+    assert_eq!(
+        terminates(&harness),
+        1,
+        "no stale restart of the replacement"
+    );
+    assert_eq!(doctor_runs(&harness), 1);
+}
+
+/// In `repairing` from the start: digest, doctor, digest → probing_port.
+fn doctor_after_digest(harness: &mut Harness) {
+    digest(harness, "sha256:broken");
+    let epoch = harness.epoch();
+    harness.send(Event::RepairFinished {
+        epoch,
+        outcome: Ok(()),
+    });
+    digest(harness, "sha256:fixed");
+    assert_eq!(harness.leaf(), "probing_port");
+}
+
+#[test]
+fn f5_in_place_restart_bound_puts_error_within_thirty_seconds_without_any_line() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    harness.advance(20_000);
+    harness.socket_closed(1012);
+    let closed_at = harness.now;
+    harness.advance(1_000);
+    harness.probe_free();
+    assert_eq!(harness.leaf(), "awaiting_ready");
+    harness.advance(28_999);
+    assert_eq!(harness.state(), LifecycleState::Starting);
+    harness.advance(1);
+    assert_eq!(harness.now - closed_at, 30_000);
+    assert_eq!(harness.state(), LifecycleState::Error);
+    assert!(error_text(&harness).contains("did not serve again within 30000 ms"));
+    assert_eq!(harness.terminate_pid(), Some(pid));
+    harness.exit(pid, 143);
+    // No invalid-config reason: a plain fresh spawn.
+    assert_eq!(harness.leaf(), "probing_port");
+    assert_eq!(doctor_runs(&harness), 0);
+}
+
+#[test]
+fn f5_a_reconnect_to_the_same_process_within_the_bound_ends_it() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    harness.advance(20_000);
+    harness.socket_closed(1012);
+    assert!(harness
+        .machine
+        .armed_timers()
+        .contains(&TimerKind::InPlaceRestart));
+    harness.advance(1_000);
+    harness.probe_free();
+    harness.ready();
+    harness.handshake();
+    assert!(!harness
+        .machine
+        .armed_timers()
+        .contains(&TimerKind::InPlaceRestart));
+    harness.advance(60_000);
+    assert_eq!(harness.state(), LifecycleState::Running);
+    assert_eq!(harness.machine.status(harness.now).pid, Some(pid));
+}
+
+#[test]
+fn f6_port_open_without_challenge_fails_the_attempt_after_the_challenge_timeout() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    harness.probe_free();
+    let pid = harness.spawned();
+    assert_eq!(harness.leaf(), "awaiting_ready");
+    let epoch = harness.epoch();
+    harness.advance(2_000);
+    harness.send(Event::StartObserved {
+        epoch,
+        observation: StartObservation {
+            port_open: true,
+            startupz: None,
+        },
+    });
+    harness.advance(9_999);
+    assert_eq!(harness.leaf(), "awaiting_ready");
+    harness.advance(1);
+    assert_eq!(harness.leaf(), "retry_waiting");
+    assert_eq!(harness.terminate_pid(), Some(pid));
+    assert!(harness.last_has(|effect| matches!(
+        effect,
+        Effect::Log { message, .. } if message.contains("no connect.challenge within 10000 ms")
+    )));
+    // The terminated gateway's exit is expected: not a second failure.
+    harness.exit(pid, 143);
+    assert_eq!(harness.leaf(), "retry_waiting");
+    harness.advance(1_000);
+    harness.probe_free();
+    harness.spawned();
+    assert_eq!(harness.leaf(), "awaiting_ready");
+    assert_eq!(harness.spawns(), 2);
+}
+
+#[test]
+fn f6_ready_timeout_applies_only_while_startupz_says_starting() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    harness.probe_free();
+    harness.spawned();
+    let epoch = harness.epoch();
+    harness.send(Event::StartObserved {
+        epoch,
+        observation: StartObservation {
+            port_open: true,
+            startupz: Some(503),
+        },
+    });
+    assert!(!harness
+        .machine
+        .armed_timers()
+        .contains(&TimerKind::ChallengeWait));
+    harness.advance(60_000);
+    assert_eq!(harness.leaf(), "awaiting_ready");
+    // /startupz stops answering 503 while the challenge still does not come: bounded again.
+    harness.send(Event::StartObserved {
+        epoch,
+        observation: StartObservation {
+            port_open: true,
+            startupz: None,
+        },
+    });
+    harness.advance(10_000);
+    assert_eq!(harness.leaf(), "retry_waiting");
+}
+
+#[test]
+fn f6_progress_line_every_ten_seconds_says_what_is_seen() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    harness.probe_free();
+    harness.spawned();
+    let epoch = harness.epoch();
+    harness.send(Event::StartObserved {
+        epoch,
+        observation: StartObservation {
+            port_open: true,
+            startupz: Some(503),
+        },
+    });
+    harness.advance(25_000);
+    let lines: Vec<String> = harness
+        .all
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::Log { message, .. } if message.contains("start in progress") => {
+                Some(message.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[1].contains("for 20 s"), "{}", lines[1]);
+    assert!(lines[1].contains("port open"), "{}", lines[1]);
+    assert!(lines[1].contains("/startupz 503"), "{}", lines[1]);
+    assert!(lines[1].contains("challenge not yet"), "{}", lines[1]);
+    // Running: no more progress lines.
+    harness.ready();
+    harness.handshake();
+    assert!(!harness
+        .machine
+        .armed_timers()
+        .contains(&TimerKind::StartProgress));
+}
+
+#[test]
+fn f7_restart_window_retries_after_retry_after_without_error_or_attempt() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    harness.probe_free();
+    harness.spawned();
+    harness.ready();
+    assert_eq!(harness.leaf(), "connecting");
+    let epoch = harness.epoch();
+    for _ in 0..5 {
+        harness.send(Event::RestartWindow {
+            epoch,
+            retry_after_ms: Some(1_000),
+        });
+        assert_eq!(harness.state(), LifecycleState::Starting);
+        assert_eq!(error_text(&harness), "");
+        harness.advance(999);
+        assert!(!harness.last_has(|effect| matches!(effect, Effect::OpenConnection { .. })));
+        harness.advance(1);
+        assert!(harness.last_has(|effect| matches!(effect, Effect::OpenConnection { .. })));
+    }
+    harness.handshake();
+    assert_eq!(harness.state(), LifecycleState::Running);
+    assert!(!harness.all.iter().any(|effect| matches!(
+        effect,
+        Effect::Log { message, .. } if message.contains("attempt") && message.contains("failed")
+    )));
+    assert_eq!(harness.spawns(), 1);
+}
+
+#[test]
+fn f8_give_up_is_published_and_an_in_place_failure_is_not_one() {
+    let mut harness = Harness::quiet();
+    harness.machine = gatewarden_core::machine::LifecycleMachine::new({
+        let mut config = SupervisorConfig::default();
+        config.reconnect.jitter = 0.0;
+        config.reconnect.max_attempts = 1;
+        config
+    });
+    let pid = harness.start_to_running();
+    harness.advance(20_000);
+    harness.socket_closed(1012);
+    harness.advance(1_000);
+    harness.probe_free();
+    stderr(&mut harness, pid, STAY_ALIVE_LINE);
+    assert_eq!(harness.state(), LifecycleState::Error);
+    assert!(!harness.machine.gave_up());
+    assert!(!gave_up(&harness));
+    // N2: reconnect attempts exhausted → give-up.
+    let mut harness = Harness::new({
+        let mut config = SupervisorConfig::default();
+        config.reconnect.jitter = 0.0;
+        config.reconnect.max_attempts = 1;
+        config
+    });
+    let pid = harness.start_to_running();
+    harness.exit(pid, 1);
+    harness.advance(1_000);
+    harness.probe_free();
+    let pid = harness.spawned();
+    harness.ready();
+    harness.handshake();
+    harness.exit(pid, 1);
+    assert_eq!(harness.state(), LifecycleState::Error);
+    assert!(harness.machine.gave_up());
+    assert!(gave_up(&harness));
+}
+
+#[test]
+fn f9_reload_whose_process_dies_leaves_no_stale_restart() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    harness.advance(10_000);
+    let reply = harness.command(Command::Reload { policy: hybrid() });
+    let epoch = harness.epoch();
+    harness.send(Event::SignalSent {
+        epoch,
+        outcome: Ok(()),
+    });
+    // Killed mid-restart.
+    harness.exit(pid, 137);
+    assert_eq!(harness.state(), LifecycleState::Reconnecting);
+    harness.advance(1_000);
+    harness.probe_free();
+    harness.spawned();
+    harness.ready();
+    harness.handshake();
+    assert_eq!(harness.state(), LifecycleState::Running);
+    // The replacement's start answered the reload.
+    assert_eq!(harness.reply_of(reply), Some(&CommandOutcome::Completed));
+    harness.advance(60_000);
+    assert_eq!(
+        terminates(&harness),
+        0,
+        "no stale restart of the replacement"
+    );
+    // And a restart now is executed, not deferred.
+    let restart = harness.command(Command::Restart);
+    assert_eq!(harness.replies.get(&restart), None);
+    assert_eq!(terminates(&harness), 1);
+}
+
+#[test]
+fn f9_restart_while_running_is_not_deferred_behind_a_reload_in_flight() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    harness.advance(10_000);
+    let reload = harness.command(Command::Reload { policy: hybrid() });
+    let epoch = harness.epoch();
+    harness.send(Event::SignalSent {
+        epoch,
+        outcome: Ok(()),
+    });
+    let restart = harness.command(Command::Restart);
+    assert_ne!(
+        harness.replies.get(&restart).and_then(|r| r.first()),
+        Some(&CommandOutcome::Deferred)
+    );
+    assert_eq!(harness.terminate_pid(), Some(pid));
+    harness.exit(pid, 0);
+    harness.run_start_flow();
+    assert_eq!(harness.reply_of(restart), Some(&CommandOutcome::Completed));
+    assert_eq!(harness.reply_of(reload), Some(&CommandOutcome::Completed));
+    harness.advance(60_000);
+    assert_eq!(terminates(&harness), 1);
+}
+
+#[test]
+fn f9_deferred_restart_is_settled_by_the_gateways_death() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    harness.probe_free();
+    let pid = harness.spawned();
+    let restart = harness.command(Command::Restart);
+    assert_eq!(harness.reply_of(restart), Some(&CommandOutcome::Deferred));
+    harness.exit(pid, 1);
+    assert_eq!(harness.machine.deferred_restart_since(), None);
+    harness.advance(1_000);
+    harness.run_start_flow();
+    harness.advance(60_000);
+    assert_eq!(terminates(&harness), 0);
 }
