@@ -582,9 +582,14 @@ impl Supervisor {
         }
         let host = self.options.host.clone();
         let connect = self.options.core.connect.clone();
+        let me = ctx.address();
+        // F6: the probes report what they see; the machine decides what it means.
+        let observe = move |observation| {
+            me.do_send(Feed(Event::StartObserved { epoch, observation }));
+        };
         let handle = self.run(
             async move {
-                match connection::await_readiness(&host, port, &connect).await {
+                match connection::await_readiness_observed(&host, port, &connect, observe).await {
                     Ok(()) => Event::ReadinessConfirmed { epoch },
                     Err(failure) => Event::StepFailed { epoch, failure },
                 }
@@ -787,6 +792,13 @@ impl Supervisor {
                 epoch,
                 retry_after_ms,
             } => Event::StartupWindow {
+                epoch,
+                retry_after_ms,
+            },
+            ConnectionReport::RestartWindow {
+                epoch,
+                retry_after_ms,
+            } => Event::RestartWindow {
                 epoch,
                 retry_after_ms,
             },
