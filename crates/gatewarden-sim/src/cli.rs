@@ -108,6 +108,17 @@ pub struct Settings {
     pub hang_mode: HangMode,
     /// How long EADDRINUSE is retried before exiting 1 (the real gateway retries about 10 s).
     pub bind_retry_ms: u64,
+    /// Block the event loop busily (spinning) for this many ms, once, `busy_after_ms` after the first listen.
+    pub busy_ms: Option<u64>,
+    /// Delay of `--busy-ms` after the first listen.
+    pub busy_after_ms: u64,
+    /// Block the event loop without CPU (sleeping) for this many ms, once, `frozen_soft_after_ms` after the first listen.
+    pub frozen_soft_ms: Option<u64>,
+    /// Delay of `--frozen-soft-ms` after the first listen.
+    pub frozen_soft_after_ms: u64,
+    /// Pretend to run on this Node version (`--fake-node-version`, else
+    /// `GATEWARDEN_SIM_NODE_VERSION`): an unsupported one fails at start like the real launcher.
+    pub fake_node_version: Option<String>,
     /// Send this many `sim.flood` events after every `hello-ok` (0: none).
     pub event_flood: u64,
     /// Padding bytes in each flood event's payload.
@@ -146,6 +157,11 @@ impl Default for Settings {
             event_flood_bytes: crate::faults::DEFAULT_FLOOD_PAD_BYTES,
             hang_after_ms: None,
             hang_mode: HangMode::Silent,
+            busy_ms: None,
+            busy_after_ms: 0,
+            frozen_soft_ms: None,
+            frozen_soft_after_ms: 0,
+            fake_node_version: None,
             bind_retry_ms: 10_000,
         }
     }
@@ -192,6 +208,12 @@ FAULT FLAGS:
   --crash-code N
   --hang-after-ms N        hang N ms after listening (--hang-mode silent|sigstop, default silent)
   --hang-mode MODE
+  --busy-ms N              block the event loop spinning (CPU grows) for N ms, then serve what queued
+  --busy-after-ms N        ... N ms after listening (default 0)
+  --frozen-soft-ms N       block the event loop sleeping (no CPU, state S) for N ms, then serve what queued
+  --frozen-soft-after-ms N ... N ms after listening (default 0)
+  --fake-node-version V    pretend to run on Node V (also $GATEWARDEN_SIM_NODE_VERSION); an
+                           unsupported one prints the real launcher's lines and exits 1
   --event-flood N          send N sim.flood events after every hello-ok
   --event-flood-bytes N    padding bytes per flood event (default 256)
 ";
@@ -273,6 +295,17 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<In
                 settings.hang_mode = HangMode::parse(&mode)
                     .ok_or_else(|| format!("--hang-mode must be silent or sigstop, got {mode}"))?;
             }
+            "--busy-ms" => settings.busy_ms = Some(block_ms(&mut flags, "--busy-ms")?),
+            "--busy-after-ms" => settings.busy_after_ms = flags.number("--busy-after-ms")?,
+            "--frozen-soft-ms" => {
+                settings.frozen_soft_ms = Some(block_ms(&mut flags, "--frozen-soft-ms")?)
+            }
+            "--frozen-soft-after-ms" => {
+                settings.frozen_soft_after_ms = flags.number("--frozen-soft-after-ms")?
+            }
+            "--fake-node-version" => {
+                settings.fake_node_version = Some(flags.value("--fake-node-version")?)
+            }
             "--event-flood" => {
                 settings.event_flood = flags.number("--event-flood")?;
                 if settings.event_flood > crate::faults::MAX_FLOOD_COUNT {
@@ -295,6 +328,10 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<In
         }
     }
 
+    if settings.fake_node_version.is_none() {
+        settings.fake_node_version =
+            env("GATEWARDEN_SIM_NODE_VERSION").filter(|version| !version.is_empty());
+    }
     settings.env_token = env("OPENCLAW_GATEWAY_TOKEN").filter(|token| !token.is_empty());
     if settings.password.is_none() {
         settings.password =
@@ -307,6 +344,18 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<In
         settings.handshake_timeout_ms = settings.handshake_timeout_ms.max(from_env);
     }
     Ok(Invocation::Run(Box::new(settings)))
+}
+
+/// A `--busy-ms`/`--frozen-soft-ms` value: at most [`crate::faults::MAX_BLOCK_MS`].
+fn block_ms(flags: &mut FlagReader<'_>, flag: &str) -> Result<u64, String> {
+    let ms = flags.number(flag)?;
+    if ms > crate::faults::MAX_BLOCK_MS {
+        return Err(format!(
+            "error: option '{flag}' must be at most {}",
+            crate::faults::MAX_BLOCK_MS
+        ));
+    }
+    Ok(ms)
 }
 
 fn parse_doctor(args: &[String]) -> Result<DoctorArgs, String> {
@@ -415,6 +464,45 @@ mod tests {
         };
         assert_eq!(settings.port, Some(0));
         assert_eq!(settings.protocol, 4);
+    }
+
+    #[test]
+    fn block_fault_flags_and_the_fake_node_version_parse() {
+        let env =
+            |name: &str| (name == "GATEWARDEN_SIM_NODE_VERSION").then(|| "20.1.0".to_string());
+        let Invocation::Run(settings) = parse(
+            &args(&[
+                "--busy-ms",
+                "1500",
+                "--busy-after-ms=200",
+                "--frozen-soft-ms",
+                "700",
+            ]),
+            &env,
+        )
+        .unwrap() else {
+            panic!("expected run")
+        };
+        assert_eq!(
+            (settings.busy_ms, settings.busy_after_ms),
+            (Some(1500), 200)
+        );
+        assert_eq!(
+            (settings.frozen_soft_ms, settings.frozen_soft_after_ms),
+            (Some(700), 0)
+        );
+        assert_eq!(settings.fake_node_version.as_deref(), Some("20.1.0"));
+        let Invocation::Run(settings) =
+            parse(&args(&["--fake-node-version", "24.16.0"]), &env).unwrap()
+        else {
+            panic!("expected run")
+        };
+        assert_eq!(
+            settings.fake_node_version.as_deref(),
+            Some("24.16.0"),
+            "the flag wins"
+        );
+        assert!(parse(&args(&["--busy-ms", "600001"]), &|_| None).is_err());
     }
 
     #[test]

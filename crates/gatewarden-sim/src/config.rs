@@ -96,10 +96,15 @@ impl ConfigProblem {
     /// top-level key, `openclaw.json:N — gateway:` for a nested one, which the simulator does not
     /// check); the unreadable and unparseable details are the simulator's own wording.
     pub fn stderr_lines(&self, path: &Path) -> Vec<String> {
-        let mut lines = vec![format!(
-            "Gateway failed to start: Invalid config at {}:",
-            path.display()
-        )];
+        let mut lines = self.message_lines(path);
+        lines[0] = format!("Gateway failed to start: {}", lines[0]);
+        lines
+    }
+
+    /// The text of the real gateway's `InvalidConfigError` message, one entry per line:
+    /// `Invalid config at <path>:`, the problems, the doctor hint and the `.bak` hint.
+    fn message_lines(&self, path: &Path) -> Vec<String> {
+        let mut lines = vec![format!("Invalid config at {}:", path.display())];
         match self {
             ConfigProblem::Unreadable(error) => {
                 lines.push(format!("<root>: cannot read file: {error}"))
@@ -120,7 +125,33 @@ impl ConfigProblem {
         );
         lines
     }
+
+    /// What the real gateway writes to stderr when an in-process restart meets this config and the
+    /// process stays alive without a listener (seen live on 2026.9.6 after SIGUSR2; its line also
+    /// starts with a timestamp, and the error's stack frames follow, which the simulator leaves out):
+    ///
+    /// ```text
+    /// [gateway] startup failed: Invalid config at /path/openclaw.json:
+    /// <root>: Unrecognized key: "x"
+    /// Run "openclaw doctor --fix" to repair, then retry.
+    /// If startup is still blocked, inspect the adjacent .bak backup before restoring it manually.. Process will stay alive; fix the issue and restart.
+    /// InvalidConfigError: Invalid config at /path/openclaw.json:
+    /// <root>: Unrecognized key: "x"
+    /// Run "openclaw doctor --fix" to repair, then retry.
+    /// If startup is still blocked, inspect the adjacent .bak backup before restoring it manually.
+    /// ```
+    ///
+    /// (The doubled period is the real one: the message ends with one and the log line adds another.)
+    pub fn restart_failure_text(&self, path: &Path) -> String {
+        let message = self.message_lines(path).join("\n");
+        format!(
+            "[gateway] startup failed: {message}. {RESTART_FAILURE_SUFFIX}\nInvalidConfigError: {message}\n"
+        )
+    }
 }
+
+/// How the real gateway's in-place restart failure line ends; the supervisor's early exit keys on it.
+pub const RESTART_FAILURE_SUFFIX: &str = "Process will stay alive; fix the issue and restart.";
 
 /// What the real 2026.9.6 gateway prints before exiting 78 when another gateway holds its state
 /// directory (seen live with a second gateway on the same `OPENCLAW_STATE_DIR`; the supervisor's
@@ -338,6 +369,26 @@ mod tests {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    #[test]
+    fn restart_failure_text_is_the_real_gateways_stay_alive_line() {
+        let text = ConfigProblem::UnrecognizedKeys(vec!["bogusKey".into()])
+            .restart_failure_text(Path::new("/s/openclaw.json"));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            vec![
+                "[gateway] startup failed: Invalid config at /s/openclaw.json:",
+                "<root>: Unrecognized key: \"bogusKey\"",
+                "Run \"openclaw doctor --fix\" to repair, then retry.",
+                "If startup is still blocked, inspect the adjacent .bak backup before restoring it manually.. Process will stay alive; fix the issue and restart.",
+                "InvalidConfigError: Invalid config at /s/openclaw.json:",
+                "<root>: Unrecognized key: \"bogusKey\"",
+                "Run \"openclaw doctor --fix\" to repair, then retry.",
+                "If startup is still blocked, inspect the adjacent .bak backup before restoring it manually.",
+            ]
+        );
     }
 
     #[test]

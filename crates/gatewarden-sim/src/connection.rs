@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::cli::HangMode;
-use crate::faults::{self, Fault, Malformed, ShutdownNotice};
+use crate::faults::{self, BlockKind, Fault, Malformed, ShutdownNotice};
 use crate::handshake::{self, Accepted, ServerPolicy};
 use crate::protocol::{self, close, code, RpcError};
 use crate::state::{unix_ms, Notice, Shared};
@@ -63,6 +63,7 @@ enum Ending {
 enum AfterFlush {
     Exit(i32),
     Hang(HangMode),
+    Block(BlockKind, u64),
     RaiseRestart,
 }
 
@@ -163,11 +164,19 @@ enum Wake {
 
 impl Connection {
     async fn run(&mut self, socket: &mut Socket) -> Ending {
-        if matches!(
-            *self.notice_rx.borrow_and_update(),
-            Notice::ShuttingDown { .. }
-        ) {
-            return Ending::Close(close::SERVICE_RESTART, "service restart".into());
+        match *self.notice_rx.borrow_and_update() {
+            // A restart drain keeps admitting sockets, as the real gateway does; their `connect`
+            // meets the `gateway-restarting` refusal (the boot state says so).
+            Notice::Serving
+            | Notice::ShuttingDown {
+                restart_expected_ms: Some(_),
+            } => {}
+            Notice::ShuttingDown {
+                restart_expected_ms: None,
+            }
+            | Notice::ListenerClosed => {
+                return Ending::Close(close::SERVICE_RESTART, "service restart".into())
+            }
         }
         let challenge = Message::text(protocol::challenge(&self.nonce, unix_ms()));
         if !self.shared.flags.no_challenge.load(Ordering::Relaxed)
@@ -194,7 +203,24 @@ impl Connection {
                 Wake::Reply(reply) => feed(socket, Message::text(reply)).await,
                 Wake::Notice => self.on_notice(socket).await,
                 Wake::Tick(ts) => self.send_event(socket, "tick", &json!({"ts": ts})).await,
-                Wake::PingDue => self.on_ping_due(socket).await,
+                Wake::PingDue => {
+                    // After the event loop was blocked (busy, frozen-soft) the timer and the
+                    // peer's pong become ready together: read what is already there first, so a
+                    // pong that arrived during the block counts.
+                    let mut ending = None;
+                    let mut handled = 0;
+                    while ending.is_none() && handled < BATCH_LIMIT {
+                        let Some(incoming) = socket.next().now_or_never() else {
+                            break;
+                        };
+                        ending = self.on_incoming(socket, incoming).await;
+                        handled += 1;
+                    }
+                    match ending {
+                        Some(ending) => Some(ending),
+                        None => self.on_ping_due(socket).await,
+                    }
+                }
                 Wake::HandshakeExpired => {
                     crate::log!("{}: handshake timeout", self.connection_id);
                     Some(Ending::CloseWithoutCode)
@@ -222,6 +248,7 @@ impl Connection {
                 match effect {
                     AfterFlush::Exit(code) => faults::exit_now(code),
                     AfterFlush::Hang(mode) => faults::hang_now(mode),
+                    AfterFlush::Block(kind, ms) => faults::block_now(kind, ms),
                     AfterFlush::RaiseRestart => {
                         // The real gateway signals SIGUSR2 to itself; doing the same keeps one restart path.
                         // SAFETY: kill() on our own pid with a handled signal has no memory-safety preconditions.
@@ -238,11 +265,14 @@ impl Connection {
     }
 
     async fn on_notice(&mut self, socket: &mut Socket) -> Option<Ending> {
-        let Notice::ShuttingDown {
-            restart_expected_ms,
-        } = *self.notice_rx.borrow_and_update()
-        else {
-            return None;
+        let restart_expected_ms = match *self.notice_rx.borrow_and_update() {
+            Notice::Serving => return None,
+            Notice::ShuttingDown {
+                restart_expected_ms,
+            } => restart_expected_ms,
+            // Normally every authenticated connection left at the drain's start; one that missed
+            // that notice still gets its shutdown event.
+            Notice::ListenerClosed => Some(self.shared.restart_expected_ms()),
         };
         if self.session.is_some() {
             let payload = match restart_expected_ms {
@@ -408,6 +438,7 @@ impl Connection {
             password: self.shared.settings.password.clone(),
             reject_token: self.shared.flags.reject_token.load(Ordering::Relaxed),
             starting: boot.phase(now) == crate::probes::Phase::Starting,
+            restarting: boot.draining && boot.restarting,
         };
         let device_tokens = &self.shared.device_tokens;
         let lookup = |token: &str| {
@@ -622,6 +653,12 @@ impl Connection {
         let result = match method.as_str() {
             "health" => Ok(protocol::health_payload(unix_ms())),
             "status" => Ok(self.status_payload()),
+            // Params are not validated, as on the real gateway (`{}`, `null` and `{"x":1}` alike).
+            "system-presence" => Ok(protocol::system_presence_payload(
+                &self.shared.settings.version_string,
+                &self.shared.instance_id,
+                unix_ms(),
+            )),
             "sleep" => return self.sleep_then_reply(id, params.as_ref()),
             "gateway.restart.request" => {
                 self.after_flush.push(AfterFlush::RaiseRestart);
@@ -744,6 +781,18 @@ impl Connection {
                     faults::hang_now(mode);
                 });
             }
+            Fault::Block {
+                kind,
+                ms,
+                after_ms: 0,
+            } => self.after_flush.push(AfterFlush::Block(kind, ms)),
+            Fault::Block { kind, ms, after_ms } => {
+                tokio::spawn(async move {
+                    sleep(Duration::from_millis(after_ms)).await;
+                    faults::block_now(kind, ms);
+                });
+            }
+            Fault::Restart => self.after_flush.push(AfterFlush::RaiseRestart),
             Fault::Stderr { line, repeat } => {
                 for _ in 0..repeat {
                     eprintln!("{line}");

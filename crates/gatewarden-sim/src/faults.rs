@@ -41,6 +41,34 @@ pub const DEFAULT_FLOOD_PAD_BYTES: usize = 256;
 /// Most events one flood may send (a typo must not keep the simulator busy for hours).
 pub const MAX_FLOOD_COUNT: u64 = 10_000_000;
 
+/// Longest `busy` or `frozen-soft` block accepted (the same ceiling as the `sleep` RPC), so a typo
+/// cannot block the simulator for days.
+pub const MAX_BLOCK_MS: u64 = 600_000;
+
+/// Default length of a `busy` or `frozen-soft` block when `ms` is not given.
+pub const DEFAULT_BLOCK_MS: u64 = 1_000;
+
+/// How a timed block of the event loop spends its time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockKind {
+    /// Spin on the event-loop thread: the process is `R` and its CPU time grows (a busy Node loop
+    /// running model, tool or compaction work).
+    Busy,
+    /// Sleep on the event-loop thread: the process is `S` and its CPU time does not grow (a loop
+    /// stuck in a blocking call; alive to the kernel, silent to its clients).
+    FrozenSoft,
+}
+
+impl BlockKind {
+    /// Wire and flag spelling (`busy`, `frozen-soft`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlockKind::Busy => "busy",
+            BlockKind::FrozenSoft => "frozen-soft",
+        }
+    }
+}
+
 /// Which `shutdown` event, if any, precedes a scripted close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShutdownNotice {
@@ -80,6 +108,17 @@ pub enum Fault {
         /// Delay before hanging.
         after_ms: u64,
     },
+    /// Block the event loop for `ms` (spinning or sleeping), then serve everything queued.
+    Block {
+        /// Spin or sleep.
+        kind: BlockKind,
+        /// How long the loop is blocked.
+        ms: u64,
+        /// Delay before blocking.
+        after_ms: u64,
+    },
+    /// Restart in place, as SIGUSR2 does (the simulator signals itself after the reply).
+    Restart,
     /// Write `line` to stderr `repeat` times.
     Stderr {
         /// The line.
@@ -179,6 +218,19 @@ pub fn parse(params: Option<&Value>) -> Result<Fault, String> {
             mode: HangMode::SigStop,
             after_ms,
         }),
+        "busy" | "frozen-soft" => {
+            let kind = if kind == "busy" {
+                BlockKind::Busy
+            } else {
+                BlockKind::FrozenSoft
+            };
+            let ms = number("ms", DEFAULT_BLOCK_MS)?;
+            if ms > MAX_BLOCK_MS {
+                return Err(format!("ms above {MAX_BLOCK_MS}"));
+            }
+            Ok(Fault::Block { kind, ms, after_ms })
+        }
+        "restart" => Ok(Fault::Restart),
         "stderr" => {
             let line = params
                 .get("line")
@@ -334,6 +386,56 @@ pub fn hang_now(mode: HangMode) {
     }
 }
 
+/// The kernel thread id of the calling thread.
+pub fn current_tid() -> i64 {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) }
+}
+
+/// Blocks the calling thread, which must be the event-loop thread, for `ms`: spinning (`Busy`)
+/// or sleeping (`FrozenSoft`). Nothing else runs meanwhile (the runtime has one thread), so no
+/// frame, tick, ping, pong or probe answer goes out and signals wait; afterwards the runtime
+/// serves everything that queued up in the socket buffers.
+pub fn block_now(kind: BlockKind, ms: u64) {
+    let tid = current_tid();
+    let pid = i64::from(std::process::id());
+    // A supervisor reads the event-loop thread's CPU time at /proc/<pid>/task/<pid>/stat: the
+    // block must run on that thread (the runtime is current-thread on the main thread), or the
+    // busy/frozen evidence would be on the wrong thread.
+    if tid != pid {
+        crate::log!(
+            "fault: {} runs on thread {tid}, not on the main thread {pid}; CPU evidence will be on the wrong thread",
+            kind.as_str()
+        );
+    }
+    crate::log!(
+        "fault: {} for {ms} ms on the event-loop thread (tid {tid})",
+        kind.as_str()
+    );
+    let duration = std::time::Duration::from_millis(ms);
+    match kind {
+        BlockKind::Busy => {
+            let started = std::time::Instant::now();
+            let mut spins: u64 = 0;
+            while started.elapsed() < duration {
+                // Real work the optimiser cannot remove, so the thread stays on the CPU.
+                for _ in 0..1_000 {
+                    spins = std::hint::black_box(
+                        spins.wrapping_mul(6364136223846793005).wrapping_add(1),
+                    );
+                }
+            }
+            std::hint::black_box(spins);
+        }
+        // One sleep: the thread is in `S` for the whole time and uses no CPU.
+        BlockKind::FrozenSoft => std::thread::sleep(duration),
+    }
+    crate::log!(
+        "fault: {} over after {ms} ms; serving what queued up",
+        kind.as_str()
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,6 +491,32 @@ mod tests {
             &json!({"kind": "malformed", "what": "deep-nesting", "depth": 1u64 << 40})
         ))
         .is_err());
+    }
+
+    #[test]
+    fn busy_and_frozen_soft_take_ms_and_after_ms_with_a_ceiling() {
+        assert_eq!(
+            parse(Some(&json!({"kind": "busy", "ms": 250}))).unwrap(),
+            Fault::Block {
+                kind: BlockKind::Busy,
+                ms: 250,
+                after_ms: 0
+            }
+        );
+        assert_eq!(
+            parse(Some(&json!({"kind": "frozen-soft", "afterMs": 5}))).unwrap(),
+            Fault::Block {
+                kind: BlockKind::FrozenSoft,
+                ms: DEFAULT_BLOCK_MS,
+                after_ms: 5
+            }
+        );
+        assert!(parse(Some(&json!({"kind": "busy", "ms": MAX_BLOCK_MS + 1}))).is_err());
+        assert!(parse(Some(&json!({"kind": "busy", "ms": -1}))).is_err());
+        assert_eq!(
+            parse(Some(&json!({"kind": "restart"}))).unwrap(),
+            Fault::Restart
+        );
     }
 
     #[test]

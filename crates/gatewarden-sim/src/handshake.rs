@@ -42,6 +42,8 @@ pub struct ServerPolicy {
     pub reject_token: bool,
     /// Inside the startup window: answer UNAVAILABLE.
     pub starting: bool,
+    /// Draining for an in-process restart: answer UNAVAILABLE / `gateway-restarting`.
+    pub restarting: bool,
 }
 
 /// A device that proved possession of its key.
@@ -139,6 +141,29 @@ pub fn evaluate_connect(
         )));
     }
     let params = params.as_object().expect("schema validated an object");
+
+    if policy.restarting {
+        // The real gateway's `rejectConnectForClosedAdmission` (dist/message-handler-*.mjs): any
+        // schema-valid connect while the restart fence or drain holds admission closed, whatever
+        // its credentials. `phase` is the host-suspension phase, which is `accepting` unless the
+        // host is suspending (not modelled).
+        let mut error = RpcError::new(
+            code::UNAVAILABLE,
+            "connect unavailable during gateway restart",
+        )
+        .with_details(json!({
+            "method": "connect",
+            "reason": "gateway-restarting",
+            "phase": "accepting",
+        }));
+        error.retryable = Some(true);
+        error.retry_after_ms = Some(1000);
+        return Err(Rejected {
+            error: Box::new(error),
+            close_code: close::TRY_AGAIN_LATER,
+            close_reason: "gateway restart in progress".into(),
+        });
+    }
 
     if policy.starting {
         let mut error = RpcError::new(code::UNAVAILABLE, "gateway starting; retry shortly")
@@ -680,6 +705,7 @@ mod tests {
             password: None,
             reject_token: false,
             starting: false,
+            restarting: false,
         }
     }
 
@@ -756,6 +782,40 @@ mod tests {
             &no_tokens,
         );
         assert_eq!(backend.unwrap().scopes.len(), 2);
+    }
+
+    #[test]
+    fn a_valid_connect_during_a_restart_drain_is_refused_as_gateway_restarting() {
+        let policy = ServerPolicy {
+            restarting: true,
+            ..policy()
+        };
+        // Even with the right token: admission is closed, credentials are not looked at.
+        let mut params = base("cli", "cli");
+        params["auth"] = json!({"token": "secret"});
+        let rejected = evaluate_connect(Some(&params), &policy, "n", 0, &no_tokens).unwrap_err();
+        assert_eq!(rejected.error.code, code::UNAVAILABLE);
+        assert_eq!(
+            rejected.error.message,
+            "connect unavailable during gateway restart"
+        );
+        assert_eq!(rejected.error.retryable, Some(true));
+        assert_eq!(rejected.error.retry_after_ms, Some(1000));
+        assert_eq!(
+            rejected.error.details,
+            Some(
+                json!({"method": "connect", "reason": "gateway-restarting", "phase": "accepting"})
+            )
+        );
+        assert_eq!(
+            (rejected.close_code, rejected.close_reason.as_str()),
+            (1013, "gateway restart in progress")
+        );
+        // An invalid connect is still answered as invalid, as the real gateway does.
+        let mut invalid = base("cli", "cli");
+        invalid["foo"] = json!(1);
+        let rejected = evaluate_connect(Some(&invalid), &policy, "n", 0, &no_tokens).unwrap_err();
+        assert_eq!(rejected.error.code, code::INVALID_REQUEST);
     }
 
     #[test]

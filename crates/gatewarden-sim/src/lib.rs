@@ -10,7 +10,8 @@
 //! - `handshake`: the `connect` decision as a pure function (schema, protocol, auth, device signature, scopes).
 //! - `protocol`: wire constants and frame builders.
 //! - `probes`: `/healthz`, `/startupz`, `/readyz` as a pure function.
-//! - `faults`: `sim.fault` parsing and process-level fault effects.
+//! - `faults`: `sim.fault` parsing and process-level fault effects (crash, hang, busy, frozen-soft).
+//! - `node_version`: the real launcher's Node runtime admission for `--fake-node-version`.
 //! - `state`: what the tasks of one process share.
 //! - `server`: lifecycle controller, accept loop, HTTP routing, signals.
 //! - `connection`: one control WebSocket.
@@ -21,6 +22,7 @@ mod connection;
 mod faults;
 mod handshake;
 mod logging;
+mod node_version;
 mod probes;
 mod protocol;
 mod server;

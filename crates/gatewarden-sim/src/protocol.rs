@@ -143,6 +143,7 @@ pub fn challenge(nonce: &str, ts_ms: i64) -> String {
 pub const METHODS: &[&str] = &[
     "health",
     "status",
+    "system-presence",
     "echo",
     "sleep",
     "gateway.restart.request",
@@ -178,12 +179,53 @@ pub fn health_payload(now_ms: i64) -> Value {
     })
 }
 
-/// Required scope of each scoped method: `status` and `gateway.restart.preflight` need read,
+/// The `system-presence` result: the gateway's own presence row and nothing else (connections
+/// of operator clients do not add rows on the real 2026.9.6 gateway either; nodes would). The real
+/// row's `ip` is the primary LAN IPv4 when there is one and the host name otherwise; the
+/// simulator always uses the host name (it binds loopback only). `modelIdentifier` is absent on
+/// Linux, as on the real gateway.
+pub fn system_presence_payload(version: &str, instance_id: &str, now_ms: i64) -> Value {
+    let (host, release) = host_and_release();
+    let ip = host.clone();
+    json!([{
+        "host": host,
+        "ip": ip,
+        "version": version,
+        "platform": format!("linux {release}"),
+        "deviceFamily": "Linux",
+        "mode": "gateway",
+        "reason": "self",
+        "instanceId": instance_id,
+        "text": format!("Gateway: {host} ({ip}) · app {version} · mode gateway · reason self"),
+        "ts": now_ms,
+    }])
+}
+
+/// The host name and kernel release (`uname`), as Node's `os.hostname()` and `os.release()`.
+fn host_and_release() -> (String, String) {
+    // SAFETY: uname fills a caller-owned struct; an all-zero utsname is a valid initial value.
+    let mut name: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `name` is a valid, writable utsname.
+    if unsafe { libc::uname(&mut name) } != 0 {
+        return ("localhost".to_string(), "unknown".to_string());
+    }
+    let field = |chars: &[libc::c_char]| {
+        let bytes: Vec<u8> = chars
+            .iter()
+            .take_while(|byte| **byte != 0)
+            .map(|byte| *byte as u8)
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    (field(&name.nodename), field(&name.release))
+}
+
+/// Required scope of each scoped method: `status`, `system-presence` and `gateway.restart.preflight` need read,
 /// `gateway.restart.request` needs admin (admin satisfies read). `sim.fault` is deliberately unscoped so
 /// a test can inject faults from any connection.
 pub fn required_scope(method: &str) -> Option<&'static str> {
     match method {
-        "status" | "gateway.restart.preflight" => Some("operator.read"),
+        "status" | "system-presence" | "gateway.restart.preflight" => Some("operator.read"),
         "gateway.restart.request" => Some("operator.admin"),
         _ => None,
     }

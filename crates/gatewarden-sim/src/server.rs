@@ -26,7 +26,7 @@ use tokio::time::sleep;
 use crate::cli::Settings;
 use crate::config;
 use crate::connection;
-use crate::faults::{self, BootFaults};
+use crate::faults::{self, BlockKind, BootFaults};
 use crate::probes::{self, ProbeView};
 use crate::state::{unix_ms, BootState, Command, Notice, Shared};
 
@@ -46,6 +46,23 @@ pub fn run(settings: Settings) -> i32 {
     // SAFETY: setting a signal disposition to SIG_DFL has no memory-safety preconditions.
     unsafe {
         libc::signal(libc::SIGHUP, libc::SIG_DFL);
+    }
+    // The real launcher checks its runtime before anything else; a pretended old Node fails here.
+    if let Some(version) = settings.fake_node_version.as_deref() {
+        match crate::node_version::admission(version) {
+            crate::node_version::Admission::Supported => {}
+            crate::node_version::Admission::Note(note) => eprintln!("{note}"),
+            crate::node_version::Admission::Refused(lines) => {
+                eprint!(
+                    "{}",
+                    lines
+                        .iter()
+                        .map(|line| format!("{line}\n"))
+                        .collect::<String>()
+                );
+                return 1;
+            }
+        }
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -101,12 +118,14 @@ async fn async_main(settings: Settings) -> i32 {
         process_started: Instant::now(),
         pid: std::process::id(),
         build_id: format!("sim-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        instance_id: uuid::Uuid::new_v4().to_string(),
         port: Default::default(),
         boot: std::sync::Mutex::new(BootState {
             boot_id: String::new(),
             started: Instant::now(),
             startup_until: None,
             draining: false,
+            restarting: false,
         }),
         flags: Default::default(),
         next_boot: std::sync::Mutex::new(first_boot),
@@ -196,16 +215,17 @@ async fn run_boots(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<Co
         };
         let loaded = match loaded {
             Ok(loaded) => loaded,
-            Err(problem) => {
+            Err(problem) if first => {
                 for line in problem.stderr_lines(&shared.config_path) {
                     eprintln!("{line}");
                 }
-                if first {
-                    return config::EXIT_INVALID_CONFIG;
-                }
+                return config::EXIT_INVALID_CONFIG;
+            }
+            Err(problem) => {
                 // The real gateway stays alive without a listener when a restart hits a bad config;
-                // only another restart (after the fix) or a stop gets it out of there.
-                crate::log!("Process will stay alive; fix the issue and restart");
+                // only another restart (which loads the config again) or a stop gets it out of there.
+                // One write, so the lines are never interleaved with another log line.
+                eprint!("{}", problem.restart_failure_text(&shared.config_path));
                 match commands.recv().await {
                     Some(Command::Restart) => continue,
                     Some(Command::Stop { .. }) | None => return 0,
@@ -261,6 +281,7 @@ async fn run_boots(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<Co
                 startup_until: (boot_faults.startup_window_ms > 0)
                     .then(|| now + Duration::from_millis(boot_faults.startup_window_ms)),
                 draining: false,
+                restarting: false,
             };
         }
         shared.notice.send_replace(Notice::Serving);
@@ -299,6 +320,8 @@ async fn run_boots(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<Co
                 crate::log!("restart requested: in-process restart");
                 let stop_requested =
                     drain(&shared, Some(shared.restart_expected_ms()), &mut commands).await;
+                // Sockets admitted during the drain go with the listener.
+                shared.notice.send_replace(Notice::ListenerClosed);
                 accept_task.abort();
                 // Aborting drops the listener only once the task is polled again; wait for that so
                 // the port is really closed during the down time.
@@ -322,7 +345,11 @@ async fn drain(
     restart_expected_ms: Option<u64>,
     commands: &mut mpsc::UnboundedReceiver<Command>,
 ) -> bool {
-    shared.boot.lock().expect("boot lock").draining = true;
+    {
+        let mut boot = shared.boot.lock().expect("boot lock");
+        boot.draining = true;
+        boot.restarting = restart_expected_ms.is_some();
+    }
     shared.notice.send_replace(Notice::ShuttingDown {
         restart_expected_ms,
     });
@@ -397,6 +424,21 @@ fn start_process_faults(shared: &Arc<Shared>) {
             sleep(Duration::from_millis(after_ms)).await;
             faults::exit_now(code);
         });
+    }
+    for (kind, ms, after_ms) in [
+        (BlockKind::Busy, settings.busy_ms, settings.busy_after_ms),
+        (
+            BlockKind::FrozenSoft,
+            settings.frozen_soft_ms,
+            settings.frozen_soft_after_ms,
+        ),
+    ] {
+        if let Some(ms) = ms {
+            tokio::spawn(async move {
+                sleep(Duration::from_millis(after_ms)).await;
+                faults::block_now(kind, ms);
+            });
+        }
     }
     if let Some(after_ms) = settings.hang_after_ms {
         let mode = settings.hang_mode;

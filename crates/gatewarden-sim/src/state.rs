@@ -44,6 +44,9 @@ pub enum Notice {
         /// `restartExpectedMs` of the shutdown event; `None` for a terminal stop.
         restart_expected_ms: Option<u64>,
     },
+    /// The restart drain is over and the listener is going away: connections admitted during
+    /// the drain (which answered `connect` with the `gateway-restarting` refusal) close now too.
+    ListenerClosed,
 }
 
 /// Per-boot facts (a boot ends at every in-process restart).
@@ -57,6 +60,9 @@ pub struct BootState {
     pub startup_until: Option<Instant>,
     /// A stop or restart is draining.
     pub draining: bool,
+    /// The drain is for an in-process restart: new sockets are still admitted, and their
+    /// `connect` is refused with `UNAVAILABLE` / `gateway-restarting`, as the real gateway does.
+    pub restarting: bool,
 }
 
 impl BootState {
@@ -110,6 +116,9 @@ pub struct Shared {
     pub pid: u32,
     /// Fixed for the process lifetime.
     pub build_id: String,
+    /// `instanceId` of this gateway's own `system-presence` row: one per process (it survives
+    /// in-process restarts, like the real gateway's module-level id).
+    pub instance_id: String,
     /// Port actually bound (reused by in-process restarts).
     pub port: AtomicU16,
     /// Current boot.
