@@ -82,9 +82,14 @@ pub const RUNTIME_SIGNALS: [&str; 7] = [
     "could not load sqlite",
 ];
 
-/// F2/F5: the line a gateway prints when an in-place restart failed and it stays alive without a
-/// listener (OPENCLAW.md §12): both fragments must be present.
-pub const STAY_ALIVE_SIGNALS: [&str; 2] = ["startup failed", "process will stay alive"];
+/// F5: what a gateway prints when an in-place restart failed and it stays alive without a
+/// listener (OPENCLAW.md §12). The real gateway writes a block: "[gateway] startup failed:
+/// Invalid config at <path>:", the problems, then "… Process will stay alive; fix the issue and
+/// restart.", so the two fragments arrive on different lines.
+pub const STAY_ALIVE_SIGNAL: &str = "process will stay alive";
+
+/// F5: the first line of that block, which carries the reason.
+pub const STARTUP_FAILED_SIGNAL: &str = "startup failed";
 
 fn mentions_any(text: &str, fragments: &[&str]) -> bool {
     let lower = text.to_ascii_lowercase();
@@ -106,12 +111,14 @@ pub fn is_runtime_signal(text: &str) -> bool {
     mentions_any(text, &RUNTIME_SIGNALS) || mentions_use_version_plus(text)
 }
 
-/// F5: is this the gateway's "startup failed … Process will stay alive" line?
+/// F5: does this line say the gateway stays alive after a failed (re)start?
 pub fn is_stay_alive_signal(text: &str) -> bool {
-    let lower = text.to_ascii_lowercase();
-    STAY_ALIVE_SIGNALS
-        .iter()
-        .all(|fragment| lower.contains(fragment))
+    text.to_ascii_lowercase().contains(STAY_ALIVE_SIGNAL)
+}
+
+/// F5: is this the "startup failed: <reason>" line that opens the block?
+pub fn is_startup_failed_line(text: &str) -> bool {
+    text.to_ascii_lowercase().contains(STARTUP_FAILED_SIGNAL)
 }
 
 /// "use 24.16+": the word `use`, a dotted version, then `+`.
@@ -371,7 +378,18 @@ mod tests {
                     Invalid input. Process will stay alive; fix the issue and restart.";
         assert!(is_stay_alive_signal(line));
         assert!(is_invalid_config_signal(line));
-        assert!(!is_stay_alive_signal("[gateway] startup failed: boom"));
+        assert!(is_startup_failed_line(line));
+        // The real block: the two fragments on different lines.
+        assert!(is_startup_failed_line(
+            "[gateway] startup failed: Invalid config at /s/openclaw.json:"
+        ));
+        assert!(!is_stay_alive_signal(
+            "[gateway] startup failed: Invalid config at /s/openclaw.json:"
+        ));
+        assert!(is_stay_alive_signal(
+            "If startup is still blocked, inspect the adjacent .bak backup before restoring it \
+             manually.. Process will stay alive; fix the issue and restart."
+        ));
     }
 
     #[test]

@@ -2100,7 +2100,20 @@ fn f5_in_place_restart_that_stays_alive_is_an_error_at_once_then_one_replacement
     let since = harness.now;
     // A restart asked for meanwhile must not restart the replacement later (F9).
     harness.command(Command::Restart);
-    stderr(&mut harness, pid, STAY_ALIVE_LINE);
+    // The real gateway's block, line by line (OPENCLAW.md §12).
+    stderr(
+        &mut harness,
+        pid,
+        "[gateway] startup failed: Invalid config at /s/openclaw.json:",
+    );
+    stderr(&mut harness, pid, "<root>: Unrecognized key: \"foo\"");
+    assert_eq!(harness.state(), LifecycleState::Starting);
+    stderr(
+        &mut harness,
+        pid,
+        "If startup is still blocked, inspect the adjacent .bak backup before restoring it \
+         manually.. Process will stay alive; fix the issue and restart.",
+    );
     let status = harness.machine.status(harness.now);
     assert_eq!(status.state, LifecycleState::Error);
     assert!(status

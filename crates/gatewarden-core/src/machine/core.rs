@@ -103,6 +103,8 @@ pub struct Core {
     pub(crate) exit_config_check: bool,
     /// F4/F5: the last meaningful stderr line of the owned process (any state).
     pub(crate) last_stderr_line: Option<String>,
+    /// F5: the owned process's last "startup failed: <reason>" line.
+    pub(crate) startup_failed_line: Option<String>,
     /// F5: the owned gateway is restarting in place since this time (the bound is armed).
     pub(crate) in_place_since: Option<u64>,
     /// F5: a replacement spawn follows the exit of the owned gateway.
@@ -151,6 +153,7 @@ impl Core {
             doctor_seen: BTreeSet::new(),
             exit_config_check: false,
             last_stderr_line: None,
+            startup_failed_line: None,
             in_place_since: None,
             replacement: None,
             timers: BTreeMap::new(),

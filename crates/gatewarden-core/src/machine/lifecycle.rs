@@ -30,8 +30,8 @@ use crate::machine::types::{
 };
 use crate::reconnect::{GiveUpReason, ReconnectDecision};
 use crate::recovery::{
-    choose_recovery, is_invalid_config_signal, is_stay_alive_signal, last_meaningful_line,
-    FailureClass, Recovery, RecoveryInput,
+    choose_recovery, is_invalid_config_signal, is_startup_failed_line, is_stay_alive_signal,
+    last_meaningful_line, FailureClass, Recovery, RecoveryInput,
 };
 use crate::reload_policy::{ReloadMode, ReloadPolicy};
 use crate::rpc::RpcError;
@@ -479,6 +479,7 @@ impl Lifecycle {
                 flow.spawned_at = Some(context.now_ms);
                 flow.own_process = false;
                 context.last_stderr_line = None;
+                context.startup_failed_line = None;
                 context.log(LogLevel::Info, format!("gateway spawned (pid={pid})"));
                 Transition(State::awaiting_ready(flow.clone()))
             }
@@ -1578,8 +1579,16 @@ fn note_stderr(core: &mut Core, line: &str) -> Option<State> {
     if let Some(meaningful) = last_meaningful_line([line]) {
         core.last_stderr_line = Some(meaningful);
     }
+    if is_startup_failed_line(line) {
+        core.startup_failed_line = Some(line.trim().to_string());
+    }
     if is_stay_alive_signal(line) && core.replacement.is_none() && core.owned_pid.is_some() {
-        return Some(in_place_failed(core, line.to_string()));
+        // The reason is the block's "startup failed: …" line when it came first.
+        let reason = core
+            .startup_failed_line
+            .take()
+            .unwrap_or_else(|| line.trim().to_string());
+        return Some(in_place_failed(core, reason));
     }
     None
 }
