@@ -58,6 +58,7 @@ pub struct ClassifiedLine {
 /// | debug | `deprecationwarning` |
 /// | debug | `debugger attached` |
 /// | debug | `config warnings:` |
+/// | debug | `startup trace:` (the gateway's `OPENCLAW_GATEWAY_STARTUP_TRACE` timings) |
 /// | debug | `node_options` together with `not allowed` and `--require` |
 /// | warn | anything else |
 pub fn classify_stderr_line(line: &str) -> ClassifiedLine {
@@ -84,6 +85,7 @@ fn classify_normalized(lower: &str) -> StderrLevel {
         || lower.contains("deprecationwarning")
         || lower.contains("debugger attached")
         || lower.contains("config warnings:")
+        || lower.contains("startup trace:")
         || (lower.contains("node_options")
             && lower.contains("not allowed")
             && lower.contains("--require"));
@@ -373,6 +375,7 @@ mod tests {
             "  Config warnings: - plugins.foo: unknown",
             "Warning: dangerous config flags enabled: gateway.controlUi.allowInsecureAuth",
             "node: --require is not allowed in NODE_OPTIONS",
+            "[gateway] startup trace: config.load 12.5ms total=80.1ms start=67.6ms",
         ] {
             assert_eq!(level(line), StderrLevel::Debug, "{line}");
         }

@@ -647,6 +647,7 @@ impl Supervisor {
             &self.options.state_dir,
         );
         let process = self.process.clone();
+        let profile = self.options.profile.clone();
         self.run(
             async move {
                 let failure = |message: String| Event::StepFailed {
@@ -657,6 +658,19 @@ impl Supervisor {
                     Ok(spec) => spec,
                     Err(error) => return failure(error.to_string()),
                 };
+                if let Err(error) = profile.check_runtime().await {
+                    // F3: refused before spawning; the machine decides (no retry).
+                    let failure = if error.is_runtime_incompatible() {
+                        gatewarden_core::error::StartFailure::RuntimeIncompatible {
+                            message: error.to_string(),
+                        }
+                    } else {
+                        gatewarden_core::error::StartFailure::SpawnFailed {
+                            message: error.to_string(),
+                        }
+                    };
+                    return Event::StepFailed { epoch, failure };
+                }
                 tracing::info!(argv = ?spec.display_argv(), "spawning gateway");
                 let Some(process) = process else {
                     return failure("process actor not running".into());
