@@ -2200,11 +2200,12 @@ fn f5_a_reconnect_to_the_same_process_within_the_bound_ends_it() {
     harness.advance(1_000);
     harness.probe_free();
     harness.ready();
-    harness.handshake();
+    // Listening again: from here the handshake (and W1's startup window) decide.
     assert!(!harness
         .machine
         .armed_timers()
         .contains(&TimerKind::InPlaceRestart));
+    harness.handshake();
     harness.advance(60_000);
     assert_eq!(harness.state(), LifecycleState::Running);
     assert_eq!(harness.machine.status(harness.now).pid, Some(pid));

@@ -973,6 +973,10 @@ impl Model {
             }
             MEvent::Ready => {
                 let (_, _, attempt, own) = self.starting_parts();
+                if own {
+                    // F5: the restarted process listens again.
+                    self.end_in_place();
+                }
                 self.set_step(Step::Connect, own, attempt);
             }
             MEvent::HandshakeOk => self.handshake_ok(),

@@ -532,6 +532,11 @@ impl Lifecycle {
             } => Transition(no_challenge(context, flow)),
             Event::ReadinessConfirmed { .. } => {
                 flow.ready_at = Some(context.now_ms);
+                if flow.own_process {
+                    // F5: our process listens again after its in-place restart; from here the
+                    // handshake and the startup window (W1) decide.
+                    end_in_place_bound(context);
+                }
                 Transition(State::connecting(flow.clone()))
             }
             Event::StepFailed { failure, .. }
@@ -1690,6 +1695,10 @@ fn start_observed(core: &mut Core, flow: &mut StartFlow, observation: StartObser
     flow.seen.observation = Some(observation);
     if !observation.port_open {
         return;
+    }
+    if flow.own_process {
+        // F5: the listener is back; F6's challenge bound takes over.
+        end_in_place_bound(core);
     }
     if flow.seen.port_open_at.is_none() {
         flow.seen.port_open_at = Some(core.now_ms);
