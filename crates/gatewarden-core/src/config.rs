@@ -123,6 +123,9 @@ pub struct StartConfig {
     /// F6: while a start takes long, log what it has seen (port, probes, challenge) this often
     /// (0 turns the progress lines off).
     pub progress_interval_ms: u64,
+    /// L5 step 4: a start that took at least this long logs its slowest startup-trace phase as a
+    /// warning.
+    pub slow_start_ms: u64,
 }
 
 impl Default for StartConfig {
@@ -135,6 +138,7 @@ impl Default for StartConfig {
             port_free_timeout_ms: 30_000,
             stderr_lines_kept: 120,
             progress_interval_ms: 10_000,
+            slow_start_ms: 30_000,
         }
     }
 }

@@ -274,6 +274,7 @@ fn l5_step4_spawn_logs_one_startup_metric() {
                 spawn_to_ready_ms,
                 ready_to_connect_ms,
                 total_ms,
+                ..
             }) => Some((
                 *config_prep_ms,
                 *spawn_to_ready_ms,
@@ -1121,8 +1122,11 @@ fn p4_reload_falls_back_to_restart_when_the_reconnect_never_comes() {
         epoch,
         restart_expected_ms: Some(1_500),
     });
-    // The gateway announced a restart but the socket stays up and nothing happens.
+    // The gateway announced a restart but the socket stays up and nothing happens: judged at
+    // the later of its announced time + margin and the in-place bound (F5, 30 s).
     harness.advance(1_500 + 10_000);
+    assert_eq!(terminates(&harness), 0);
+    harness.advance(30_000 - 11_500);
     assert!(harness.all_count(|effect| matches!(effect, Effect::TerminateProcess { .. })) == 1);
 }
 
@@ -2458,4 +2462,50 @@ fn f9_deferred_restart_is_settled_by_the_gateways_death() {
     harness.run_start_flow();
     harness.advance(60_000);
     assert_eq!(terminates(&harness), 0);
+}
+
+#[test]
+fn l5_startup_trace_is_read_into_the_metric_and_a_slow_start_names_its_slowest_stage() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    harness.probe_free();
+    let pid = harness.spawned();
+    for line in [
+        "[gateway] startup trace: entry.imports 800.0ms total=800.0ms start=0.0ms",
+        "[gateway] startup trace: config.load 120.4ms total=920.4ms start=800.0ms",
+        "[gateway] startup trace: sidecars.start 31000.0ms total=31920.4ms start=920.4ms",
+        "[gateway] startup trace: config.load 10.0ms total=31930.4ms start=31920.4ms",
+    ] {
+        stderr(&mut harness, pid, line);
+    }
+    harness.advance(32_000);
+    harness.ready();
+    harness.handshake();
+    let metric = harness.all.iter().find_map(|effect| match effect {
+        Effect::Publish(Notice::StartupMetric {
+            phases, slowest, ..
+        }) => Some((phases.clone(), slowest.clone())),
+        _ => None,
+    });
+    let (phases, slowest) = metric.expect("a startup metric");
+    let names: Vec<&str> = phases.iter().map(|phase| phase.name.as_str()).collect();
+    assert_eq!(names, ["entry.imports", "config.load", "sidecars.start"]);
+    assert_eq!(phases[1].duration_ms, 130, "repeats add up");
+    assert_eq!(
+        slowest.map(|phase| phase.name),
+        Some("sidecars.start".into())
+    );
+    assert!(harness.all.iter().any(|effect| matches!(
+        effect,
+        Effect::Log { message, .. }
+            if message.contains("slow gateway start") && message.contains("sidecars.start (31000 ms)")
+    )));
+    // Trace lines are not failure reasons (F4).
+    assert_eq!(
+        harness.all_count(|effect| matches!(
+            effect,
+            Effect::Log { message, .. } if message.contains("attempt") && message.contains("trace")
+        )),
+        0
+    );
 }

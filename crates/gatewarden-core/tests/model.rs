@@ -1068,9 +1068,10 @@ impl Model {
                 if let Some(reload) = self.reload.as_mut() {
                     reload.awaiting_reconnect = true;
                     self.timers.remove(&TimerKind::ReloadCheck);
+                    // F5: never judged before the in-place bound.
                     self.arm(
                         TimerKind::ReloadDeadline,
-                        RESTART_EXPECTED_MS + RESTART_EXPECTED_MARGIN_MS,
+                        (RESTART_EXPECTED_MS + RESTART_EXPECTED_MARGIN_MS).max(NEVER_MS),
                     );
                 }
             }

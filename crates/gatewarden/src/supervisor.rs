@@ -705,13 +705,25 @@ impl Supervisor {
                 spawn_to_ready_ms,
                 ready_to_connect_ms,
                 total_ms,
-            } => tracing::info!(
-                config_prep_ms,
-                spawn_to_ready_ms,
-                ready_to_connect_ms,
-                total_ms,
-                "[metric] gateway.startup"
-            ),
+                phases,
+                slowest,
+            } => {
+                let trace = phases
+                    .iter()
+                    .map(|phase| format!("{}={}", phase.name, phase.duration_ms))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                tracing::info!(
+                    config_prep_ms,
+                    spawn_to_ready_ms,
+                    ready_to_connect_ms,
+                    total_ms,
+                    trace = trace.as_str(),
+                    slowest = slowest.as_ref().map_or("", |phase| phase.name.as_str()),
+                    slowest_ms = slowest.as_ref().map_or(0, |phase| phase.duration_ms),
+                    "[metric] gateway.startup"
+                )
+            }
             Notice::ReconnectMetric {
                 success,
                 attempt,

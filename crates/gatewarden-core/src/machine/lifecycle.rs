@@ -35,6 +35,7 @@ use crate::recovery::{
 };
 use crate::reload_policy::{ReloadMode, ReloadPolicy};
 use crate::rpc::RpcError;
+use crate::stderr::{parse_startup_trace, StartupPhase};
 
 use crate::config::ForeignGatewayPolicy;
 use crate::governor::GovernorDecision;
@@ -84,6 +85,8 @@ pub struct StartFlow {
     /// F6: the owned gateway was terminated because it sent no challenge; its exit is expected
     /// and is not another failed attempt.
     pub replacing_hung: bool,
+    /// L5 step 4: the gateway's startup trace, per phase (bounded).
+    pub trace: Vec<StartupPhase>,
 }
 
 /// F2: the doctor repair's steps: the config's digest before, the doctor, the digest after.
@@ -368,6 +371,10 @@ impl Lifecycle {
                 Transition(step_failed(context, flow, failure.clone()))
             }
             Event::StderrLine { line, .. } => {
+                if let Some(phase) = parse_startup_trace(line) {
+                    note_trace_phase(flow, phase);
+                    return Handled;
+                }
                 context.stderr_tail.push(line);
                 match note_stderr(context, line) {
                     Some(state) => Transition(state),
@@ -1246,6 +1253,7 @@ fn new_flow(core: &Core, epoch: u64, kind: StartKind, reconnect_delay_ms: u64) -
         repair_reason: None,
         seen: StartSeen::default(),
         replacing_hung: false,
+        trace: Vec::new(),
     }
 }
 
@@ -1570,6 +1578,18 @@ fn give_up_fatal(core: &mut Core, failure: StartFailure) -> State {
     State::failed()
 }
 
+/// The most startup-trace phases kept per start (a gateway printing more is not believed).
+const MAX_TRACE_PHASES: usize = 128;
+
+/// L5 step 4: add one startup-trace phase (repeats of a name add up).
+fn note_trace_phase(flow: &mut StartFlow, phase: StartupPhase) {
+    if let Some(known) = flow.trace.iter_mut().find(|known| known.name == phase.name) {
+        known.duration_ms = known.duration_ms.saturating_add(phase.duration_ms);
+    } else if flow.trace.len() < MAX_TRACE_PHASES {
+        flow.trace.push(phase);
+    }
+}
+
 /// F2: the key a digest is remembered under (a missing file is content too).
 fn digest_key(digest: Option<&str>) -> String {
     digest.unwrap_or("<no config file>").to_string()
@@ -1794,11 +1814,29 @@ fn handshake_completed(core: &mut Core, flow: &mut StartFlow, handshake: &Handsh
         core.log(LogLevel::Info, "connected to an external gateway");
     }
     if let (Some(spawned_at), Some(ready_at)) = (flow.spawned_at, flow.ready_at) {
+        let total_ms = now.saturating_sub(flow.requested_at);
+        let slowest = flow
+            .trace
+            .iter()
+            .max_by_key(|phase| phase.duration_ms)
+            .cloned();
+        if total_ms >= core.config.start.slow_start_ms {
+            let stage = slowest.as_ref().map_or_else(
+                || "no startup trace from the gateway".to_string(),
+                |phase| format!("slowest stage {} ({} ms)", phase.name, phase.duration_ms),
+            );
+            core.log(
+                LogLevel::Warn,
+                format!("slow gateway start: {total_ms} ms to running; {stage}"),
+            );
+        }
         core.publish(Notice::StartupMetric {
             config_prep_ms: spawned_at.saturating_sub(flow.requested_at),
             spawn_to_ready_ms: ready_at.saturating_sub(spawned_at),
             ready_to_connect_ms: now.saturating_sub(ready_at),
-            total_ms: now.saturating_sub(flow.requested_at),
+            total_ms,
+            phases: std::mem::take(&mut flow.trace),
+            slowest,
         });
     }
     if flow.own_process {
@@ -1952,7 +1990,12 @@ fn shutdown_announced(core: &mut Core, restart_expected_ms: Option<u64>) {
         reload.awaiting_reconnect = true;
         core.cancel(TimerKind::ReloadCheck);
         let margin = core.config.reload.restart_expected_margin_ms;
-        core.arm(TimerKind::ReloadDeadline, expected.saturating_add(margin));
+        // F5: never judged before the in-place bound: a loaded gateway's restart can take longer
+        // than it announces, and F5 is the rule that decides it failed.
+        let deadline = expected
+            .saturating_add(margin)
+            .max(core.config.connect.in_place_ready_timeout_ms);
+        core.arm(TimerKind::ReloadDeadline, deadline);
     }
 }
 
@@ -2516,9 +2559,17 @@ fn handle_common_timer(core: &mut Core, timer: TimerKind, shown: LifecycleState)
                 // F5: the gateway went down for its in-place restart and has not come back:
                 // replace it now (a restart deferred behind the flow would restart the
                 // replacement later, F9).
-                let reason = core.last_stderr_line.clone().unwrap_or_else(|| {
-                    "no reconnect within the in-place restart's announced time".to_string()
-                });
+                let waited = core
+                    .now_ms
+                    .saturating_sub(core.in_place_since.unwrap_or(core.now_ms));
+                let reason = match core
+                    .last_stderr_line
+                    .clone()
+                    .filter(|line| is_invalid_config_signal(line))
+                {
+                    Some(line) => format!("no reconnect within {waited} ms of its restart; {line}"),
+                    None => format!("no reconnect within {waited} ms of its restart"),
+                };
                 return Some(in_place_failed(core, reason));
             }
             core.log(
@@ -2529,11 +2580,16 @@ fn handle_common_timer(core: &mut Core, timer: TimerKind, shown: LifecycleState)
         }
         TimerKind::InPlaceRestart => {
             let bound = core.config.connect.in_place_ready_timeout_ms;
-            let reason = core
+            // The last gateway line, when it points at the config, is the likely reason (and
+            // sends the replacement to the doctor first, F1/F2).
+            let reason = match core
                 .last_stderr_line
                 .clone()
                 .filter(|line| is_invalid_config_signal(line))
-                .unwrap_or_else(|| format!("it did not serve again within {bound} ms"));
+            {
+                Some(line) => format!("it did not serve again within {bound} ms; {line}"),
+                None => format!("it did not serve again within {bound} ms"),
+            };
             core.in_place_since = None;
             core.owned_pid?;
             Some(in_place_failed(core, reason))

@@ -530,6 +530,11 @@ pub enum Notice {
         ready_to_connect_ms: u64,
         /// Start requested → running.
         total_ms: u64,
+        /// The gateway's own startup trace (`OPENCLAW_GATEWAY_STARTUP_TRACE`), per phase, in the
+        /// order first seen; empty when it printed none.
+        phases: Vec<crate::stderr::StartupPhase>,
+        /// The slowest phase of the trace.
+        slowest: Option<crate::stderr::StartupPhase>,
     },
     /// N4: one metric per reconnect attempt.
     ReconnectMetric {
