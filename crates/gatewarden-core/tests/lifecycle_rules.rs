@@ -2509,3 +2509,33 @@ fn l5_startup_trace_is_read_into_the_metric_and_a_slow_start_names_its_slowest_s
         0
     );
 }
+
+#[test]
+fn f5_replacement_skips_the_doctor_on_a_config_it_already_saw() {
+    let mut harness = in_place_harness();
+    let (pid, _) = reload_into_in_place_restart(&mut harness);
+    stderr(&mut harness, pid, STAY_ALIVE_LINE);
+    harness.exit(pid, 143);
+    doctor_after_digest(&mut harness);
+    harness.probe_free();
+    let pid = harness.spawned();
+    harness.ready();
+    harness.handshake();
+    // The same again, and the config file is what the doctor left: no second doctor run, a
+    // plain replacement spawn.
+    harness.advance(20_000);
+    harness.socket_closed(1012);
+    harness.advance(1_000);
+    harness.probe_free();
+    stderr(&mut harness, pid, STAY_ALIVE_LINE);
+    harness.exit(pid, 143);
+    assert_eq!(harness.leaf(), "repairing");
+    digest(&mut harness, "sha256:fixed");
+    assert_eq!(harness.leaf(), "probing_port");
+    assert_eq!(doctor_runs(&harness), 1);
+    harness.probe_free();
+    harness.spawned();
+    harness.ready();
+    harness.handshake();
+    assert_eq!(harness.state(), LifecycleState::Running);
+}

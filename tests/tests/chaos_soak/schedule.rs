@@ -113,6 +113,8 @@ pub enum Fault {
     ApiStorm(Vec<ApiCall>),
     /// Stop, check nothing of the gateway is left (processes, children), start again.
     StopCheckpoint,
+    /// F9: a reload, then SIGKILL to the gateway `delay_ms` later (mid-restart).
+    ReloadThenKill { delay_ms: u64 },
 }
 
 impl Fault {
@@ -139,6 +141,7 @@ impl Fault {
             Fault::GrandchildThenKill => "grandchild + sigkill",
             Fault::ApiStorm(_) => "api storm",
             Fault::StopCheckpoint => "stop checkpoint",
+            Fault::ReloadThenKill { .. } => "reload then kill",
         }
     }
 
@@ -151,6 +154,8 @@ impl Fault {
                 | Fault::StopCheckpoint
                 | Fault::GrandchildThenKill
                 | Fault::IgnoreSigtermThenRestart
+                | Fault::ReloadThenKill { .. }
+                | Fault::InvalidConfigRestart
         )
     }
 }
@@ -184,6 +189,7 @@ pub fn next_fault(rng: &mut Rng) -> Fault {
         (7, 17), // ApiStorm
         (3, 18), // StopCheckpoint
         (2, 19), // InvalidConfigRestart
+        (3, 20), // ReloadThenKill
     ];
     let total: u64 = WEIGHTS.iter().map(|(weight, _)| weight).sum();
     let mut ticket = rng.next_u64() % total;
@@ -256,6 +262,9 @@ pub fn next_fault(rng: &mut Rng) -> Fault {
             Fault::ApiStorm(calls)
         }
         18 => Fault::StopCheckpoint,
-        _ => Fault::InvalidConfigRestart,
+        19 => Fault::InvalidConfigRestart,
+        _ => Fault::ReloadThenKill {
+            delay_ms: rng.range(0, 150),
+        },
     }
 }

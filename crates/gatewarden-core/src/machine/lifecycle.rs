@@ -87,6 +87,9 @@ pub struct StartFlow {
     pub replacing_hung: bool,
     /// L5 step 4: the gateway's startup trace, per phase (bounded).
     pub trace: Vec<StartupPhase>,
+    /// F5: the doctor runs before the replacement spawn only when it has not seen this config:
+    /// seen content is spawned as it is (its own exit then decides, without the doctor).
+    pub repair_optional: bool,
 }
 
 /// F2: the doctor repair's steps: the config's digest before, the doctor, the digest after.
@@ -689,6 +692,17 @@ impl Lifecycle {
                 let key = digest_key(digest.as_deref());
                 match flow.repair_phase {
                     RepairPhase::DigestBefore => {
+                        if flow.repair_optional && context.doctor_seen.contains(&key) {
+                            // F2/F5: no second run on this content; spawn and let the gateway
+                            // say whether the config is still the problem.
+                            context.log(
+                                LogLevel::Info,
+                                "the doctor already ran on this config; replacing the gateway without it",
+                            );
+                            flow.repair_phase = RepairPhase::Idle;
+                            flow.repair_optional = false;
+                            return Transition(State::probing_port(flow.clone()));
+                        }
                         if context.doctor_seen.contains(&key) {
                             context.log(
                                 LogLevel::Error,
@@ -1254,6 +1268,7 @@ fn new_flow(core: &Core, epoch: u64, kind: StartKind, reconnect_delay_ms: u64) -
         seen: StartSeen::default(),
         replacing_hung: false,
         trace: Vec::new(),
+        repair_optional: false,
     }
 }
 
@@ -1703,6 +1718,7 @@ fn begin_replacement(core: &mut Core, replacement: Replacement) -> State {
     let mut flow = begin_start_flow(core, kind);
     if replacement.doctor_first {
         flow.repair_reason = reason;
+        flow.repair_optional = true;
         return State::repairing(flow);
     }
     State::probing_port(flow)
