@@ -2239,6 +2239,7 @@ fn f6_port_open_without_challenge_fails_the_attempt_after_the_challenge_timeout(
     assert!(harness.last_has(|effect| matches!(
         effect,
         Effect::Log { message, .. } if message.contains("no connect.challenge within 10000 ms")
+            && message.contains("seen: port open, /startupz no answer, no challenge")
     )));
     // The terminated gateway's exit is expected: not a second failure.
     harness.exit(pid, 143);

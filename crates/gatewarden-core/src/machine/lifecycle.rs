@@ -1406,11 +1406,19 @@ fn owned_process_does_not_serve(core: &Core, flow: &StartFlow, failure: &StartFa
 /// exit (after the kill grace at worst) sends the flow on to probe and spawn.
 fn replace_owned_process(core: &mut Core, flow: &mut StartFlow, failure: &StartFailure) -> State {
     if let Some(pid) = core.owned_pid {
+        // Only say "in place" when an in-place restart is what we waited for (a hung fresh
+        // gateway found again by a retry is not one).
+        let after = if core.in_place_since.is_some() {
+            " after restarting in place"
+        } else {
+            ""
+        };
+        let seen = seen_summary(flow);
         core.log(
             LogLevel::Warn,
             format!(
-                "the owned gateway (pid={pid}) did not become ready after restarting in place \
-                 ({failure}); replacing it"
+                "the owned gateway (pid={pid}) did not become ready{after} ({failure}; seen: \
+                 {seen}); replacing it"
             ),
         );
         let grace_ms = core.config.stop.kill_grace_ms;
@@ -1429,7 +1437,16 @@ fn step_failed(core: &mut Core, flow: &mut StartFlow, failure: StartFailure) -> 
         attempt: flow.attempt,
         max_attempts: core.config.start.max_attempts,
     });
-    let reason = choice.failure.reason.clone();
+    let mut reason = choice.failure.reason.clone();
+    if reason.is_none()
+        && matches!(
+            failure,
+            StartFailure::ReadyTimeout { .. } | StartFailure::NoChallenge { .. }
+        )
+    {
+        // A start that fails without a word from the gateway names what was seen instead.
+        reason = Some(format!("seen: {}", seen_summary(flow)));
+    }
     core.log(
         LogLevel::Warn,
         format!(
@@ -1773,6 +1790,29 @@ fn no_challenge(core: &mut Core, flow: &mut StartFlow) -> State {
         flow.replacing_hung = true;
     }
     step_failed(core, flow, StartFailure::NoChallenge { port, waited_ms })
+}
+
+/// F6: what a start attempt has seen, in words (progress lines, failures without a reason).
+fn seen_summary(flow: &StartFlow) -> String {
+    let port = match flow.seen.observation {
+        Some(observation) if observation.port_open => "port open",
+        Some(_) => "port not open",
+        None if flow.ready_at.is_some() => "port open",
+        None => "port never probed open",
+    };
+    let startupz = match flow.seen.observation.and_then(|seen| seen.startupz) {
+        Some(code) => format!("/startupz {code}"),
+        None => "/startupz no answer".to_string(),
+    };
+    let challenge = if flow.ready_at.is_some() {
+        "challenge received"
+    } else {
+        "no challenge"
+    };
+    format!(
+        "{port}, {startupz}, {challenge}, {} startup/restart window answers",
+        flow.seen.window_answers
+    )
 }
 
 /// F6: one progress line of a start that takes long: what it has seen so far.
