@@ -231,6 +231,8 @@ async fn interop_3_sigusr2_reload_reconnects_to_the_same_pid() {
         // The in-place restart announces 1.5 s but took up to 53 s on the loaded 2-core box;
         // the default 10 s margin would fall back to a full restart in the middle of it.
         options.core.reload.restart_expected_margin_ms = RECOVERY_BOUND.as_millis() as u64;
+        // Likewise F5's bound on the restarted gateway listening again (interop_10 tests F5).
+        options.core.connect.in_place_ready_timeout_ms = RECOVERY_BOUND.as_millis() as u64;
     });
     let status = gw.start_and_wait_running(NAME).await;
     let pid = status.pid.expect("pid");
@@ -655,9 +657,10 @@ async fn interop_8_an_invalid_config_is_repaired_by_doctor_but_a_lock_conflict_i
     );
     let holder_pid = status.pid.expect("pid");
 
-    // L7: a second supervisor whose gateway uses the same state directory (a symlink to the
+    // L7/F1: a second supervisor whose gateway uses the same state directory (a symlink to the
     // first one's): its gateway exits 78 because the first holds the state lock. That is not a
-    // config error, so no doctor; the exits are retried as transient and the start fails.
+    // config error, so no doctor; and no retry either (F1): the start fails at once, naming the
+    // holder.
     let mut second = Gateway::launch(&install, |_| {});
     let shared = LaunchProfile::gateway_state_dir(second.state_dir());
     std::os::unix::fs::symlink(LaunchProfile::gateway_state_dir(gw.state_dir()), &shared)
@@ -697,9 +700,12 @@ async fn interop_8_an_invalid_config_is_repaired_by_doctor_but_a_lock_conflict_i
     let exits: Vec<Option<i32>> = second.exits.iter().map(|(_, _, code)| *code).collect();
     let second_diagnostics = second.diagnostics().await;
     assert_eq!(
-        second_diagnostics.process_starts,
-        u64::from(gatewarden_core::config::StartConfig::default().max_attempts),
-        "each attempt spawned once; {second_diagnostics:?}"
+        second_diagnostics.process_starts, 1,
+        "F1: no retry of a held lock; {second_diagnostics:?}"
+    );
+    assert!(
+        message.contains("another OpenClaw process owns"),
+        "F1: the error names the holder: {message}"
     );
     assert!(
         !exits.is_empty() && exits.iter().all(|code| *code == Some(78)),
@@ -856,6 +862,247 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 fn signal(pid: u32, signal: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)
         .unwrap_or_else(|error| panic!("{signal} to {pid}: {error}"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Revision 2: failures that retrying cannot fix (issue 22)
+// ---------------------------------------------------------------------------------------------
+
+/// F5's default bound (`connect.in_place_ready_timeout_ms`).
+const IN_PLACE_BOUND: Duration = Duration::from_millis(30_000);
+
+#[actix_rt::test]
+async fn interop_10_f5_invalid_config_on_reload_is_an_error_then_one_repaired_replacement() {
+    const NAME: &str = "interop_10";
+    let _serial = serial();
+    let Some(install) = install_or_skip(NAME) else {
+        return;
+    };
+    let mut gw = Gateway::launch(&install, |options| {
+        options.core.reload.recent_connect_skip_ms = 0;
+        options.core.start.repair_timeout_ms = DOCTOR_BOUND.as_millis() as u64;
+    });
+    let status = gw.start_and_wait_running(NAME).await;
+    let pid = status.pid.expect("pid");
+    let ready = wait_startupz(gw.port, Duration::from_secs(120)).await;
+    println!("interop-info test={NAME} startupz_200_before_reload={ready}");
+    let config_path = gw.gateway_config_path();
+    std::fs::create_dir_all(config_path.parent().expect("config dir")).expect("config dir");
+    std::fs::write(&config_path, r#"{"gateway":{"bogusKey":true}}"#).expect("write config");
+    // Hot reload skips an invalid edit ("config reload skipped (invalid config)"): wait a moment
+    // so the reload below is what meets it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sent = Instant::now();
+    let reload = gw.supervisor.send(Reload);
+    let (error_at, errored) = gw
+        .wait_status(
+            IN_PLACE_BOUND + Duration::from_secs(60),
+            "error after the failed in-place restart",
+            |s| s.state == LifecycleState::Error,
+        )
+        .await;
+    let error = errored.error.clone().unwrap_or_default();
+    assert!(error.contains("Invalid config"), "{error}");
+    let to_error = error_at.duration_since(sent);
+    let announced = gw
+        .logs
+        .first_after(sent, "announced an in-place restart")
+        .map(|at| at.duration_since(sent));
+    // F5: within the bound (+5 s) of the gateway going down for its restart.
+    let went_down = announced.unwrap_or_default();
+    assert!(
+        to_error <= went_down + IN_PLACE_BOUND + Duration::from_secs(5),
+        "error {to_error:?} after the reload, restart announced after {announced:?}"
+    );
+    let outcome = tokio::time::timeout(STEP_BOUND, reload)
+        .await
+        .expect("Reload answered")
+        .expect("supervisor alive");
+    assert!(
+        matches!(outcome, CommandOutcome::Failed { .. }),
+        "{outcome:?}"
+    );
+    // The replacement: doctor once, then one cold start.
+    let (running_at, running) = gw
+        .wait_status(
+            DOCTOR_BOUND + RUNNING_BOUND,
+            "running after the repaired replacement",
+            |s| s.state == LifecycleState::Running,
+        )
+        .await;
+    let new_pid = running.pid.expect("pid");
+    assert_ne!(new_pid, pid, "a fresh spawn replaced the stuck gateway");
+    assert!(!process_is_running(pid), "the stuck gateway is gone");
+    let repaired = std::fs::read_to_string(&config_path).expect("config after doctor");
+    assert!(!repaired.contains("bogusKey"), "the doctor repaired it");
+    assert_eq!(
+        gw.logs.count_since(sent, "running gateway doctor repair"),
+        1,
+        "the doctor ran once"
+    );
+    // No second cold start: nothing restarts the replacement.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let after = gw.status().await;
+    assert_eq!(after.state, LifecycleState::Running, "{after:?}");
+    assert_eq!(after.pid, Some(new_pid), "{after:?}");
+    let diagnostics = gw.diagnostics().await;
+    assert_eq!(diagnostics.process_starts, 2, "{diagnostics:?}");
+    assert_eq!(diagnostics.restarts_executed, 0, "{diagnostics:?}");
+    println!(
+        "interop-metric test={NAME} reload_to_error_ms={} announce_ms={} error_to_running_ms={} error={error:?}",
+        to_error.as_millis(),
+        announced.map_or("none".into(), |a| a.as_millis().to_string()),
+        running_at.duration_since(error_at).as_millis()
+    );
+    gw.stop_and_check(NAME).await;
+}
+
+#[actix_rt::test]
+async fn interop_11_f7_sigusr2_twice_half_a_second_apart_is_no_error_and_keeps_the_pid() {
+    const NAME: &str = "interop_11";
+    let _serial = serial();
+    let Some(install) = install_or_skip(NAME) else {
+        return;
+    };
+    let mut gw = Gateway::launch(&install, |options| {
+        // A loaded 2-core machine: the restart itself may take long; this test is about F7.
+        options.core.connect.in_place_ready_timeout_ms = RECOVERY_BOUND.as_millis() as u64;
+    });
+    let status = gw.start_and_wait_running(NAME).await;
+    let pid = status.pid.expect("pid");
+    let old_boot = status.boot_id.clone().expect("boot id");
+    let ready = wait_startupz(gw.port, Duration::from_secs(120)).await;
+    println!("interop-info test={NAME} startupz_200_before_signals={ready}");
+    let sent = Instant::now();
+    signal(pid, nix::sys::signal::Signal::SIGUSR2);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(pid, nix::sys::signal::Signal::SIGUSR2);
+    let (back_at, after) = gw
+        .wait_status(RECOVERY_BOUND, "running with a new bootId", |s| {
+            s.state == LifecycleState::Running
+                && s.boot_id.is_some()
+                && s.boot_id != Some(old_boot.clone())
+        })
+        .await;
+    // Settle: a second restart may follow the first.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let settled = gw.status().await;
+    gw.drain_events();
+    let errors: Vec<&Status> = gw
+        .history
+        .iter()
+        .filter(|(at, s)| *at >= sent && (s.state == LifecycleState::Error || s.error.is_some()))
+        .map(|(_, s)| s)
+        .collect();
+    assert!(errors.is_empty(), "no error ever set: {errors:#?}");
+    assert_eq!(after.pid, Some(pid), "{after:?}");
+    assert_eq!(settled.state, LifecycleState::Running, "{settled:?}");
+    assert_eq!(settled.pid, Some(pid), "{settled:?}");
+    let diagnostics = gw.diagnostics().await;
+    assert_eq!(diagnostics.process_starts, 1, "{diagnostics:?}");
+    let refusals = gw.logs.count_since(sent, "gateway is restarting in place");
+    let failed_attempts = gw.logs.count_since(sent, "start attempt");
+    assert_eq!(failed_attempts, 0, "no failed attempt");
+    println!(
+        "interop-metric test={NAME} signals_to_running_new_boot_ms={} restart_window_refusals={refusals}",
+        back_at.duration_since(sent).as_millis()
+    );
+    gw.stop_and_check(NAME).await;
+}
+
+#[actix_rt::test]
+async fn interop_12_f3_node_20_is_refused_before_spawn_with_the_version_message() {
+    const NAME: &str = "interop_12";
+    let _serial = serial();
+    let Some(install) = install_or_skip(NAME) else {
+        return;
+    };
+    // The machine's own Node when it is 20, else a stub that reports 20.
+    let stub_dir = tempfile::tempdir().expect("temp dir");
+    let system = std::process::Command::new("/usr/bin/node")
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|version| version.starts_with("v20."));
+    let node = match &system {
+        Some(_) => PathBuf::from("/usr/bin/node"),
+        None => {
+            use std::os::unix::fs::PermissionsExt;
+            let stub = stub_dir.path().join("node");
+            std::fs::write(&stub, "#!/bin/sh\necho v20.20.2\n").expect("stub");
+            std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+            stub
+        }
+    };
+    let old = OpenclawInstall {
+        node,
+        entry: install.entry.clone(),
+    };
+    let mut gw = Gateway::launch(&old, |_| {});
+    let sent = Instant::now();
+    let outcome = tokio::time::timeout(STEP_BOUND, gw.supervisor.send(Start))
+        .await
+        .expect("Start answered")
+        .expect("supervisor alive");
+    let took = sent.elapsed();
+    let CommandOutcome::Failed { message } = outcome else {
+        panic!("an old Node must be refused: {outcome:?}")
+    };
+    assert!(message.contains("engines.node"), "{message}");
+    assert!(message.contains("20."), "{message}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = gw.status().await;
+    assert_eq!(status.state, LifecycleState::Error, "{status:?}");
+    let diagnostics = gw.diagnostics().await;
+    assert_eq!(
+        diagnostics.process_starts, 0,
+        "never spawned: {diagnostics:?}"
+    );
+    gw.stopped = true;
+    println!(
+        "interop-metric test={NAME} refused_after_ms={} node={} message={message:?}",
+        took.as_millis(),
+        system.as_deref().unwrap_or("stub v20.20.2")
+    );
+}
+
+#[actix_rt::test]
+async fn interop_13_f6_a_hung_start_fails_after_the_challenge_timeout_not_the_ready_timeout() {
+    const NAME: &str = "interop_13";
+    let _serial = serial();
+    let state_dir = tempfile::tempdir().expect("temp dir");
+    let mut options = SupervisorOptions::new(
+        LaunchProfile::Sim {
+            program: Some(gatewarden_tests::sim_binary()),
+            extra_args: vec!["--no-challenge".into()],
+        },
+        state_dir.path().to_path_buf(),
+    );
+    options.core.port = free_port();
+    options.core.start.max_attempts = 1;
+    let challenge_ms = options.core.connect.challenge_timeout_ms;
+    let ready_ms = options.core.connect.ready_timeout_ms;
+    let supervisor = GatewaySupervisor::start(options);
+    let sent = Instant::now();
+    let outcome = tokio::time::timeout(STEP_BOUND, supervisor.send(Start))
+        .await
+        .expect("Start answered well before the ready timeout")
+        .expect("supervisor alive");
+    let took = sent.elapsed();
+    let CommandOutcome::Failed { message } = outcome else {
+        panic!("a hung start must fail: {outcome:?}")
+    };
+    assert!(message.contains("no connect.challenge within"), "{message}");
+    assert!(
+        took >= Duration::from_millis(challenge_ms) && took < Duration::from_millis(challenge_ms) + Duration::from_secs(30),
+        "failed after {took:?}: the challenge timeout is {challenge_ms} ms, the ready timeout {ready_ms} ms"
+    );
+    let _ = supervisor.send(Stop).await;
+    println!(
+        "interop-metric test={NAME} failed_after_ms={} challenge_timeout_ms={challenge_ms} ready_timeout_ms={ready_ms}",
+        took.as_millis()
+    );
 }
 
 /// Polls the gateway's `/startupz` until it answers 200 (sidecars settled, not draining);

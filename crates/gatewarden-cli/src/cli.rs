@@ -131,6 +131,10 @@ pub struct RunArgs {
     /// Allow `--http` on a non-loopback address.
     #[arg(long)]
     pub http_allow_remote: bool,
+    /// F8: exit non-zero when gatewarden gives up on the gateway (reconnect attempts exhausted,
+    /// restart intensity limit, a failure retrying cannot fix), so systemd's `Restart=` takes over.
+    #[arg(long)]
+    pub exit_on_failure: bool,
     /// Run this command as the gateway instead (`{port}` is replaced by the port).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,

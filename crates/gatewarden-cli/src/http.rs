@@ -184,10 +184,16 @@ fn reason(status: u16) -> &'static str {
 async fn route(path: &str, instance: &Instance) -> Response {
     match path {
         // Liveness of the supervisor itself: it answers a status query.
+        // F8: after a give-up the supervisor lives but nothing will bring the gateway back:
+        // 503, so a probe or an orchestrator acts.
         "/healthz" => match instance.status().await {
-            Ok(status) => {
-                Response::json(200, serde_json::json!({"ok": true, "state": status.state}))
-            }
+            Ok(status) => match instance.gave_up.borrow().clone() {
+                Some(reason) => Response::json(
+                    503,
+                    serde_json::json!({"ok": false, "state": status.state, "gaveUp": reason}),
+                ),
+                None => Response::json(200, serde_json::json!({"ok": true, "state": status.state})),
+            },
             Err(_) => Response::json(
                 503,
                 serde_json::json!({"ok": false, "error": "supervisor not answering"}),

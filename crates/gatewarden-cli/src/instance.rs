@@ -1,7 +1,7 @@
 //! The running instance as the control socket, the HTTP endpoint and the status area see it: the
 //! supervisor's address plus what only the CLI knows (profile, clock origin, RPC counters).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::Addr;
@@ -35,6 +35,10 @@ pub struct Instance {
     pub rpc: RpcCounters,
     /// Set by `stop --exit`: the run loop ends once the gateway is stopped.
     pub exit_requested: Notify,
+    /// F8: why the supervisor gave up, while it has (cleared when a start begins).
+    pub gave_up: RefCell<Option<String>>,
+    /// F8: woken when the supervisor gives up (`run --exit-on-failure` leaves then).
+    pub gave_up_notice: Notify,
 }
 
 /// RPC outcomes counted by the CLI (the library keeps only the last success and failure).
@@ -142,6 +146,8 @@ impl Instance {
             origin_unix_ms: unix_ms().saturating_sub(millis(origin.elapsed())),
             rpc: RpcCounters::default(),
             exit_requested: Notify::new(),
+            gave_up: RefCell::new(None),
+            gave_up_notice: Notify::new(),
         }
     }
 

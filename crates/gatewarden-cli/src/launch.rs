@@ -142,6 +142,27 @@ pub fn find_openclaw(
     let home = openclaw_home();
     let entry = match entry_flag {
         Some(entry) if entry.is_file() => Some(entry.to_path_buf()),
+        Some(entry) if entry.is_dir() => {
+            // A directory: say where the entry point was expected, and whether it is there.
+            let candidates = [
+                entry.join("openclaw.mjs"),
+                entry.join("node_modules/openclaw/openclaw.mjs"),
+                entry.join("gw/node_modules/openclaw/openclaw.mjs"),
+            ];
+            match candidates.iter().find(|candidate| candidate.is_file()) {
+                Some(found) => bail!(
+                    "--openclaw {} is a directory; pass the entry file itself: --openclaw {}",
+                    entry.display(),
+                    found.display()
+                ),
+                None => bail!(
+                    "--openclaw {} is a directory; it takes the path of openclaw.mjs (expected \
+                     e.g. {}, which does not exist)",
+                    entry.display(),
+                    candidates[1].display()
+                ),
+            }
+        }
         Some(entry) => bail!("--openclaw {}: no such file", entry.display()),
         None => {
             let mut found = None;

@@ -47,6 +47,10 @@ struct Plan {
     token: Option<Secret>,
     token_origin: TokenOrigin,
     live_area: bool,
+    /// F8: leave non-zero after a give-up.
+    exit_on_failure: bool,
+    /// The gateway's own config file (for the `gateway.auth.token` hint).
+    gateway_config: PathBuf,
 }
 
 /// `gatewarden run`.
@@ -66,6 +70,8 @@ pub fn run(args: &RunArgs, format: LogFormat) -> anyhow::Result<ExitCode> {
         token,
         token_origin,
         live_area: format == LogFormat::Text && console::enable_live_area(),
+        exit_on_failure: args.exit_on_failure,
+        gateway_config: profile_config_path(&settings),
     };
     let system = actix_rt::System::new();
     let result = system.block_on(supervise(plan));
@@ -99,6 +105,8 @@ async fn supervise(plan: Plan) -> anyhow::Result<ExitCode> {
         refresh: refresh.clone(),
         notifier: notifier.clone(),
         last: None,
+        instance: instance.clone(),
+        gateway_config: plan.gateway_config.clone(),
     }
     .start();
     supervisor.do_send(Subscribe(watcher.recipient()));
@@ -136,7 +144,14 @@ async fn supervise(plan: Plan) -> anyhow::Result<ExitCode> {
         "gatewarden supervising"
     );
 
-    let code = supervise_until_quit(&instance, &mut signals, notifier.as_deref()).await;
+    let code = supervise_until_quit(
+        &instance,
+        &mut signals,
+        notifier.as_deref(),
+        plan.exit_on_failure,
+        &plan.gateway_config,
+    )
+    .await;
     for task in tasks {
         task.abort();
     }
@@ -148,6 +163,8 @@ async fn supervise_until_quit(
     instance: &Instance,
     signals: &mut Signals,
     notifier: Option<&Notifier>,
+    exit_on_failure: bool,
+    gateway_config: &std::path::Path,
 ) -> anyhow::Result<ExitCode> {
     let supervisor = &instance.supervisor;
     let start = supervisor.send(Start);
@@ -166,17 +183,31 @@ async fn supervise_until_quit(
             // The first start failed after the library's own retries (L5–L7): nothing will try
             // again, so say why and leave rather than sit in `error`.
             let _ = shutdown(supervisor, signals, notifier).await;
-            return Err(anyhow::anyhow!("{message}{}", failure_hint(&message)))
-                .context("the gateway did not start");
+            let hint = failure_hint(&message, gateway_config);
+            return Err(anyhow::anyhow!("{message}{hint}")).context("the gateway did not start");
         }
         Some(Ok(_)) => {}
     }
     if let Some(notifier) = notifier {
         notifier.send("READY=1");
     }
+    let gave_up = async {
+        if exit_on_failure {
+            instance.gave_up_notice.notified().await
+        } else {
+            std::future::pending().await
+        }
+    };
     tokio::select! {
         name = signals.next() => tracing::info!("{name}: stopping the gateway"),
         () = instance.exit_requested.notified() => {}
+        () = gave_up => {
+            // F8: systemd's `Restart=` (or whatever runs us) takes over from here.
+            let reason = instance.gave_up.borrow().clone().unwrap_or_default();
+            let _ = shutdown(supervisor, signals, notifier).await;
+            return Err(anyhow::anyhow!("{reason}{}", failure_hint(&reason, gateway_config)))
+                .context("gatewarden gave up on the gateway (--exit-on-failure)");
+        }
     }
     Ok(shutdown(supervisor, signals, notifier).await)
 }
@@ -234,12 +265,43 @@ fn describe_token(origin: &TokenOrigin) -> String {
     }
 }
 
-/// What a person can do about a start failure the library reported.
-fn failure_hint(message: &str) -> &'static str {
+/// The gateway config file of the profile (where `gateway.auth.token` would be pinned).
+fn profile_config_path(settings: &config::Settings) -> PathBuf {
+    LaunchProfile::gateway_state_dir(&settings.state_dir()).join("openclaw.json")
+}
+
+/// What a person can do about a start failure the library reported. A rejected token names
+/// `gateway.auth.token` when the gateway's own config pins one (it wins over the environment).
+fn failure_hint(message: &str, gateway_config: &std::path::Path) -> String {
     let lower = message.to_ascii_lowercase();
     if is_auth_failure(&lower) {
-        "\nThe gateway rejected the token: pass the gateway's token with --token-file FILE or \
-         $OPENCLAW_GATEWAY_TOKEN (gatewarden does not retry a rejected token)."
+        let pinned = std::fs::read_to_string(gateway_config)
+            .map(|text| gatewarden_core::reload_policy::config_pins_token(&text))
+            .unwrap_or(false);
+        if pinned {
+            return format!(
+                "\nThe gateway rejected the token. Its own config {} pins gateway.auth.token, \
+                 which wins over $OPENCLAW_GATEWAY_TOKEN and --token-file: remove that key or put \
+                 the same token in --token-file FILE (gatewarden does not retry a rejected token).",
+                gateway_config.display()
+            );
+        }
+        return "\nThe gateway rejected the token: pass the gateway's token with --token-file FILE \
+                or $OPENCLAW_GATEWAY_TOKEN (gatewarden does not retry a rejected token)."
+            .to_string();
+    }
+    static_hint(&lower).to_string()
+}
+
+fn static_hint(lower: &str) -> &'static str {
+    if lower.contains("engines.node") || lower.contains("cannot run on this runtime") {
+        "\nInstall a supported Node.js (scripts/install-openclaw.sh does) and pass it with --node."
+    } else if lower.contains("state lock") {
+        "\nAnother gateway uses the same state directory: stop it, or give this one its own \
+         --state-dir."
+    } else if lower.contains("still invalid") {
+        "\nFix the gateway config by hand (`doctor --fix` already ran on this content), then \
+         `gatewarden start`."
     } else if lower.contains("which is not a gateway") || lower.contains("held by") {
         "\nAnother program holds the port; gatewarden never signals it. Stop it, or pick another --port."
     } else if lower.contains("failed to spawn") {
@@ -307,6 +369,8 @@ struct EventWatcher {
     refresh: Rc<Notify>,
     notifier: Option<Rc<Notifier>>,
     last: Option<(LifecycleState, Option<u32>, Option<String>)>,
+    instance: Rc<Instance>,
+    gateway_config: PathBuf,
 }
 
 impl Actor for EventWatcher {
@@ -333,6 +397,15 @@ impl Handler<GatewayEvent> for EventWatcher {
             GatewayEvent::ExternalUnavailable => {
                 tracing::warn!("external gateway unavailable; reconnecting to it only")
             }
+            GatewayEvent::GaveUp { reason } => {
+                // F8: tell the supervisors that look: the log, systemd, /healthz, the run loop.
+                tracing::error!("gatewarden gave up: {reason}");
+                if let Some(notifier) = &self.notifier {
+                    notifier.status(&format!("gave up: {reason}"));
+                }
+                *self.instance.gave_up.borrow_mut() = Some(reason);
+                self.instance.gave_up_notice.notify_one();
+            }
             GatewayEvent::Notification { method, .. } => {
                 tracing::debug!(method, "gateway notification")
             }
@@ -347,6 +420,13 @@ impl Handler<GatewayEvent> for EventWatcher {
 impl EventWatcher {
     fn status_changed(&mut self, status: &Status) {
         let key = (status.state, status.pid, status.error.clone());
+        if matches!(
+            status.state,
+            LifecycleState::Starting | LifecycleState::Running | LifecycleState::Stopped
+        ) {
+            // A new start (or a stop) ends the give-up.
+            self.instance.gave_up.borrow_mut().take();
+        }
         if self.last.as_ref() == Some(&key) {
             return;
         }
@@ -357,7 +437,8 @@ impl EventWatcher {
             .unwrap_or_else(|| "-".into());
         match (&status.state, &status.error) {
             (LifecycleState::Error, Some(error)) => {
-                tracing::error!(pid, "gateway error: {error}{}", failure_hint(error));
+                let hint = failure_hint(error, &self.gateway_config);
+                tracing::error!(pid, "gateway error: {error}{hint}");
             }
             (state, _) => tracing::info!(
                 pid,
@@ -369,6 +450,10 @@ impl EventWatcher {
             ),
         }
         if let Some(notifier) = &self.notifier {
+            if self.instance.gave_up.borrow().is_some() {
+                // F8: keep systemd's STATUS on the give-up until something new starts.
+                return;
+            }
             let mut text = format!("gateway {}", status.state.as_str());
             if let Some(pid) = status.pid {
                 text.push_str(&format!(", pid {pid}"));
@@ -390,14 +475,47 @@ mod tests {
 
     #[test]
     fn auth_rejections_get_a_token_hint() {
-        assert!(
-            failure_hint("Gateway rejected connect: unauthorized (AUTH_TOKEN_MISMATCH)")
-                .contains("token")
-        );
+        let none = std::path::Path::new("/nonexistent/openclaw.json");
         assert!(failure_hint(
-            "Port 5 is held by pid 7 (python3), which is not a gateway; it was left alone"
+            "Gateway rejected connect: unauthorized (AUTH_TOKEN_MISMATCH)",
+            none
+        )
+        .contains("token"));
+        assert!(failure_hint(
+            "Port 5 is held by pid 7 (python3), which is not a gateway; it was left alone",
+            none
         )
         .contains("another --port"));
-        assert_eq!(failure_hint("Connect handshake timeout"), "");
+        assert_eq!(failure_hint("Connect handshake timeout", none), "");
+    }
+
+    #[test]
+    fn a3_token_hint_names_gateway_auth_token_when_the_gateway_config_pins_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("openclaw.json");
+        std::fs::write(&config, r#"{gateway: {auth: {token: "pinned-value"}}}"#).unwrap();
+        let hint = failure_hint(
+            "Gateway rejected connect: unauthorized (AUTH_TOKEN_MISMATCH)",
+            &config,
+        );
+        assert!(hint.contains("gateway.auth.token"), "{hint}");
+        assert!(hint.contains(&config.display().to_string()), "{hint}");
+        assert!(!hint.contains("pinned-value"), "never the secret: {hint}");
+    }
+
+    #[test]
+    fn f8_fatal_failures_get_their_hints() {
+        let none = std::path::Path::new("/nonexistent/openclaw.json");
+        assert!(failure_hint(
+            "the gateway cannot run on this runtime: Node 20.20.2 (/usr/bin/node) does not \
+             satisfy openclaw's engines.node",
+            none
+        )
+        .contains("--node"));
+        assert!(failure_hint(
+            "the gateway config is still invalid after `doctor --fix` ran on it",
+            none
+        )
+        .contains("by hand"));
     }
 }

@@ -123,6 +123,12 @@ pub struct StartConfig {
     pub port_free_timeout_ms: u64,
     /// X3/L7: startup stderr lines kept for the recovery choice.
     pub stderr_lines_kept: usize,
+    /// F6: while a start takes long, log what it has seen (port, probes, challenge) this often
+    /// (0 turns the progress lines off).
+    pub progress_interval_ms: u64,
+    /// L5 step 4: a start that took at least this long logs its slowest startup-trace phase as a
+    /// warning.
+    pub slow_start_ms: u64,
 }
 
 impl Default for StartConfig {
@@ -134,6 +140,8 @@ impl Default for StartConfig {
             port_free_poll_ms: 500,
             port_free_timeout_ms: 30_000,
             stderr_lines_kept: 120,
+            progress_interval_ms: 10_000,
+            slow_start_ms: 30_000,
         }
     }
 }
@@ -165,6 +173,11 @@ pub struct ConnectConfig {
     /// often and connect on its first 200, instead of sleeping the whole `retryAfterMs`
     /// (500 ms on the real gateway). 0 turns the probe off.
     pub startup_probe_interval_ms: u64,
+    /// F5: a gateway restarting in place (after a 1012 close or a `shutdown` event announcing a
+    /// restart) that does not serve again within this long is reported as `error` with its
+    /// reason and replaced by a fresh spawn. Its "startup failed … Process will stay alive"
+    /// stderr line ends the wait at once. 0 turns the bound off.
+    pub in_place_ready_timeout_ms: u64,
     /// M5: inbound messages larger than this are dropped with a logged error, so a hostile or
     /// broken gateway cannot make the supervisor buffer without bound. The default is the
     /// gateway's own post-handshake `maxPayload` ([`DEFAULT_MAX_FRAME_BYTES`]).
@@ -188,6 +201,7 @@ impl Default for ConnectConfig {
             max_protocol: 4,
             startup_window_retry_ms: 500,
             startup_probe_interval_ms: 25,
+            in_place_ready_timeout_ms: 30_000,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
         }
     }

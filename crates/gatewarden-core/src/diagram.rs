@@ -13,7 +13,7 @@ use crate::error::StartFailure;
 use crate::machine::lifecycle::{superstates_of, LEAF_STATES};
 use crate::machine::{
     Command, Event, ExternalShutdownOutcome, Handshake, LifecycleMachine, LifecycleState, Listener,
-    PortProbe, ReadySource,
+    PortProbe, ReadySource, StartObservation,
 };
 use crate::reload_policy::{ReloadMode, ReloadPolicy};
 
@@ -197,8 +197,34 @@ fn sample_events(machine: &LifecycleMachine) -> Vec<Event> {
             outcome: Err("ESRCH".into()),
         },
     ];
+    // F-rules (issue 22).
+    events.push(Event::ConfigDigestRead {
+        epoch,
+        digest: Some("sha256:a".into()),
+    });
+    events.push(Event::RestartWindow {
+        epoch,
+        retry_after_ms: Some(1_000),
+    });
+    events.push(Event::StartObserved {
+        epoch,
+        observation: StartObservation {
+            port_open: true,
+            startupz: None,
+        },
+    });
     if let Some(pid) = owned {
         events.push(Event::ProcessExited { pid, code: Some(1) });
+        events.push(Event::ProcessExited {
+            pid,
+            code: Some(78),
+        });
+        events.push(Event::StderrLine {
+            pid,
+            line: "[gateway] startup failed: Invalid config at /c.json: x. Process will stay \
+                   alive; fix the issue and restart."
+                .into(),
+        });
     }
     for (timer, generation) in machine.armed_timer_generations() {
         events.push(Event::TimerFired { timer, generation });

@@ -92,6 +92,32 @@ pub enum StartFailure {
         /// The gateway port.
         port: u16,
     },
+    /// F1: another process holds the gateway's state lock; the line names the holder.
+    #[error("another gateway process holds the gateway's state lock (stop it first): {line}")]
+    LockHeld {
+        /// The gateway's stderr line that says so.
+        line: String,
+    },
+    /// F3: the runtime cannot run this gateway (found before spawning, or said by the gateway).
+    #[error("the gateway cannot run on this runtime: {message}")]
+    RuntimeIncompatible {
+        /// What is wrong, naming the version found and the one required.
+        message: String,
+    },
+    /// F1/F2: the config is still invalid after the doctor ran on it.
+    #[error("the gateway config is still invalid after `doctor --fix` ran on it{}", line_suffix(.line))]
+    ConfigStillInvalid {
+        /// The gateway's stderr line that says so, if one was seen.
+        line: Option<String>,
+    },
+    /// F6: the port accepted connections but no `connect.challenge` came within the bound.
+    #[error("port {port} accepts connections but the gateway sent no connect.challenge within {waited_ms} ms")]
+    NoChallenge {
+        /// The gateway port.
+        port: u16,
+        /// How long we waited after the port opened.
+        waited_ms: u64,
+    },
     /// Anything else reported by the actor layer.
     #[error("{message}")]
     Other {
@@ -102,6 +128,12 @@ pub enum StartFailure {
 
 fn display_code(code: Option<i32>) -> String {
     code.map_or_else(|| "null".to_string(), |code| code.to_string())
+}
+
+fn line_suffix(line: &Option<String>) -> String {
+    line.as_ref()
+        .map(|line| format!(": {line}"))
+        .unwrap_or_default()
 }
 
 fn display_pid(pid: Option<u32>) -> String {
@@ -127,6 +159,7 @@ impl StartFailure {
                 | StartFailure::HandshakeTimeout
                 | StartFailure::PortStillOccupied { .. }
                 | StartFailure::ExternalUnavailable { .. }
+                | StartFailure::NoChallenge { .. }
         )
     }
 

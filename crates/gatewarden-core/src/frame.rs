@@ -885,6 +885,18 @@ pub fn is_startup_window(error: &GatewayErrorInfo) -> bool {
                 .contains("gateway starting"))
 }
 
+/// F7: the gateway refused `connect` because it is restarting in place (`UNAVAILABLE`,
+/// `retryable: true`, `details.reason` `gateway-restarting` or `gateway-suspending`, then close
+/// 1013; OPENCLAW.md §12): retry after `retryAfterMs`, like W1's startup window.
+pub fn is_restart_window(error: &GatewayErrorInfo) -> bool {
+    error.code == "UNAVAILABLE"
+        && error.retryable
+        && matches!(
+            error.details_reason.as_deref(),
+            Some("gateway-restarting" | "gateway-suspending")
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1344,6 +1356,35 @@ mod tests {
         assert_eq!(info.details_code.as_deref(), Some("PROTOCOL_MISMATCH"));
         assert!(!info.retryable);
         assert!(!is_startup_window(&info));
+    }
+
+    #[test]
+    fn f7_restart_window_is_recognised_by_reason_when_retryable() {
+        let info = GatewayErrorInfo::from_error_value(&json!({
+            "code": "UNAVAILABLE",
+            "message": "connect unavailable during gateway restart",
+            "retryable": true,
+            "retryAfterMs": 1000,
+            "details": {"reason": "gateway-restarting"}
+        }));
+        assert!(is_restart_window(&info));
+        assert!(!is_startup_window(&info));
+        assert_eq!(info.retry_after_ms, Some(1_000));
+        let suspending = GatewayErrorInfo {
+            details_reason: Some("gateway-suspending".into()),
+            ..info.clone()
+        };
+        assert!(is_restart_window(&suspending));
+        let not_retryable = GatewayErrorInfo {
+            retryable: false,
+            ..info.clone()
+        };
+        assert!(!is_restart_window(&not_retryable));
+        let other = GatewayErrorInfo {
+            details_reason: Some("startup-sidecars".into()),
+            ..info
+        };
+        assert!(!is_restart_window(&other));
     }
 
     #[test]

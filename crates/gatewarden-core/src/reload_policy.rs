@@ -96,6 +96,22 @@ pub fn parse_reload_policy(config_text: &str, config: &ReloadConfig) -> ReloadPo
     ReloadPolicy { mode, debounce_ms }
 }
 
+/// Does the gateway's own config pin a token (`gateway.auth.token`, which wins over
+/// `OPENCLAW_GATEWAY_TOKEN`)? Used to name that key when the gateway rejects our token. The value
+/// itself is never returned.
+pub fn config_pins_token(config_text: &str) -> bool {
+    if nesting_depth_exceeds(config_text, MAX_CONFIG_NESTING) {
+        return false;
+    }
+    let Ok(root) = json5::from_str::<Value>(config_text) else {
+        return false;
+    };
+    root.get("gateway")
+        .and_then(|gateway| gateway.get("auth"))
+        .and_then(|auth| auth.get("token"))
+        .is_some_and(|token| !token.is_null())
+}
+
 /// Round (half away from zero) and clamp to `[0, max]`. The float-to-int `as` saturates, and
 /// the clamp happens in floating point first, so no value can wrap.
 fn clamp_debounce(debounce: f64, max_ms: u64) -> u64 {
@@ -455,5 +471,15 @@ mod tests {
                 prop_assert_eq!(parsed, debounce.round() as u64);
             }
         }
+    }
+
+    #[test]
+    fn a3_config_pinning_a_token_is_recognised_without_reading_it_out() {
+        assert!(config_pins_token(r#"{gateway: {auth: {token: "x"}}}"#));
+        assert!(!config_pins_token(r#"{gateway: {auth: {mode: "token"}}}"#));
+        assert!(!config_pins_token("not json"));
+        assert!(!config_pins_token(
+            r#"{"gateway": {"auth": {"token": null}}}"#
+        ));
     }
 }

@@ -58,6 +58,7 @@ pub struct ClassifiedLine {
 /// | debug | `deprecationwarning` |
 /// | debug | `debugger attached` |
 /// | debug | `config warnings:` |
+/// | debug | `startup trace:` (the gateway's `OPENCLAW_GATEWAY_STARTUP_TRACE` timings) |
 /// | debug | `node_options` together with `not allowed` and `--require` |
 /// | warn | anything else |
 pub fn classify_stderr_line(line: &str) -> ClassifiedLine {
@@ -84,6 +85,7 @@ fn classify_normalized(lower: &str) -> StderrLevel {
         || lower.contains("deprecationwarning")
         || lower.contains("debugger attached")
         || lower.contains("config warnings:")
+        || lower.contains("startup trace:")
         || (lower.contains("node_options")
             && lower.contains("not allowed")
             && lower.contains("--require"));
@@ -149,6 +151,38 @@ fn strip_ansi(line: &str) -> String {
         }
     }
     out
+}
+
+/// One phase of the gateway's startup trace (`OPENCLAW_GATEWAY_STARTUP_TRACE=1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartupPhase {
+    /// The phase's name (`config.load`, `entry.imports`, ...).
+    pub name: String,
+    /// How long it took, in whole milliseconds.
+    pub duration_ms: u64,
+}
+
+/// Read one startup-trace line: `… startup trace: <phase> <duration>ms total=… …` (OPENCLAW.md
+/// §12). Lines of the trace without a duration (metrics only) and anything else give `None`.
+pub fn parse_startup_trace(line: &str) -> Option<StartupPhase> {
+    const MARKER: &str = "startup trace: ";
+    let at = line.find(MARKER)?;
+    let mut words = line[at + MARKER.len()..].split_whitespace();
+    let name = words.next()?;
+    let duration = words.next()?.strip_suffix("ms")?;
+    let duration: f64 = duration.parse().ok()?;
+    if !duration.is_finite() || duration < 0.0 || name.is_empty() {
+        return None;
+    }
+    // Saturating float-to-int: a absurd value cannot wrap.
+    let duration_ms = duration.round() as u64;
+    Some(StartupPhase {
+        name: name
+            .trim_matches(|c: char| c == '"' || c == ',')
+            .to_string(),
+        duration_ms,
+    })
 }
 
 /// What to do with one observed stderr line.
@@ -373,6 +407,7 @@ mod tests {
             "  Config warnings: - plugins.foo: unknown",
             "Warning: dangerous config flags enabled: gateway.controlUi.allowInsecureAuth",
             "node: --require is not allowed in NODE_OPTIONS",
+            "[gateway] startup trace: config.load 12.5ms total=80.1ms start=67.6ms",
         ] {
             assert_eq!(level(line), StderrLevel::Debug, "{line}");
         }
@@ -503,7 +538,38 @@ mod tests {
         assert!(buffer.is_empty());
     }
 
+    #[test]
+    fn l5_startup_trace_lines_are_parsed_into_phases() {
+        assert_eq!(
+            parse_startup_trace(
+                "[gateway] startup trace: config.load 12.5ms total=80.1ms start=67.6ms files=3"
+            ),
+            Some(StartupPhase {
+                name: "config.load".into(),
+                duration_ms: 13
+            })
+        );
+        assert_eq!(
+            parse_startup_trace(
+                r#"{"level":"info","message":"startup trace: sidecars.start 2400.0ms total=5000.0ms"}"#
+            )
+            .map(|phase| phase.duration_ms),
+            Some(2_400)
+        );
+        assert_eq!(
+            parse_startup_trace("startup trace: eventLoop max=3.0"),
+            None
+        );
+        assert_eq!(parse_startup_trace("listening on 127.0.0.1"), None);
+        assert_eq!(parse_startup_trace("startup trace: x NaNms"), None);
+    }
+
     proptest! {
+        #[test]
+        fn l5_startup_trace_parse_never_panics(line in any::<String>()) {
+            let _ = parse_startup_trace(&line);
+        }
+
         #[test]
         fn x3_classify_never_panics_and_caps_length(line in any::<String>()) {
             let classified = classify_stderr_line(&line);

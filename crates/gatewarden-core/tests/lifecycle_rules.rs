@@ -7,7 +7,7 @@ use gatewarden_core::config::{ForeignGatewayPolicy, SupervisorConfig};
 use gatewarden_core::error::StartFailure;
 use gatewarden_core::machine::{
     Command, CommandOutcome, Effect, Event, ExternalShutdownOutcome, Handshake, LifecycleState,
-    Listener, Notice, PortProbe, ReadySource, TimerKind,
+    Listener, Notice, PortProbe, ReadySource, StartObservation, TimerKind,
 };
 use gatewarden_core::reload_policy::{ReloadMode, ReloadPolicy};
 use gatewarden_core::rpc::RpcError;
@@ -274,6 +274,7 @@ fn l5_step4_spawn_logs_one_startup_metric() {
                 spawn_to_ready_ms,
                 ready_to_connect_ms,
                 total_ms,
+                ..
             }) => Some((
                 *config_prep_ms,
                 *spawn_to_ready_ms,
@@ -317,6 +318,12 @@ fn l6_repair_runs_once_and_retries_with_error_cleared() {
     });
     harness.exit(pid, 78);
     assert_eq!(harness.leaf(), "repairing");
+    // F2: the config's digest first, then the doctor, then the digest of what it left.
+    let epoch = harness.epoch();
+    harness.send(Event::ConfigDigestRead {
+        epoch,
+        digest: Some("sha256:before".into()),
+    });
     assert!(harness.last_has(|effect| matches!(
         effect,
         Effect::RunDoctorRepair {
@@ -324,10 +331,13 @@ fn l6_repair_runs_once_and_retries_with_error_cleared() {
             ..
         }
     )));
-    let epoch = harness.epoch();
     harness.send(Event::RepairFinished {
         epoch,
         outcome: Ok(()),
+    });
+    harness.send(Event::ConfigDigestRead {
+        epoch,
+        digest: Some("sha256:after".into()),
     });
     assert_eq!(harness.leaf(), "probing_port");
     assert_eq!(harness.machine.status(harness.now).error, None);
@@ -931,7 +941,8 @@ fn r6_deferred_restart_dropped_when_a_restart_completed_after_the_request() {
     harness.socket_closed(1012);
     harness.command(Command::Restart);
     assert!(harness.machine.deferred_restart_since().is_some());
-    harness.advance(30_000);
+    // The reconnect (1 s) comes well within the in-place restart bound (F5, 30 s).
+    harness.advance(1_000);
     harness.probe_free();
     harness.ready();
     harness.handshake();
@@ -1132,8 +1143,11 @@ fn p4_reload_falls_back_to_restart_when_the_reconnect_never_comes() {
         epoch,
         restart_expected_ms: Some(1_500),
     });
-    // The gateway announced a restart but the socket stays up and nothing happens.
+    // The gateway announced a restart but the socket stays up and nothing happens: judged at
+    // the later of its announced time + margin and the in-place bound (F5, 30 s).
     harness.advance(1_500 + 10_000);
+    assert_eq!(terminates(&harness), 0);
+    harness.advance(30_000 - 11_500);
     assert!(harness.all_count(|effect| matches!(effect, Effect::TerminateProcess { .. })) == 1);
 }
 
@@ -1752,4 +1766,798 @@ fn l5_step2_owned_process_that_never_becomes_ready_is_replaced() {
     assert_eq!(harness.state(), LifecycleState::Running);
     assert_eq!(harness.machine.status(harness.now).pid, Some(replacement));
     assert_eq!(harness.spawns(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Revision 2 — failures that retrying cannot fix (F1–F9, X3 revised)
+// ---------------------------------------------------------------------------------------------
+
+const INVALID_CONFIG_LINE: &str = "Gateway failed to start: Invalid config at /s/openclaw.json:";
+const LOCK_LINE: &str =
+    "Doctor could not enter maintenance. StateDatabaseCoordinatorContentionError: \
+                         another OpenClaw process owns gateway-lifecycle (pid 5150)";
+const NODE20_LINE: &str = "Error: Node 20.x: node:sqlite is unavailable; use 24.16+";
+
+fn stderr(harness: &mut Harness, pid: u32, line: &str) {
+    harness.send(Event::StderrLine {
+        pid,
+        line: line.into(),
+    });
+}
+
+fn doctor_runs(harness: &Harness) -> usize {
+    harness.all_count(|effect| matches!(effect, Effect::RunDoctorRepair { .. }))
+}
+
+fn digest_reads(harness: &Harness) -> usize {
+    harness.all_count(|effect| matches!(effect, Effect::ReadConfigDigest { .. }))
+}
+
+fn digest(harness: &mut Harness, digest: &str) {
+    let epoch = harness.epoch();
+    harness.send(Event::ConfigDigestRead {
+        epoch,
+        digest: Some(digest.into()),
+    });
+}
+
+fn gave_up(harness: &Harness) -> bool {
+    harness
+        .all
+        .iter()
+        .any(|effect| matches!(effect, Effect::Publish(Notice::GaveUp { .. })))
+}
+
+fn error_text(harness: &Harness) -> String {
+    harness
+        .machine
+        .status(harness.now)
+        .error
+        .unwrap_or_default()
+}
+
+/// Start → a spawn that exits 78 with the invalid-config line → the doctor reads digest
+/// `before`, runs, leaves digest `after` → probing again.
+fn doctor_once(harness: &mut Harness, before: &str, after: &str) {
+    harness.probe_free();
+    let pid = harness.spawned();
+    stderr(harness, pid, INVALID_CONFIG_LINE);
+    harness.exit(pid, 78);
+    assert_eq!(harness.leaf(), "repairing");
+    assert!(harness.last_has(|effect| matches!(effect, Effect::ReadConfigDigest { .. })));
+    digest(harness, before);
+    assert!(harness.last_has(|effect| matches!(effect, Effect::RunDoctorRepair { .. })));
+    let epoch = harness.epoch();
+    harness.send(Event::RepairFinished {
+        epoch,
+        outcome: Ok(()),
+    });
+    assert!(harness.last_has(|effect| matches!(effect, Effect::ReadConfigDigest { .. })));
+    digest(harness, after);
+    assert_eq!(harness.leaf(), "probing_port");
+}
+
+#[test]
+fn x3_stderr_tail_is_cleared_when_a_retry_reuses_the_live_process() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    harness.probe_free();
+    let pid = harness.spawned();
+    harness.ready();
+    let epoch = harness.epoch();
+    harness.send(Event::StepFailed {
+        epoch,
+        failure: StartFailure::HandshakeTimeout,
+    });
+    assert_eq!(harness.leaf(), "retry_waiting");
+    // A late line of the first attempt arrives while waiting to retry.
+    stderr(&mut harness, pid, INVALID_CONFIG_LINE);
+    harness.advance(1_000);
+    assert_eq!(harness.leaf(), "probing_port");
+    // The retry finds the same live process listening: no spawn, a new attempt all the same.
+    harness.send(Event::PortProbed {
+        epoch,
+        probe: PortProbe {
+            listeners: vec![Listener {
+                pid: Some(pid),
+                program: Some("node".into()),
+                ours_by_record: false,
+            }],
+            answers_as_gateway: true,
+        },
+    });
+    assert_eq!(harness.leaf(), "connecting");
+    harness.send(Event::StepFailed {
+        epoch,
+        failure: StartFailure::HandshakeTimeout,
+    });
+    // The earlier attempt's line must not send this one to the doctor.
+    assert_eq!(harness.leaf(), "retry_waiting");
+    assert_eq!(digest_reads(&harness), 0);
+    assert_eq!(harness.spawns(), 1);
+}
+
+#[test]
+fn f1_lock_held_exit_78_fails_at_once_naming_the_holder_without_doctor_or_retry() {
+    let mut harness = Harness::quiet();
+    let reply = harness.command(Command::Start);
+    harness.probe_free();
+    let pid = harness.spawned();
+    stderr(&mut harness, pid, INVALID_CONFIG_LINE);
+    stderr(&mut harness, pid, LOCK_LINE);
+    harness.exit(pid, 78);
+    assert_eq!(harness.state(), LifecycleState::Error);
+    let error = error_text(&harness);
+    assert!(
+        error.contains("owns gateway-lifecycle (pid 5150)"),
+        "{error}"
+    );
+    assert!(error.contains("lock"), "{error}");
+    assert_eq!(doctor_runs(&harness), 0);
+    assert_eq!(digest_reads(&harness), 0);
+    assert!(!harness.machine.auto_reconnect());
+    assert!(harness.machine.gave_up());
+    assert!(gave_up(&harness));
+    harness.advance(60_000);
+    assert_eq!(harness.spawns(), 1, "no retry");
+    assert!(matches!(
+        harness.reply_of(reply),
+        Some(CommandOutcome::Failed { .. })
+    ));
+}
+
+#[test]
+fn f1_config_still_invalid_after_the_doctor_is_an_error_without_retry() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    doctor_once(&mut harness, "sha256:a", "sha256:b");
+    harness.probe_free();
+    let pid = harness.spawned();
+    stderr(&mut harness, pid, INVALID_CONFIG_LINE);
+    harness.exit(pid, 78);
+    assert_eq!(harness.state(), LifecycleState::Error);
+    let error = error_text(&harness);
+    assert!(error.contains("still invalid"), "{error}");
+    assert!(
+        error.contains("Invalid config at /s/openclaw.json"),
+        "{error}"
+    );
+    assert!(!harness.machine.auto_reconnect());
+    assert!(harness.machine.gave_up());
+    harness.advance(120_000);
+    assert_eq!(doctor_runs(&harness), 1);
+    assert_eq!(harness.spawns(), 2, "no retry after the doctor");
+}
+
+#[test]
+fn f2_doctor_never_runs_twice_on_the_same_config_across_start_flows() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    doctor_once(&mut harness, "sha256:a", "sha256:b");
+    harness.probe_free();
+    harness.spawned();
+    harness.ready();
+    harness.handshake();
+    assert_eq!(harness.state(), LifecycleState::Running);
+    harness.command(Command::Stop);
+    let pid = harness.machine.owned_pid().expect("owned");
+    harness.exit(pid, 0);
+    assert_eq!(harness.state(), LifecycleState::Stopped);
+    // A new start flow meets the config the doctor left behind, still invalid: no second run.
+    harness.command(Command::Start);
+    harness.probe_free();
+    let pid = harness.spawned();
+    stderr(&mut harness, pid, INVALID_CONFIG_LINE);
+    harness.exit(pid, 78);
+    assert_eq!(harness.leaf(), "repairing");
+    digest(&mut harness, "sha256:b");
+    assert_eq!(harness.state(), LifecycleState::Error);
+    assert_eq!(doctor_runs(&harness), 1);
+    assert!(!harness.machine.auto_reconnect());
+    // New content (the user edited the file) may be repaired.
+    harness.command(Command::Start);
+    harness.probe_free();
+    let pid = harness.spawned();
+    stderr(&mut harness, pid, INVALID_CONFIG_LINE);
+    harness.exit(pid, 78);
+    digest(&mut harness, "sha256:c");
+    assert_eq!(doctor_runs(&harness), 2);
+}
+
+#[test]
+fn f2_exit_78_while_running_with_a_config_the_doctor_saw_goes_to_error() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    doctor_once(&mut harness, "sha256:a", "sha256:b");
+    harness.probe_free();
+    let pid = harness.spawned();
+    harness.ready();
+    harness.handshake();
+    stderr(&mut harness, pid, INVALID_CONFIG_LINE);
+    harness.exit(pid, 78);
+    assert!(harness.last_has(|effect| matches!(effect, Effect::ReadConfigDigest { .. })));
+    assert_eq!(harness.state(), LifecycleState::Reconnecting);
+    digest(&mut harness, "sha256:b");
+    assert_eq!(harness.state(), LifecycleState::Error);
+    assert!(error_text(&harness).contains("Invalid config"));
+    assert!(!harness.machine.auto_reconnect());
+    assert!(!harness
+        .machine
+        .armed_timers()
+        .contains(&TimerKind::Reconnect));
+    harness.advance(120_000);
+    assert_eq!(harness.spawns(), 2, "no reconnect loop");
+    assert_eq!(doctor_runs(&harness), 1);
+}
+
+#[test]
+fn f2_exit_78_while_running_with_new_content_reconnects_as_usual() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    harness.exit(pid, 78);
+    digest(&mut harness, "sha256:new");
+    assert_eq!(harness.state(), LifecycleState::Reconnecting);
+    assert!(harness.machine.auto_reconnect());
+}
+
+#[test]
+fn f3_runtime_incompatibility_fails_at_once_with_the_gateways_line() {
+    let mut harness = Harness::quiet();
+    let reply = harness.command(Command::Start);
+    harness.probe_free();
+    let pid = harness.spawned();
+    stderr(&mut harness, pid, NODE20_LINE);
+    stderr(&mut harness, pid, "    at file:///x/openclaw.mjs:3:9");
+    stderr(&mut harness, pid, "Node.js v20.11.1");
+    harness.exit(pid, 1);
+    assert_eq!(harness.state(), LifecycleState::Error);
+    let error = error_text(&harness);
+    assert!(
+        error.contains("node:sqlite is unavailable; use 24.16+"),
+        "{error}"
+    );
+    assert_eq!(doctor_runs(&harness), 0);
+    assert!(!harness.machine.auto_reconnect());
+    harness.advance(60_000);
+    assert_eq!(harness.spawns(), 1, "no retry");
+    match harness.reply_of(reply) {
+        Some(CommandOutcome::Failed { message }) => assert!(message.contains("24.16+")),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn f3_runtime_refused_before_spawn_is_not_retried() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    let epoch = harness.epoch();
+    harness.send(Event::StepFailed {
+        epoch,
+        failure: StartFailure::RuntimeIncompatible {
+            message: "Node v20.11.1 (/usr/bin/node) does not satisfy openclaw's engines.node \
+                      >=24.16.0 <25 || >=26.1.0"
+                .into(),
+        },
+    });
+    assert_eq!(harness.state(), LifecycleState::Error);
+    assert!(error_text(&harness).contains("engines.node"));
+    assert!(!harness.machine.auto_reconnect());
+    assert!(harness.machine.gave_up());
+}
+
+#[test]
+fn f4_every_failed_start_reports_the_last_meaningful_stderr_line() {
+    let mut harness = Harness::quiet();
+    let reply = harness.command(Command::Start);
+    for _ in 0..3 {
+        harness.probe_free();
+        let pid = harness.spawned();
+        stderr(
+            &mut harness,
+            pid,
+            "listen EADDRINUSE: address already in use 127.0.0.1:18789",
+        );
+        stderr(
+            &mut harness,
+            pid,
+            "    at Server.setupListenHandle (node:net:1817:16)",
+        );
+        stderr(
+            &mut harness,
+            pid,
+            "(node:7) ExperimentalWarning: SQLite is experimental",
+        );
+        harness.exit(pid, 1);
+        harness.advance(1_000);
+    }
+    assert_eq!(harness.state(), LifecycleState::Error);
+    let expected = "process exited before becoming ready (code=1): \
+                    listen EADDRINUSE: address already in use 127.0.0.1:18789";
+    assert_eq!(error_text(&harness), expected);
+    match harness.reply_of(reply) {
+        Some(CommandOutcome::Failed { message }) => assert_eq!(message, expected),
+        other => panic!("unexpected {other:?}"),
+    }
+    // Each failed attempt's log line carries it too.
+    let logged = harness.all_count(|effect| match effect {
+        Effect::Log { message, .. } => {
+            message.contains("attempt") && message.contains("EADDRINUSE")
+        }
+        _ => false,
+    });
+    assert_eq!(logged, 3);
+}
+
+const STAY_ALIVE_LINE: &str = "[gateway] startup failed: Invalid config at /s/openclaw.json: \
+                               gateway.bind: Invalid input. Process will stay alive; fix the issue \
+                               and restart.";
+
+fn terminates(harness: &Harness) -> usize {
+    harness.all_count(|effect| matches!(effect, Effect::TerminateProcess { .. }))
+}
+
+/// Running → reload (signalled, in-place restart announced, 1012) → reconnect flow waiting for
+/// the same, live process that no longer listens. Returns (pid, reload reply).
+fn reload_into_in_place_restart(harness: &mut Harness) -> (u32, u64) {
+    let pid = harness.start_to_running();
+    harness.advance(10_000);
+    let reply = harness.command(Command::Reload { policy: hybrid() });
+    let epoch = harness.epoch();
+    harness.send(Event::SignalSent {
+        epoch,
+        outcome: Ok(()),
+    });
+    harness.send(Event::ShutdownAnnounced {
+        epoch,
+        restart_expected_ms: Some(1_500),
+    });
+    harness.socket_closed(1012);
+    harness.advance(1_000);
+    harness.probe_free();
+    assert_eq!(harness.leaf(), "awaiting_ready");
+    (pid, reply)
+}
+
+#[test]
+fn f5_in_place_restart_that_stays_alive_is_an_error_at_once_then_one_replacement() {
+    let mut harness = in_place_harness();
+    let (pid, reply) = reload_into_in_place_restart(&mut harness);
+    let since = harness.now;
+    // A restart asked for meanwhile must not restart the replacement later (F9).
+    harness.command(Command::Restart);
+    // The real gateway's block, line by line (OPENCLAW.md §12).
+    stderr(
+        &mut harness,
+        pid,
+        "[gateway] startup failed: Invalid config at /s/openclaw.json:",
+    );
+    stderr(&mut harness, pid, "<root>: Unrecognized key: \"foo\"");
+    assert_eq!(harness.state(), LifecycleState::Starting);
+    stderr(
+        &mut harness,
+        pid,
+        "If startup is still blocked, inspect the adjacent .bak backup before restoring it \
+         manually.. Process will stay alive; fix the issue and restart.",
+    );
+    let status = harness.machine.status(harness.now);
+    assert_eq!(status.state, LifecycleState::Error);
+    assert!(status
+        .error
+        .unwrap_or_default()
+        .contains("Invalid config at"));
+    assert_eq!(harness.terminate_pid(), Some(pid));
+    assert!(matches!(
+        harness.reply_of(reply),
+        Some(CommandOutcome::Failed { .. })
+    ));
+    assert!(!harness.machine.gave_up(), "a replacement follows");
+    assert_eq!(
+        harness.now, since,
+        "no wait for the bound: the line ends it"
+    );
+    // Its exit starts the replacement, doctor first (the reason is an invalid config).
+    harness.exit(pid, 143);
+    assert_eq!(harness.leaf(), "repairing");
+    doctor_after_digest(&mut harness);
+    harness.probe_free();
+    harness.spawned();
+    harness.ready();
+    harness.handshake();
+    assert_eq!(harness.state(), LifecycleState::Running);
+    assert_eq!(error_text(&harness), "");
+    // (Within two heartbeat intervals: the harness answers no pings.)
+    harness.advance(60_000);
+    assert_eq!(harness.state(), LifecycleState::Running);
+    assert_eq!(harness.spawns(), 2, "one cold start");
+    assert_eq!(
+        terminates(&harness),
+        1,
+        "no stale restart of the replacement"
+    );
+    assert_eq!(doctor_runs(&harness), 1);
+}
+
+/// In `repairing` from the start: digest, doctor, digest → probing_port.
+fn doctor_after_digest(harness: &mut Harness) {
+    digest(harness, "sha256:broken");
+    let epoch = harness.epoch();
+    harness.send(Event::RepairFinished {
+        epoch,
+        outcome: Ok(()),
+    });
+    digest(harness, "sha256:fixed");
+    assert_eq!(harness.leaf(), "probing_port");
+}
+
+#[test]
+fn f5_in_place_restart_bound_puts_error_within_thirty_seconds_without_any_line() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    harness.advance(20_000);
+    harness.socket_closed(1012);
+    let closed_at = harness.now;
+    harness.advance(1_000);
+    harness.probe_free();
+    assert_eq!(harness.leaf(), "awaiting_ready");
+    harness.advance(28_999);
+    assert_eq!(harness.state(), LifecycleState::Starting);
+    harness.advance(1);
+    assert_eq!(harness.now - closed_at, 30_000);
+    assert_eq!(harness.state(), LifecycleState::Error);
+    assert!(error_text(&harness).contains("did not serve again within 30000 ms"));
+    assert_eq!(harness.terminate_pid(), Some(pid));
+    harness.exit(pid, 143);
+    // No invalid-config reason: a plain fresh spawn.
+    assert_eq!(harness.leaf(), "probing_port");
+    assert_eq!(doctor_runs(&harness), 0);
+}
+
+#[test]
+fn f5_a_reconnect_to_the_same_process_within_the_bound_ends_it() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    harness.advance(20_000);
+    harness.socket_closed(1012);
+    assert!(harness
+        .machine
+        .armed_timers()
+        .contains(&TimerKind::InPlaceRestart));
+    harness.advance(1_000);
+    harness.probe_free();
+    harness.ready();
+    // Listening again: from here the handshake (and W1's startup window) decide.
+    assert!(!harness
+        .machine
+        .armed_timers()
+        .contains(&TimerKind::InPlaceRestart));
+    harness.handshake();
+    harness.advance(60_000);
+    assert_eq!(harness.state(), LifecycleState::Running);
+    assert_eq!(harness.machine.status(harness.now).pid, Some(pid));
+}
+
+#[test]
+fn f6_port_open_without_challenge_fails_the_attempt_after_the_challenge_timeout() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    harness.probe_free();
+    let pid = harness.spawned();
+    assert_eq!(harness.leaf(), "awaiting_ready");
+    let epoch = harness.epoch();
+    harness.advance(2_000);
+    harness.send(Event::StartObserved {
+        epoch,
+        observation: StartObservation {
+            port_open: true,
+            startupz: None,
+        },
+    });
+    harness.advance(9_999);
+    assert_eq!(harness.leaf(), "awaiting_ready");
+    harness.advance(1);
+    assert_eq!(harness.leaf(), "retry_waiting");
+    assert_eq!(harness.terminate_pid(), Some(pid));
+    assert!(harness.last_has(|effect| matches!(
+        effect,
+        Effect::Log { message, .. } if message.contains("no connect.challenge within 10000 ms")
+            && message.contains("seen: port open, /startupz no answer, no challenge")
+    )));
+    // The terminated gateway's exit is expected: not a second failure.
+    harness.exit(pid, 143);
+    assert_eq!(harness.leaf(), "retry_waiting");
+    harness.advance(1_000);
+    harness.probe_free();
+    harness.spawned();
+    assert_eq!(harness.leaf(), "awaiting_ready");
+    assert_eq!(harness.spawns(), 2);
+}
+
+#[test]
+fn f6_ready_timeout_applies_only_while_startupz_says_starting() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    harness.probe_free();
+    harness.spawned();
+    let epoch = harness.epoch();
+    harness.send(Event::StartObserved {
+        epoch,
+        observation: StartObservation {
+            port_open: true,
+            startupz: Some(503),
+        },
+    });
+    assert!(!harness
+        .machine
+        .armed_timers()
+        .contains(&TimerKind::ChallengeWait));
+    harness.advance(60_000);
+    assert_eq!(harness.leaf(), "awaiting_ready");
+    // /startupz stops answering 503 while the challenge still does not come: bounded again.
+    harness.send(Event::StartObserved {
+        epoch,
+        observation: StartObservation {
+            port_open: true,
+            startupz: None,
+        },
+    });
+    harness.advance(10_000);
+    assert_eq!(harness.leaf(), "retry_waiting");
+}
+
+#[test]
+fn f6_progress_line_every_ten_seconds_says_what_is_seen() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    harness.probe_free();
+    harness.spawned();
+    let epoch = harness.epoch();
+    harness.send(Event::StartObserved {
+        epoch,
+        observation: StartObservation {
+            port_open: true,
+            startupz: Some(503),
+        },
+    });
+    harness.advance(25_000);
+    let lines: Vec<String> = harness
+        .all
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::Log { message, .. } if message.contains("start in progress") => {
+                Some(message.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[1].contains("for 20 s"), "{}", lines[1]);
+    assert!(lines[1].contains("port open"), "{}", lines[1]);
+    assert!(lines[1].contains("/startupz 503"), "{}", lines[1]);
+    assert!(lines[1].contains("challenge not yet"), "{}", lines[1]);
+    // Running: no more progress lines.
+    harness.ready();
+    harness.handshake();
+    assert!(!harness
+        .machine
+        .armed_timers()
+        .contains(&TimerKind::StartProgress));
+}
+
+#[test]
+fn f7_restart_window_retries_after_retry_after_without_error_or_attempt() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    harness.probe_free();
+    harness.spawned();
+    harness.ready();
+    assert_eq!(harness.leaf(), "connecting");
+    let epoch = harness.epoch();
+    for _ in 0..5 {
+        harness.send(Event::RestartWindow {
+            epoch,
+            retry_after_ms: Some(1_000),
+        });
+        assert_eq!(harness.state(), LifecycleState::Starting);
+        assert_eq!(error_text(&harness), "");
+        harness.advance(999);
+        assert!(!harness.last_has(|effect| matches!(effect, Effect::OpenConnection { .. })));
+        harness.advance(1);
+        assert!(harness.last_has(|effect| matches!(effect, Effect::OpenConnection { .. })));
+    }
+    harness.handshake();
+    assert_eq!(harness.state(), LifecycleState::Running);
+    assert!(!harness.all.iter().any(|effect| matches!(
+        effect,
+        Effect::Log { message, .. } if message.contains("attempt") && message.contains("failed")
+    )));
+    assert_eq!(harness.spawns(), 1);
+}
+
+#[test]
+fn f8_give_up_is_published_and_an_in_place_failure_is_not_one() {
+    let mut harness = Harness::quiet();
+    harness.machine = gatewarden_core::machine::LifecycleMachine::new({
+        let mut config = SupervisorConfig::default();
+        config.reconnect.jitter = 0.0;
+        config.reconnect.max_attempts = 1;
+        config
+    });
+    let pid = harness.start_to_running();
+    harness.advance(20_000);
+    harness.socket_closed(1012);
+    harness.advance(1_000);
+    harness.probe_free();
+    stderr(&mut harness, pid, STAY_ALIVE_LINE);
+    assert_eq!(harness.state(), LifecycleState::Error);
+    assert!(!harness.machine.gave_up());
+    assert!(!gave_up(&harness));
+    // N2: reconnect attempts exhausted → give-up.
+    let mut harness = Harness::new({
+        let mut config = SupervisorConfig::default();
+        config.reconnect.jitter = 0.0;
+        config.reconnect.max_attempts = 1;
+        config
+    });
+    let pid = harness.start_to_running();
+    harness.exit(pid, 1);
+    harness.advance(1_000);
+    harness.probe_free();
+    let pid = harness.spawned();
+    harness.ready();
+    harness.handshake();
+    harness.exit(pid, 1);
+    assert_eq!(harness.state(), LifecycleState::Error);
+    assert!(harness.machine.gave_up());
+    assert!(gave_up(&harness));
+}
+
+#[test]
+fn f9_reload_whose_process_dies_leaves_no_stale_restart() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    harness.advance(10_000);
+    let reply = harness.command(Command::Reload { policy: hybrid() });
+    let epoch = harness.epoch();
+    harness.send(Event::SignalSent {
+        epoch,
+        outcome: Ok(()),
+    });
+    // Killed mid-restart.
+    harness.exit(pid, 137);
+    assert_eq!(harness.state(), LifecycleState::Reconnecting);
+    harness.advance(1_000);
+    harness.probe_free();
+    harness.spawned();
+    harness.ready();
+    harness.handshake();
+    assert_eq!(harness.state(), LifecycleState::Running);
+    // The replacement's start answered the reload.
+    assert_eq!(harness.reply_of(reply), Some(&CommandOutcome::Completed));
+    harness.advance(60_000);
+    assert_eq!(
+        terminates(&harness),
+        0,
+        "no stale restart of the replacement"
+    );
+    // And a restart now is executed, not deferred.
+    let restart = harness.command(Command::Restart);
+    assert_eq!(harness.replies.get(&restart), None);
+    assert_eq!(terminates(&harness), 1);
+}
+
+#[test]
+fn f9_restart_while_running_is_not_deferred_behind_a_reload_in_flight() {
+    let mut harness = Harness::quiet();
+    let pid = harness.start_to_running();
+    harness.advance(10_000);
+    let reload = harness.command(Command::Reload { policy: hybrid() });
+    let epoch = harness.epoch();
+    harness.send(Event::SignalSent {
+        epoch,
+        outcome: Ok(()),
+    });
+    let restart = harness.command(Command::Restart);
+    assert_ne!(
+        harness.replies.get(&restart).and_then(|r| r.first()),
+        Some(&CommandOutcome::Deferred)
+    );
+    assert_eq!(harness.terminate_pid(), Some(pid));
+    harness.exit(pid, 0);
+    harness.run_start_flow();
+    assert_eq!(harness.reply_of(restart), Some(&CommandOutcome::Completed));
+    assert_eq!(harness.reply_of(reload), Some(&CommandOutcome::Completed));
+    harness.advance(60_000);
+    assert_eq!(terminates(&harness), 1);
+}
+
+#[test]
+fn f9_deferred_restart_is_settled_by_the_gateways_death() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    harness.probe_free();
+    let pid = harness.spawned();
+    let restart = harness.command(Command::Restart);
+    assert_eq!(harness.reply_of(restart), Some(&CommandOutcome::Deferred));
+    harness.exit(pid, 1);
+    assert_eq!(harness.machine.deferred_restart_since(), None);
+    harness.advance(1_000);
+    harness.run_start_flow();
+    harness.advance(60_000);
+    assert_eq!(terminates(&harness), 0);
+}
+
+#[test]
+fn l5_startup_trace_is_read_into_the_metric_and_a_slow_start_names_its_slowest_stage() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    harness.probe_free();
+    let pid = harness.spawned();
+    for line in [
+        "[gateway] startup trace: entry.imports 800.0ms total=800.0ms start=0.0ms",
+        "[gateway] startup trace: config.load 120.4ms total=920.4ms start=800.0ms",
+        "[gateway] startup trace: sidecars.start 31000.0ms total=31920.4ms start=920.4ms",
+        "[gateway] startup trace: config.load 10.0ms total=31930.4ms start=31920.4ms",
+    ] {
+        stderr(&mut harness, pid, line);
+    }
+    harness.advance(32_000);
+    harness.ready();
+    harness.handshake();
+    let metric = harness.all.iter().find_map(|effect| match effect {
+        Effect::Publish(Notice::StartupMetric {
+            phases, slowest, ..
+        }) => Some((phases.clone(), slowest.clone())),
+        _ => None,
+    });
+    let (phases, slowest) = metric.expect("a startup metric");
+    let names: Vec<&str> = phases.iter().map(|phase| phase.name.as_str()).collect();
+    assert_eq!(names, ["entry.imports", "config.load", "sidecars.start"]);
+    assert_eq!(phases[1].duration_ms, 130, "repeats add up");
+    assert_eq!(
+        slowest.map(|phase| phase.name),
+        Some("sidecars.start".into())
+    );
+    assert!(harness.all.iter().any(|effect| matches!(
+        effect,
+        Effect::Log { message, .. }
+            if message.contains("slow gateway start") && message.contains("sidecars.start (31000 ms)")
+    )));
+    // Trace lines are not failure reasons (F4).
+    assert_eq!(
+        harness.all_count(|effect| matches!(
+            effect,
+            Effect::Log { message, .. } if message.contains("attempt") && message.contains("trace")
+        )),
+        0
+    );
+}
+
+#[test]
+fn f5_replacement_skips_the_doctor_on_a_config_it_already_saw() {
+    let mut harness = in_place_harness();
+    let (pid, _) = reload_into_in_place_restart(&mut harness);
+    stderr(&mut harness, pid, STAY_ALIVE_LINE);
+    harness.exit(pid, 143);
+    doctor_after_digest(&mut harness);
+    harness.probe_free();
+    let pid = harness.spawned();
+    harness.ready();
+    harness.handshake();
+    // The same again, and the config file is what the doctor left: no second doctor run, a
+    // plain replacement spawn.
+    harness.advance(20_000);
+    harness.socket_closed(1012);
+    harness.advance(1_000);
+    harness.probe_free();
+    stderr(&mut harness, pid, STAY_ALIVE_LINE);
+    harness.exit(pid, 143);
+    assert_eq!(harness.leaf(), "repairing");
+    digest(&mut harness, "sha256:fixed");
+    assert_eq!(harness.leaf(), "probing_port");
+    assert_eq!(doctor_runs(&harness), 1);
+    harness.probe_free();
+    harness.spawned();
+    harness.ready();
+    harness.handshake();
+    assert_eq!(harness.state(), LifecycleState::Running);
 }

@@ -83,6 +83,10 @@ fn model_config() -> SupervisorConfig {
     config.start.retry_delay_ms = START_RETRY_MS;
     config.start.max_attempts = MAX_START_ATTEMPTS;
     config.rpc.default_timeout_ms = RPC_TIMEOUT_MS;
+    // F5/F6: the in-place restart bound and the progress lines are timers whose presence is
+    // compared (their firing is covered by the f5_/f6_ rule tests).
+    config.start.progress_interval_ms = NEVER_MS;
+    config.connect.in_place_ready_timeout_ms = NEVER_MS;
     config
 }
 
@@ -279,7 +283,7 @@ enum MEvent {
         auth: bool,
     },
     Exited(i32),
-    SocketClosed,
+    SocketClosed(u16),
     Shutdown,
     ProofOfLife,
     ReadySignal,
@@ -326,6 +330,10 @@ struct Model {
     stop_completed: bool,
     /// Timers armed since the last stop began (allowed to survive it).
     armed_during_stop: BTreeSet<TimerKind>,
+    /// F5: the owned gateway restarts in place (the bound is armed).
+    in_place: bool,
+    /// F5: a replacement spawn follows the owned gateway's exit (`true`: it ends a restart).
+    replacement: Option<bool>,
 }
 
 impl std::fmt::Debug for Model {
@@ -367,6 +375,8 @@ impl Model {
             terminated: false,
             stop_completed: false,
             armed_during_stop: BTreeSet::new(),
+            in_place: false,
+            replacement: None,
         }
     }
 
@@ -433,7 +443,12 @@ impl Model {
     fn set_leaf(&mut self, next: Leaf) {
         let was_running = self.leaf == Leaf::Running;
         let was_reconnecting = self.leaf == Leaf::Reconnecting;
+        let was_starting = matches!(self.leaf, Leaf::Starting { .. });
         self.leaf = next;
+        if was_starting && !matches!(self.leaf, Leaf::Starting { .. }) {
+            // F6: the progress line belongs to the start flow.
+            self.timers.remove(&TimerKind::StartProgress);
+        }
         if was_running {
             for timer in [
                 TimerKind::Heartbeat,
@@ -487,12 +502,59 @@ impl Model {
             self.attempts = 0;
         }
         self.ready = false;
+        // F6: progress lines while the start takes long.
+        self.arm(TimerKind::StartProgress, NEVER_MS);
         self.set_leaf(Leaf::Starting {
             step: Step::Probe,
             kind,
             attempt: 1,
             own: false,
         });
+    }
+
+    /// F5: the gateway restarts in place: arm the bound once.
+    fn begin_in_place(&mut self) {
+        if self.owned.is_some() && !self.in_place {
+            self.in_place = true;
+            self.arm(TimerKind::InPlaceRestart, NEVER_MS);
+        }
+    }
+
+    fn end_in_place(&mut self) {
+        self.in_place = false;
+        self.timers.remove(&TimerKind::InPlaceRestart);
+    }
+
+    /// F5: the gateway did not come back from its in-place restart: `error` now, terminate it,
+    /// replace it once it exited. F9: the reload that asked for it is settled.
+    fn in_place_failed(&mut self) {
+        self.error = Some(None);
+        self.epoch += 1;
+        self.end_in_place();
+        for timer in [
+            TimerKind::Reconnect,
+            TimerKind::StartRetry,
+            TimerKind::ConnectRetry,
+            TimerKind::ChallengeWait,
+            TimerKind::StartProgress,
+            TimerKind::ReloadCheck,
+            TimerKind::ReloadDeadline,
+        ] {
+            self.timers.remove(&timer);
+        }
+        if let Some(reload) = self.reload.take() {
+            self.reply_all(reload.waiters, Out::Failed);
+        }
+        self.deferred_since = None;
+        self.rpcs.clear();
+        self.connected_at = None;
+        self.ready = false;
+        self.flow_ended = true;
+        if self.owned.is_some() {
+            self.replacement = Some(self.restart_in_flight);
+            self.terminated = true;
+        }
+        self.set_leaf(Leaf::Failed);
     }
 
     fn starting_parts(&self) -> (Step, Kind, u32, bool) {
@@ -582,6 +644,9 @@ impl Model {
         self.connected_at = Some(now);
         self.error = None;
         self.flow_ended = true;
+        if own {
+            self.end_in_place();
+        }
         if own && kind != Kind::Restart {
             // L5 step 2 / R5: reconnecting to our own process completes a restart.
             self.last_restart_completed = Some(now);
@@ -630,6 +695,8 @@ impl Model {
         if let Some(reload) = self.reload.take() {
             self.reply_all(reload.waiters, Out::Superseded);
         }
+        self.in_place = false;
+        self.replacement = None;
         let awaiting_pid = self.owned.is_some();
         if awaiting_pid {
             self.terminated = true;
@@ -682,9 +749,28 @@ impl Model {
     }
 
     fn request_restart(&mut self, shown: LifecycleState, reply: Option<u64>) -> RestartResult {
+        let mut reload_waiters = Vec::new();
+        if shown == LifecycleState::Running && !self.restart_in_flight {
+            if let Some(reload) = self.reload.take() {
+                // F9: a restart while running supersedes the reload in flight.
+                self.timers.remove(&TimerKind::ReloadCheck);
+                self.timers.remove(&TimerKind::ReloadDeadline);
+                reload_waiters = reload.waiters;
+            }
+        }
         if self.mid_flight(shown) {
             return self.defer(reply);
         }
+        let result = self.request_restart_now(shown, reply);
+        if self.restart_in_flight {
+            self.w_restart.extend(reload_waiters);
+        } else {
+            self.reply_all(reload_waiters, Out::Failed);
+        }
+        result
+    }
+
+    fn request_restart_now(&mut self, shown: LifecycleState, reply: Option<u64>) -> RestartResult {
         if self.restart_in_flight {
             self.w_restart.extend(reply);
             return RestartResult::Joined;
@@ -801,7 +887,14 @@ impl Model {
                     self.reload_fallback();
                 }
             }
-            TimerKind::ReloadDeadline => self.reload_fallback(),
+            TimerKind::ReloadDeadline => {
+                // F5: the announced in-place restart did not come back in time: replace it.
+                if self.owned.is_some() && self.reload.as_ref().map(|r| r.process) == self.owned {
+                    self.in_place_failed();
+                } else {
+                    self.reload_fallback();
+                }
+            }
             _ => {}
         }
     }
@@ -883,6 +976,10 @@ impl Model {
             }
             MEvent::Ready => {
                 let (_, _, attempt, own) = self.starting_parts();
+                if own {
+                    // F5: the restarted process listens again.
+                    self.end_in_place();
+                }
                 self.set_step(Step::Connect, own, attempt);
             }
             MEvent::HandshakeOk => self.handshake_ok(),
@@ -892,10 +989,37 @@ impl Model {
                 auth,
             } => self.step_failed(message, transient, auth),
             MEvent::Exited(code) => {
-                self.owned = None;
+                let replacement = if matches!(self.leaf, Leaf::Stopped | Leaf::Failed) {
+                    self.replacement.take()
+                } else {
+                    None
+                };
+                let process = self.owned.take();
+                // F5/F9: the death settles the in-place restart, the reload of this process and a
+                // deferred restart (the next start spawns a fresh gateway).
+                self.end_in_place();
+                if self
+                    .reload
+                    .as_ref()
+                    .is_some_and(|r| Some(r.process) == process)
+                {
+                    let reload = self.reload.take().unwrap();
+                    self.timers.remove(&TimerKind::ReloadCheck);
+                    self.timers.remove(&TimerKind::ReloadDeadline);
+                    if self.auto {
+                        self.w_start.extend(reload.waiters);
+                    } else {
+                        self.reply_all(reload.waiters, Out::Superseded);
+                    }
+                }
+                if self.auto {
+                    self.deferred_since = None;
+                }
                 match self.leaf.clone() {
                     Leaf::Stopped | Leaf::Failed => {
-                        if let Some(next) = self.ask_reconnect() {
+                        if let Some(restart) = replacement {
+                            self.begin_start(if restart { Kind::Restart } else { Kind::Auto });
+                        } else if let Some(next) = self.ask_reconnect() {
                             self.set_leaf(next);
                         }
                     }
@@ -932,7 +1056,10 @@ impl Model {
                     }
                 }
             }
-            MEvent::SocketClosed => {
+            MEvent::SocketClosed(code) => {
+                if code == 1012 {
+                    self.begin_in_place();
+                }
                 self.rpcs.clear();
                 self.connected_at = None;
                 self.ready = false;
@@ -940,12 +1067,14 @@ impl Model {
                 self.set_leaf(next);
             }
             MEvent::Shutdown => {
+                self.begin_in_place();
                 if let Some(reload) = self.reload.as_mut() {
                     reload.awaiting_reconnect = true;
                     self.timers.remove(&TimerKind::ReloadCheck);
+                    // F5: never judged before the in-place bound.
                     self.arm(
                         TimerKind::ReloadDeadline,
-                        RESTART_EXPECTED_MS + RESTART_EXPECTED_MARGIN_MS,
+                        (RESTART_EXPECTED_MS + RESTART_EXPECTED_MARGIN_MS).max(NEVER_MS),
                     );
                 }
             }
@@ -1182,7 +1311,7 @@ impl Model {
                 });
             }
             Tr::Exit(code) if self.owned.is_some() => self.handle(MEvent::Exited(code)),
-            Tr::SocketClose(_) if running => self.handle(MEvent::SocketClosed),
+            Tr::SocketClose(code) if running => self.handle(MEvent::SocketClosed(code)),
             Tr::ShutdownAnnounced if running => self.handle(MEvent::Shutdown),
             Tr::ProofOfLife if running => {
                 if let Some(first) = self.rpcs.keys().next().copied() {

@@ -50,4 +50,11 @@ pub enum GatewayEvent {
     },
     /// D5: the attached external gateway stopped answering; only the transport reconnects.
     ExternalUnavailable,
+    // F-rules (issue 22)
+    /// F8: the supervisor gave up (reconnect attempts exhausted, restart intensity limit, a
+    /// failure retrying cannot fix): nothing tries again until a command.
+    GaveUp {
+        /// Why (the status error).
+        reason: String,
+    },
 }

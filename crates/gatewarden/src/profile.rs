@@ -62,6 +62,26 @@ pub enum ProfileError {
     /// P4: SIGUSR1 opens Node's inspector on OpenClaw; it is never sent to it.
     #[error("the openclaw profile never sends SIGUSR1 (it opens the Node inspector); use SIGUSR2")]
     Sigusr1ForOpenClaw,
+    /// F3: the Node.js binary does not satisfy the package's `engines.node`.
+    #[error(
+        "Node {found} ({node}) does not satisfy openclaw's engines.node \"{required}\"; \
+         install a supported Node and pass it with --node"
+    )]
+    NodeTooOld {
+        /// The binary.
+        node: String,
+        /// `node --version` without the `v`.
+        found: String,
+        /// The package's range.
+        required: String,
+    },
+}
+
+impl ProfileError {
+    /// F3: a runtime that cannot run the gateway (retrying cannot fix it).
+    pub fn is_runtime_incompatible(&self) -> bool {
+        matches!(self, ProfileError::NodeTooOld { .. })
+    }
 }
 
 impl LaunchProfile {
@@ -143,17 +163,23 @@ impl LaunchProfile {
             LaunchProfile::EmbeddedSim { extra_args, .. } => spec
                 .args(["sim", "--port", port_text.as_str()])
                 .args(extra_args.iter().map(String::as_str)),
-            LaunchProfile::OpenClaw { entry, .. } => spec.arg(entry.to_string_lossy()).args([
-                "gateway",
-                "run",
-                "--port",
-                port_text.as_str(),
-                "--bind",
-                "loopback",
-                "--auth",
-                "token",
-                "--allow-unconfigured",
-            ]),
+            LaunchProfile::OpenClaw { entry, .. } => spec
+                // No mDNS announcements on the LAN for a loopback gateway (as the seed's project).
+                .env("OPENCLAW_DISABLE_BONJOUR", "1")
+                // Per-phase startup timings on stderr, read into the startup metric.
+                .env("OPENCLAW_GATEWAY_STARTUP_TRACE", "1")
+                .arg(entry.to_string_lossy())
+                .args([
+                    "gateway",
+                    "run",
+                    "--port",
+                    port_text.as_str(),
+                    "--bind",
+                    "loopback",
+                    "--auth",
+                    "token",
+                    "--allow-unconfigured",
+                ]),
             LaunchProfile::Custom { args, .. } => {
                 spec.args(args.iter().map(|arg| arg.replace("{port}", &port_text)))
             }
@@ -180,6 +206,29 @@ impl LaunchProfile {
         matches!(self, LaunchProfile::OpenClaw { .. })
     }
 
+    /// F3: before spawning the openclaw profile, check `node --version` against the package's
+    /// `engines.node` (`package.json` next to the entry). A version or range that cannot be read
+    /// is not a refusal (the gateway's own check still runs); only a clear mismatch is.
+    pub async fn check_runtime(&self) -> Result<(), ProfileError> {
+        let LaunchProfile::OpenClaw { node, entry } = self else {
+            return Ok(());
+        };
+        let Some(required) = engines_node(entry).await else {
+            return Ok(());
+        };
+        let Some(found) = node_version(node).await else {
+            return Ok(());
+        };
+        match version_satisfies(&found, &required) {
+            Some(false) => Err(ProfileError::NodeTooOld {
+                node: node.display().to_string(),
+                found,
+                required,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// P4: the signal that asks this gateway to reload. SIGUSR1 is refused for OpenClaw.
     pub fn reload_signal(&self, configured: ReloadSignal) -> Result<Signal, ProfileError> {
         match (self, configured) {
@@ -191,6 +240,84 @@ impl LaunchProfile {
             (_, ReloadSignal::Sighup) => Ok(Signal::SIGHUP),
         }
     }
+}
+
+/// How long `node --version` may take (a cold start of Node on a loaded machine).
+const NODE_VERSION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `engines.node` of the package holding `entry` (`package.json` next to `openclaw.mjs`).
+async fn engines_node(entry: &Path) -> Option<String> {
+    let package = entry.parent()?.join("package.json");
+    let text = tokio::fs::read_to_string(package).await.ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    value
+        .get("engines")?
+        .get("node")?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// `node --version` without its `v`.
+async fn node_version(node: &Path) -> Option<String> {
+    let run = tokio::process::Command::new(node)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(NODE_VERSION_TIMEOUT, run)
+        .await
+        .ok()?
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    Some(text.trim().trim_start_matches('v').to_string())
+}
+
+/// A dotted version, missing parts as 0: `24.16` → (24, 16, 0). Pre-release tags are ignored.
+fn parse_version(text: &str) -> Option<(u64, u64, u64)> {
+    let core = text.trim().trim_start_matches(['v', '=']);
+    let core = core.split(['-', '+']).next()?;
+    let mut parts = core.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next().map_or(Some(0), |part| part.parse().ok())?;
+    let patch = parts.next().map_or(Some(0), |part| part.parse().ok())?;
+    Some((major, minor, patch))
+}
+
+/// F3: does `version` satisfy the npm range `range` (`||` of space-separated comparators:
+/// `>=`, `>`, `<=`, `<`, `=`, a bare version, `^`, `~`)? `None` when either cannot be read.
+pub fn version_satisfies(version: &str, range: &str) -> Option<bool> {
+    let version = parse_version(version)?;
+    let mut any = false;
+    for alternative in range.split("||") {
+        let mut all = true;
+        let mut comparators = 0;
+        for comparator in alternative.split_whitespace() {
+            comparators += 1;
+            let (op, rest) = ["^", "~", ">=", "<=", ">", "<", "="]
+                .iter()
+                .find_map(|op| comparator.strip_prefix(op).map(|rest| (*op, rest)))
+                .unwrap_or(("=", comparator));
+            let bound = parse_version(rest)?;
+            let holds = match op {
+                ">=" => version >= bound,
+                ">" => version > bound,
+                "<=" => version <= bound,
+                "<" => version < bound,
+                "^" => version >= bound && version < (bound.0 + 1, 0, 0),
+                "~" => version >= bound && version < (bound.0, bound.1 + 1, 0),
+                _ => version == bound,
+            };
+            all &= holds;
+        }
+        if comparators == 0 {
+            return None;
+        }
+        any |= all;
+    }
+    Some(any)
 }
 
 /// Find `gatewarden-sim`: `$GATEWARDEN_SIM_BIN`, next to the running executable (and one folder up,
@@ -299,6 +426,51 @@ mod tests {
             doctor.arguments(),
             ["sim", "doctor", "--fix", "--yes", "--non-interactive"]
         );
+    }
+
+    #[test]
+    fn f3_node_versions_are_checked_against_engines_node() {
+        let range = ">=24.16.0 <25 || >=26.1.0";
+        assert_eq!(version_satisfies("20.20.2", range), Some(false));
+        assert_eq!(version_satisfies("v24.15.9", range), Some(false));
+        assert_eq!(version_satisfies("24.16.0", range), Some(true));
+        assert_eq!(version_satisfies("25.0.0", range), Some(false));
+        assert_eq!(version_satisfies("26.0.5", range), Some(false));
+        assert_eq!(version_satisfies("26.1.0", range), Some(true));
+        assert_eq!(version_satisfies("24.17.0-nightly", range), Some(true));
+        assert_eq!(version_satisfies("22.3.0", "^22.1"), Some(true));
+        assert_eq!(version_satisfies("22.3.0", "~22.1"), Some(false));
+        assert_eq!(version_satisfies("x", range), None);
+        assert_eq!(version_satisfies("24.16.0", ">=banana"), None);
+    }
+
+    #[actix_rt::test]
+    async fn f3_openclaw_profile_refuses_an_old_node_before_spawning() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = dir.path().join("openclaw.mjs");
+        std::fs::write(&entry, "").unwrap();
+        std::fs::write(
+            dir.path().join("package.json"),
+            r#"{"engines": {"node": ">=24.16.0 <25 || >=26.1.0"}}"#,
+        )
+        .unwrap();
+        let stub = dir.path().join("node");
+        std::fs::write(&stub, "#!/bin/sh\necho v20.20.2\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let profile = LaunchProfile::OpenClaw {
+            node: stub.clone(),
+            entry,
+        };
+        let error = profile.check_runtime().await.unwrap_err();
+        assert!(error.is_runtime_incompatible());
+        let text = error.to_string();
+        assert!(
+            text.contains("Node 20.20.2") && text.contains(">=24.16.0"),
+            "{text}"
+        );
+        std::fs::write(&stub, "#!/bin/sh\necho v24.16.0\n").unwrap();
+        assert_eq!(profile.check_runtime().await, Ok(()));
     }
 
     #[test]

@@ -19,6 +19,15 @@ pub struct GetReloadPolicy {
     pub force: bool,
 }
 
+/// F2: a digest of the gateway's config file as it is now (`None`: missing, unreadable or
+/// larger than [`MAX_CONFIG_BYTES`]). Read fresh every time: the doctor and the user change it.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Option<String>")]
+pub struct GetConfigDigest;
+
+/// The largest gateway config file digested (Q3's bound for files gatewarden reads).
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
 /// The outcome of a read, fed back to the actor.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -85,6 +94,27 @@ impl Handler<GetReloadPolicy> for ReloadPolicyActor {
                 Box::pin(async move { receiver.await.unwrap_or(fallback) })
             }
         }
+    }
+}
+
+impl Handler<GetConfigDigest> for ReloadPolicyActor {
+    type Result = ResponseFuture<Option<String>>;
+
+    fn handle(&mut self, _message: GetConfigDigest, _ctx: &mut Self::Context) -> Self::Result {
+        let path = self.path.clone();
+        Box::pin(async move {
+            use tokio::io::AsyncReadExt;
+            let file = tokio::fs::File::open(&path).await.ok()?;
+            let mut bytes = Vec::new();
+            file.take(MAX_CONFIG_BYTES + 1)
+                .read_to_end(&mut bytes)
+                .await
+                .ok()?;
+            if bytes.len() as u64 > MAX_CONFIG_BYTES {
+                return None;
+            }
+            Some(gatewarden_core::recovery::config_digest(&bytes))
+        })
     }
 }
 

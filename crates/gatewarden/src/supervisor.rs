@@ -40,7 +40,7 @@ use crate::process::{
     ProcessActorConfig, ProcessExited, ProcessOutput, SendSignal, Spawn, Terminate,
 };
 use crate::profile::LaunchProfile;
-use crate::reload::{GetReloadPolicy, ReloadPolicyActor};
+use crate::reload::{GetConfigDigest, GetReloadPolicy, ReloadPolicyActor};
 
 /// Everything a supervisor needs.
 #[derive(Debug, Clone)]
@@ -626,6 +626,19 @@ impl Supervisor {
                     let _ = sender.send(outcome);
                 }
             }
+            Effect::ReadConfigDigest { epoch } => {
+                let reload = self.reload_policy.clone();
+                self.run(
+                    async move {
+                        let digest = match reload {
+                            Some(reload) => reload.send(GetConfigDigest).await.ok().flatten(),
+                            None => None,
+                        };
+                        Event::ConfigDigestRead { epoch, digest }
+                    },
+                    ctx,
+                );
+            }
         }
     }
 
@@ -637,9 +650,14 @@ impl Supervisor {
         }
         let host = self.options.host.clone();
         let connect = self.options.core.connect.clone();
+        let me = ctx.address();
+        // F6: the probes report what they see; the machine decides what it means.
+        let observe = move |observation| {
+            me.do_send(Feed(Event::StartObserved { epoch, observation }));
+        };
         let handle = self.run(
             async move {
-                match connection::await_readiness(&host, port, &connect).await {
+                match connection::await_readiness_observed(&host, port, &connect, observe).await {
                     Ok(()) => Event::ReadinessConfirmed { epoch },
                     Err(failure) => Event::StepFailed { epoch, failure },
                 }
@@ -697,6 +715,7 @@ impl Supervisor {
             &self.options.state_dir,
         );
         let process = self.process.clone();
+        let profile = self.options.profile.clone();
         self.run(
             async move {
                 let failure = |message: String| Event::StepFailed {
@@ -707,6 +726,19 @@ impl Supervisor {
                     Ok(spec) => spec,
                     Err(error) => return failure(error.to_string()),
                 };
+                if let Err(error) = profile.check_runtime().await {
+                    // F3: refused before spawning; the machine decides (no retry).
+                    let failure = if error.is_runtime_incompatible() {
+                        gatewarden_core::error::StartFailure::RuntimeIncompatible {
+                            message: error.to_string(),
+                        }
+                    } else {
+                        gatewarden_core::error::StartFailure::SpawnFailed {
+                            message: error.to_string(),
+                        }
+                    };
+                    return Event::StepFailed { epoch, failure };
+                }
                 tracing::info!(argv = ?spec.display_argv(), "spawning gateway");
                 let Some(process) = process else {
                     return failure("process actor not running".into());
@@ -746,13 +778,25 @@ impl Supervisor {
                 spawn_to_ready_ms,
                 ready_to_connect_ms,
                 total_ms,
-            } => tracing::info!(
-                config_prep_ms,
-                spawn_to_ready_ms,
-                ready_to_connect_ms,
-                total_ms,
-                "[metric] gateway.startup"
-            ),
+                phases,
+                slowest,
+            } => {
+                let trace = phases
+                    .iter()
+                    .map(|phase| format!("{}={}", phase.name, phase.duration_ms))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                tracing::info!(
+                    config_prep_ms,
+                    spawn_to_ready_ms,
+                    ready_to_connect_ms,
+                    total_ms,
+                    trace = trace.as_str(),
+                    slowest = slowest.as_ref().map_or("", |phase| phase.name.as_str()),
+                    slowest_ms = slowest.as_ref().map_or(0, |phase| phase.duration_ms),
+                    "[metric] gateway.startup"
+                )
+            }
             Notice::ReconnectMetric {
                 success,
                 attempt,
@@ -781,6 +825,7 @@ impl Supervisor {
                 suppressed_total,
                 "[metric] gateway.restart.suppressed"
             ),
+            Notice::GaveUp { reason } => self.publish(GatewayEvent::GaveUp { reason }),
         }
     }
 
@@ -846,6 +891,13 @@ impl Supervisor {
                 epoch,
                 retry_after_ms,
             } => Event::StartupWindow {
+                epoch,
+                retry_after_ms,
+            },
+            ConnectionReport::RestartWindow {
+                epoch,
+                retry_after_ms,
+            } => Event::RestartWindow {
                 epoch,
                 retry_after_ms,
             },

@@ -211,7 +211,10 @@ async fn w1_exit_before_ready_fails_with_the_exit_code() {
     assert_eq!(
         outcome,
         CommandOutcome::Failed {
-            message: "process exited before becoming ready (code=3)".into()
+            // F4: the gateway's last meaningful stderr line is the reason.
+            message: "process exited before becoming ready (code=3): \
+                      [gateway] fault: exiting with code 3 before listening"
+                .into()
         }
     );
     assert_eq!(fixture.status().await.state, LifecycleState::Error);

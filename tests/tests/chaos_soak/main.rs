@@ -190,6 +190,8 @@ fn soak_config(port: u16) -> CoreConfig {
     config.reload.recent_connect_skip_ms = 50;
     config.reload.post_signal_check_ms = 100;
     config.reload.restart_expected_margin_ms = 1_000;
+    // F5: an in-place restart that does not listen again is replaced after this long.
+    config.connect.in_place_ready_timeout_ms = 2_000;
     config.reconnect.base_delay_ms = 20;
     config.reconnect.max_delay_ms = 400;
     config.reconnect.max_attempts = 30;
@@ -228,7 +230,10 @@ fn convergence_bound(config: &CoreConfig) -> Duration {
             + config.restart.cooldown_ms
             + backoff
             + failed_attempt
-            + config.reload.restart_expected_margin_ms
+            + config
+                .reload
+                .restart_expected_margin_ms
+                .max(config.connect.in_place_ready_timeout_ms)
             + schedule::MAX_FAULT_DELAY_MS
                 .max(schedule::MAX_BUSY_MS)
                 .max(schedule::MAX_PAUSE_MS)
@@ -294,8 +299,11 @@ struct Run {
     /// D3: silent hangs (frozen) and how many were replaced by a new gateway.
     frozen_seen: Cell<u64>,
     frozen_replaced: Cell<u64>,
+    stale_restart_checks: Cell<u64>,
     conts_pending: Cell<u64>,
     bound: Duration,
+    /// The soak's core configuration (pair 0's; the timers are the same for every pair).
+    config: CoreConfig,
     /// D4: the soak's liveness deadline and probe time limit.
     deadline_ms: u64,
     probe_timeout_ms: u64,
@@ -761,6 +769,20 @@ async fn inject(run: &Rc<Run>, pair: &Rc<Pair>, fault: &Fault, rng: &mut Rng) ->
             applied(any)
         }
         Fault::Sigusr2 => signal_owned(pair, Signal::SIGUSR2).await,
+        Fault::ReloadThenKill { delay_ms } => {
+            // F9: a reload in flight whose gateway dies; its answer is awaited in the background
+            // (it must come, like every command's).
+            if owned_pid(pair).await.is_none() {
+                return Injected::NotApplicable;
+            }
+            let (run, pair_for_reload) = (run.clone(), pair.clone());
+            actix_rt::spawn(async move {
+                command(&run, &pair_for_reload, ApiCall::Reload).await;
+            });
+            tokio::time::sleep(Duration::from_millis(*delay_ms)).await;
+            signal_owned(pair, Signal::SIGKILL).await;
+            Injected::Applied
+        }
         Fault::InvalidConfigRestart => {
             if sim_fault(run, pair, json!({"kind": "invalid-config"}))
                 .await
@@ -957,10 +979,45 @@ fn disrupts(fault: &Fault) -> bool {
             | Fault::StartupWindow { .. }
             | Fault::Sigusr2
             | Fault::InvalidConfigRestart
+            | Fault::ReloadThenKill { .. }
             | Fault::Crash { .. }
             | Fault::HangSilent
             | Fault::GrandchildThenKill
     )
+}
+
+/// F9: once a reload's gateway died (or an in-place restart was replaced, F5) and the pair
+/// converged, nothing restarts the replacement later: the owned pid stays for a window longer than
+/// any reload check or deadline of the soak's configuration.
+async fn check_no_stale_restart(run: &Rc<Run>, pair: &Pair, fault: &Fault) {
+    let Some(pid) = owned_pid(pair).await else {
+        return;
+    };
+    let window = Duration::from_millis(
+        run.config
+            .reload
+            .post_signal_check_ms
+            .max(run.config.reload.restart_expected_margin_ms)
+            + 200,
+    );
+    let until = Instant::now() + window;
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        match status(pair).await {
+            Some(status) if status.pid != Some(pid) => {
+                // Another fault of this pair cannot interfere (faults of a pair are sequential);
+                // a heartbeat restart of a healthy sim does not happen under this load.
+                run.fail(format!(
+                    "pair {}: stale restart after {fault:?}: pid {pid} replaced by {:?} ({:?})",
+                    pair.index, status.pid, status.state
+                ));
+                return;
+            }
+            _ => {}
+        }
+    }
+    run.stale_restart_checks
+        .set(run.stale_restart_checks.get() + 1);
 }
 
 /// After a stop: no gateway process, child or grandchild of the pair may remain.
@@ -1122,6 +1179,12 @@ async fn drive_pair(run: Rc<Run>, pair: Rc<Pair>, faults: u64, mut rng: Rng) {
         let Some(_) = converge(&run, &pair, &format!("{fault:?}")).await else {
             return;
         };
+        if matches!(
+            fault,
+            Fault::ReloadThenKill { .. } | Fault::InvalidConfigRestart
+        ) {
+            check_no_stale_restart(&run, &pair, &fault).await;
+        }
         let took = injected_at.elapsed();
         if took > run.max_convergence.get() {
             run.max_convergence.set(took);
@@ -1251,8 +1314,10 @@ async fn soak(options: Options) -> (Rc<Run>, Option<Figures>) {
         pause_restarts: Cell::new(0),
         frozen_seen: Cell::new(0),
         frozen_replaced: Cell::new(0),
+        stale_restart_checks: Cell::new(0),
         conts_pending: Cell::new(0),
         bound,
+        config: soak_config(0),
         deadline_ms: config.liveness.deadline_ms,
         probe_timeout_ms: config.liveness.probe_timeout_ms,
         lag: std::sync::Arc::new(Lag::default()),
@@ -1536,8 +1601,10 @@ fn report(run: &Run, figures: &Figures) {
         run.frozen_replaced.get()
     );
     println!(
-        "  after-stop checks {}; open fds baseline {} final {}; problems found {}",
+        "  after-stop checks {}; no-stale-restart checks {}; open fds baseline {} final {}; \
+         problems found {}",
         run.stop_checks.get(),
+        run.stale_restart_checks.get(),
         figures.baseline_fds,
         figures.final_fds,
         run.failures.borrow().len()

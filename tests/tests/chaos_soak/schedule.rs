@@ -119,6 +119,8 @@ pub enum Fault {
     /// D6: the pair's supervisor thread is blocked for `ms` (longer than the stall threshold),
     /// as a SIGSTOP of the embedding app would: its gateway must not be restarted.
     SupervisorPause { ms: u64 },
+    /// F9: a reload, then SIGKILL to the gateway `delay_ms` later (mid-restart).
+    ReloadThenKill { delay_ms: u64 },
 }
 
 impl Fault {
@@ -147,6 +149,7 @@ impl Fault {
             Fault::StopCheckpoint => "stop checkpoint",
             Fault::Busy { .. } => "busy event loop",
             Fault::SupervisorPause { .. } => "supervisor pause",
+            Fault::ReloadThenKill { .. } => "reload then kill",
         }
     }
 
@@ -161,6 +164,8 @@ impl Fault {
                 | Fault::IgnoreSigtermThenRestart
                 | Fault::Busy { .. }
                 | Fault::SupervisorPause { .. }
+                | Fault::ReloadThenKill { .. }
+                | Fault::InvalidConfigRestart
         )
     }
 }
@@ -202,6 +207,7 @@ pub fn next_fault(rng: &mut Rng) -> Fault {
         (2, 19), // InvalidConfigRestart
         (5, 20), // Busy
         (2, 21), // SupervisorPause
+        (3, 22), // ReloadThenKill
     ];
     let total: u64 = WEIGHTS.iter().map(|(weight, _)| weight).sum();
     let mut ticket = rng.next_u64() % total;
@@ -274,12 +280,15 @@ pub fn next_fault(rng: &mut Rng) -> Fault {
             Fault::ApiStorm(calls)
         }
         18 => Fault::StopCheckpoint,
+        19 => Fault::InvalidConfigRestart,
         20 => Fault::Busy {
             ms: rng.range(300, MAX_BUSY_MS),
         },
         21 => Fault::SupervisorPause {
             ms: rng.range(1_300, MAX_PAUSE_MS),
         },
-        _ => Fault::InvalidConfigRestart,
+        _ => Fault::ReloadThenKill {
+            delay_ms: rng.range(0, 150),
+        },
     }
 }

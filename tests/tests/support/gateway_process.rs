@@ -159,6 +159,16 @@ impl GatewayProcess {
         std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
     }
 
+    /// Everything the gateway wrote to stderr so far, ANSI colours included.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// The gateway's state dir (`OPENCLAW_STATE_DIR`); its config file is `openclaw.json` in it.
+    pub fn state_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("state")
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -4,7 +4,7 @@
 //! statig passes this to every handler as its context. Keeping it outside statig's own storage
 //! lets the wrapper read and filter (stale epochs, stale timers, foreign pids) without `unsafe`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::SupervisorConfig;
 use crate::governor::RestartGovernor;
@@ -26,6 +26,17 @@ pub(crate) struct ReloadInFlight {
     pub waiters: Vec<ReplyId>,
     /// P4: the gateway announced an in-place restart; we wait for the reconnect to it.
     pub awaiting_reconnect: bool,
+}
+
+/// F5: a gateway that failed to restart in place is being terminated; once its exit arrives, a
+/// fresh spawn replaces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Replacement {
+    /// F1/F2: its reason was an invalid config: the doctor runs first, so there is only one
+    /// cold start.
+    pub doctor_first: bool,
+    /// The replacement finishes a restart in progress (R4 bookkeeping).
+    pub restart: bool,
 }
 
 /// Callers waiting for the end of a flow.
@@ -99,6 +110,18 @@ pub struct Core {
     pub(crate) external_unavailable: bool,
     /// D5: reconnect the transport only: never spawn while the user's gateway may come back.
     pub(crate) transport_only: bool,
+    /// F2: digests of the config contents the doctor already ran on (and what it left behind).
+    pub(crate) doctor_seen: BTreeSet<String>,
+    /// F2: a digest was asked for after the owned gateway exited 78 while running.
+    pub(crate) exit_config_check: bool,
+    /// F4/F5: the last meaningful stderr line of the owned process (any state).
+    pub(crate) last_stderr_line: Option<String>,
+    /// F5: the owned process's last "startup failed: <reason>" line.
+    pub(crate) startup_failed_line: Option<String>,
+    /// F5: the owned gateway is restarting in place since this time (the bound is armed).
+    pub(crate) in_place_since: Option<u64>,
+    /// F5: a replacement spawn follows the exit of the owned gateway.
+    pub(crate) replacement: Option<Replacement>,
     timers: BTreeMap<TimerKind, u64>,
     timer_generation: u64,
 }
@@ -146,6 +169,12 @@ impl Core {
             liveness_restart: None,
             external_unavailable: false,
             transport_only: false,
+            doctor_seen: BTreeSet::new(),
+            exit_config_check: false,
+            last_stderr_line: None,
+            startup_failed_line: None,
+            in_place_since: None,
+            replacement: None,
             timers: BTreeMap::new(),
             timer_generation: 0,
         }

@@ -25,15 +25,19 @@ use crate::error::StartFailure;
 use crate::liveness::{
     LivenessAction, LivenessTracker, ProbeInFlight, ProbeOutcome, ProbePurpose, RecoveryPhase,
 };
-use crate::machine::core::{Core, ReloadInFlight};
+use crate::machine::core::{Core, ReloadInFlight, Replacement};
 use crate::machine::types::{
     Command, CommandOutcome, Effect, Event, ExternalShutdownOutcome, Handshake, LifecycleState,
-    LogLevel, Notice, PortProbe, ReplyId, TimerKind,
+    LogLevel, Notice, PortProbe, ReplyId, StartObservation, TimerKind,
 };
 use crate::reconnect::{GiveUpReason, ReconnectDecision};
-use crate::recovery::{choose_recovery, Recovery, RecoveryInput};
+use crate::recovery::{
+    choose_recovery, is_invalid_config_signal, is_startup_failed_line, is_stay_alive_signal,
+    last_meaningful_line, FailureClass, Recovery, RecoveryInput,
+};
 use crate::reload_policy::{ReloadMode, ReloadPolicy};
 use crate::rpc::RpcError;
+use crate::stderr::{parse_startup_trace, StartupPhase};
 
 use crate::config::ForeignGatewayPolicy;
 use crate::governor::GovernorDecision;
@@ -74,6 +78,45 @@ pub struct StartFlow {
     pub reconnect_delay_ms: u64,
     /// W1: the last startup-window answer's retry delay (`retryAfterMs`, else the config's).
     pub startup_retry_ms: u64,
+    /// F2: where the doctor repair stands.
+    pub repair_phase: RepairPhase,
+    /// F1/F4: the stderr line that sent the flow to the doctor.
+    pub repair_reason: Option<String>,
+    /// F6: what this attempt has seen, for the progress lines and the challenge bound.
+    pub seen: StartSeen,
+    /// F6: the owned gateway was terminated because it sent no challenge; its exit is expected
+    /// and is not another failed attempt.
+    pub replacing_hung: bool,
+    /// L5 step 4: the gateway's startup trace, per phase (bounded).
+    pub trace: Vec<StartupPhase>,
+    /// F5: the doctor runs before the replacement spawn only when it has not seen this config:
+    /// seen content is spawned as it is (its own exit then decides, without the doctor).
+    pub repair_optional: bool,
+}
+
+/// F2: the doctor repair's steps: the config's digest before, the doctor, the digest after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RepairPhase {
+    /// Not repairing.
+    #[default]
+    Idle,
+    /// Waiting for the digest of the config the doctor would run on.
+    DigestBefore,
+    /// The doctor runs.
+    Doctor,
+    /// Waiting for the digest of what the doctor left.
+    DigestAfter,
+}
+
+/// F6: what a start attempt has seen so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StartSeen {
+    /// The last readiness observation (port open, `/startupz`).
+    pub observation: Option<StartObservation>,
+    /// When the port was first seen open in this attempt.
+    pub port_open_at: Option<u64>,
+    /// The startup window (W1) or the restart window (F7) answered `connect`.
+    pub window_answers: u32,
 }
 
 /// State-local data of `running`.
@@ -180,7 +223,11 @@ impl Lifecycle {
                     None => Handled,
                 }
             }
-            Event::StderrLine { .. } | Event::ProofOfLife { .. } => Handled,
+            Event::StderrLine { line, .. } => match note_stderr(context, line) {
+                Some(state) => Transition(state),
+                None => Handled,
+            },
+            Event::ProofOfLife { .. } => Handled,
             other => {
                 context.log(
                     LogLevel::Debug,
@@ -230,12 +277,19 @@ impl Lifecycle {
                     None => Handled,
                 }
             }
-            Event::ProcessExited { .. } => {
+            Event::ProcessExited { pid, code } => {
+                let replacement = if context.owned_pid == Some(*pid) {
+                    context.replacement.take()
+                } else {
+                    None
+                };
+                record_exit(context, *pid, *code);
+                if let Some(replacement) = replacement {
+                    // F5: the gateway that failed to restart in place is gone: replace it.
+                    return Transition(begin_replacement(context, replacement));
+                }
                 // N1: an exit always asks; the guards decide (a failed manual start left
                 // auto-reconnect on, as in the original).
-                if let Event::ProcessExited { pid, code } = event {
-                    record_exit(context, *pid, *code);
-                }
                 match ask_reconnect(context) {
                     Some(state) => Transition(state),
                     None => Handled,
@@ -288,8 +342,8 @@ impl Lifecycle {
 
     /// The start flow (L1–L8). Shared by its steps: failures go through L7, restarts and
     /// reloads are deferred (R1), a second start is ignored (L1), the owned process's exit ends
-    /// the attempt, stderr lines are kept for L7.
-    #[superstate(superstate = "active")]
+    /// the attempt, stderr lines are kept for L7, progress is logged (F6).
+    #[superstate(superstate = "active", exit_action = "exit_starting")]
     fn starting(context: &mut Core, flow: &mut StartFlow, event: &Event) -> Outcome<State> {
         match event {
             Event::Command { command, reply } => match command {
@@ -322,7 +376,21 @@ impl Lifecycle {
                 Transition(step_failed(context, flow, failure.clone()))
             }
             Event::StderrLine { line, .. } => {
+                if let Some(phase) = parse_startup_trace(line) {
+                    note_trace_phase(flow, phase);
+                    return Handled;
+                }
                 context.stderr_tail.push(line);
+                match note_stderr(context, line) {
+                    Some(state) => Transition(state),
+                    None => Handled,
+                }
+            }
+            Event::ProcessExited { pid, code } if flow.replacing_hung => {
+                // F6: the gateway we terminated for sending no challenge; the attempt already
+                // counted as failed.
+                flow.replacing_hung = false;
+                record_exit(context, *pid, *code);
                 Handled
             }
             Event::ProcessExited { pid, code } => {
@@ -333,8 +401,21 @@ impl Lifecycle {
                     StartFailure::ExitedBeforeReady { code: *code },
                 ))
             }
+            Event::TimerFired {
+                timer: TimerKind::StartProgress,
+                ..
+            } => {
+                log_start_progress(context, flow);
+                Handled
+            }
             _ => Super,
         }
+    }
+
+    #[action]
+    fn exit_starting(context: &mut Core) {
+        context.cancel(TimerKind::StartProgress);
+        context.cancel(TimerKind::ChallengeWait);
     }
 
     /// L5 step 1 / O1: look at the port. → connecting (a gateway answers: ours or attach),
@@ -350,6 +431,10 @@ impl Lifecycle {
 
     #[action]
     fn enter_probing_port(context: &mut Core, flow: &mut StartFlow) {
+        // X3: every attempt begins here, whether it spawns or reuses a live process: the stderr
+        // tail and what the attempt has seen are its own.
+        context.stderr_tail.clear();
+        flow.seen = StartSeen::default();
         let port = context.config.port;
         context.push(Effect::ProbePort {
             epoch: flow.epoch,
@@ -405,6 +490,8 @@ impl Lifecycle {
                 context.process_starts = context.process_starts.wrapping_add(1);
                 flow.spawned_at = Some(context.now_ms);
                 flow.own_process = false;
+                context.last_stderr_line = None;
+                context.startup_failed_line = None;
                 context.log(LogLevel::Info, format!("gateway spawned (pid={pid})"));
                 Transition(State::awaiting_ready(flow.clone()))
             }
@@ -440,11 +527,28 @@ impl Lifecycle {
     /// (L5 step 2): then it is gone for good and the flow probes again and spawns at once. If
     /// that process does not become ready in time, it is terminated and waited for (→
     /// awaiting_ready) instead of being waited for again by a retry.
-    #[state(superstate = "starting", entry_action = "enter_awaiting_ready")]
+    #[state(
+        superstate = "starting",
+        entry_action = "enter_awaiting_ready",
+        exit_action = "exit_awaiting_ready"
+    )]
     fn awaiting_ready(context: &mut Core, flow: &mut StartFlow, event: &Event) -> Outcome<State> {
         match event {
+            Event::StartObserved { observation, .. } => {
+                start_observed(context, flow, *observation);
+                Handled
+            }
+            Event::TimerFired {
+                timer: TimerKind::ChallengeWait,
+                ..
+            } => Transition(no_challenge(context, flow)),
             Event::ReadinessConfirmed { .. } => {
                 flow.ready_at = Some(context.now_ms);
+                if flow.own_process {
+                    // F5: our process listens again after its in-place restart; from here the
+                    // handshake and the startup window (W1) decide.
+                    end_in_place_bound(context);
+                }
                 Transition(State::connecting(flow.clone()))
             }
             Event::StepFailed { failure, .. }
@@ -474,6 +578,11 @@ impl Lifecycle {
         });
     }
 
+    #[action]
+    fn exit_awaiting_ready(context: &mut Core) {
+        context.cancel(TimerKind::ChallengeWait);
+    }
+
     /// C1: handshake. → running; the startup-window answer retries after `retryAfterMs`
     /// without using an attempt (W1 beyond).
     #[state(
@@ -487,6 +596,7 @@ impl Lifecycle {
                 Transition(handshake_completed(context, flow, handshake))
             }
             Event::StartupWindow { retry_after_ms, .. } => {
+                flow.seen.window_answers = flow.seen.window_answers.saturating_add(1);
                 let delay =
                     retry_after_ms.unwrap_or(context.config.connect.startup_window_retry_ms);
                 flow.startup_retry_ms = delay;
@@ -509,6 +619,19 @@ impl Lifecycle {
                     );
                     context.arm(TimerKind::ConnectRetry, delay);
                 }
+                Handled
+            }
+            Event::RestartWindow { retry_after_ms, .. } => {
+                // F7: the gateway restarts in place; like W1's startup window: no error, no
+                // attempt used, connect again after its `retryAfterMs`.
+                let delay =
+                    retry_after_ms.unwrap_or(context.config.connect.startup_window_retry_ms);
+                flow.seen.window_answers = flow.seen.window_answers.saturating_add(1);
+                context.log(
+                    LogLevel::Info,
+                    format!("gateway is restarting in place; connecting again in {delay} ms"),
+                );
+                context.arm(TimerKind::ConnectRetry, delay);
                 Handled
             }
             Event::StartupWatched { settled: true, .. } => {
@@ -561,18 +684,75 @@ impl Lifecycle {
         context.cancel(TimerKind::ConnectRetry);
     }
 
-    /// L6: the doctor repair runs. → probing_port with error cleared and attempts reset, or the
-    /// start fails.
+    /// L6, F2: the doctor repair, at most once per config content: read the config's digest;
+    /// content the doctor already saw fails the start (no retry); else run the doctor, remember
+    /// the digest of what it left, and → probing_port with error cleared and attempts reset.
     #[state(superstate = "starting", entry_action = "enter_repairing")]
     fn repairing(context: &mut Core, flow: &mut StartFlow, event: &Event) -> Outcome<State> {
         match event {
+            Event::ConfigDigestRead { digest, .. } => {
+                let key = digest_key(digest.as_deref());
+                match flow.repair_phase {
+                    RepairPhase::DigestBefore => {
+                        if flow.repair_optional && context.doctor_seen.contains(&key) {
+                            // F2/F5: no second run on this content; spawn and let the gateway
+                            // say whether the config is still the problem.
+                            context.log(
+                                LogLevel::Info,
+                                "the doctor already ran on this config; replacing the gateway without it",
+                            );
+                            flow.repair_phase = RepairPhase::Idle;
+                            flow.repair_optional = false;
+                            return Transition(State::probing_port(flow.clone()));
+                        }
+                        if context.doctor_seen.contains(&key) {
+                            context.log(
+                                LogLevel::Error,
+                                "the doctor already ran on this config content; not running it again (F2)",
+                            );
+                            let line = flow.repair_reason.clone();
+                            return Transition(finish_start_failed(
+                                context,
+                                flow,
+                                StartFailure::ConfigStillInvalid { line },
+                                None,
+                            ));
+                        }
+                        context.doctor_seen.insert(key);
+                        flow.repair_phase = RepairPhase::Doctor;
+                        let timeout_ms = context.config.start.repair_timeout_ms;
+                        context.log(
+                            LogLevel::Warn,
+                            format!(
+                                "gateway config looks invalid{}; running doctor repair",
+                                reason_suffix(flow.repair_reason.as_deref())
+                            ),
+                        );
+                        context.push(Effect::RunDoctorRepair {
+                            epoch: flow.epoch,
+                            timeout_ms,
+                        });
+                        Handled
+                    }
+                    RepairPhase::DigestAfter => {
+                        // F2: what the doctor left counts as seen: if it is still invalid, the
+                        // doctor does not run on it again.
+                        context.doctor_seen.insert(key);
+                        flow.repair_phase = RepairPhase::Idle;
+                        context.log(LogLevel::Info, "doctor repair succeeded; starting again");
+                        context.error = None;
+                        context.reconnect_attempts = 0;
+                        flow.attempt = 1;
+                        Transition(State::probing_port(flow.clone()))
+                    }
+                    RepairPhase::Idle | RepairPhase::Doctor => Handled,
+                }
+            }
             Event::RepairFinished { outcome, .. } => match outcome {
                 Ok(()) => {
-                    context.log(LogLevel::Info, "doctor repair succeeded; starting again");
-                    context.error = None;
-                    context.reconnect_attempts = 0;
-                    flow.attempt = 1;
-                    Transition(State::probing_port(flow.clone()))
+                    flow.repair_phase = RepairPhase::DigestAfter;
+                    context.push(Effect::ReadConfigDigest { epoch: flow.epoch });
+                    Handled
                 }
                 Err(message) => Transition(finish_start_failed(
                     context,
@@ -580,6 +760,7 @@ impl Lifecycle {
                     StartFailure::RepairFailed {
                         message: message.clone(),
                     },
+                    flow.repair_reason.clone(),
                 )),
             },
             _ => Super,
@@ -589,15 +770,8 @@ impl Lifecycle {
     #[action]
     fn enter_repairing(context: &mut Core, flow: &mut StartFlow) {
         flow.repair_tried = true;
-        let timeout_ms = context.config.start.repair_timeout_ms;
-        context.log(
-            LogLevel::Warn,
-            "gateway config looks invalid; running doctor repair",
-        );
-        context.push(Effect::RunDoctorRepair {
-            epoch: flow.epoch,
-            timeout_ms,
-        });
+        flow.repair_phase = RepairPhase::DigestBefore;
+        context.push(Effect::ReadConfigDigest { epoch: flow.epoch });
     }
 
     /// L6: wait before the next attempt. → probing_port.
@@ -755,6 +929,13 @@ impl Lifecycle {
             Event::SocketClosed { code, .. } => Transition(socket_closed(context, *code)),
             Event::ProcessExited { pid, code } => {
                 record_exit(context, *pid, *code);
+                if *code == Some(EX_CONFIG) && context.auto_reconnect {
+                    // F2: exit 78 while running: if the doctor already saw this config, the
+                    // reconnect below would only loop; the digest decides (in `reconnecting`).
+                    context.exit_config_check = true;
+                    let epoch = context.epoch;
+                    context.push(Effect::ReadConfigDigest { epoch });
+                }
                 context.push(Effect::CloseConnection);
                 context.push(Effect::FailPendingRpcs {
                     error: RpcError::NotConnected,
@@ -864,6 +1045,18 @@ impl Lifecycle {
                 record_exit(context, *pid, *code);
                 Handled
             }
+            Event::ConfigDigestRead { digest, .. } if context.exit_config_check => {
+                context.exit_config_check = false;
+                if !context.doctor_seen.contains(&digest_key(digest.as_deref())) {
+                    return Handled;
+                }
+                // F2: the gateway exited 78 with the config the doctor already saw: no loop.
+                let line = context.last_stderr_line.clone();
+                Transition(give_up_fatal(
+                    context,
+                    StartFailure::ConfigStillInvalid { line },
+                ))
+            }
             _ => Super,
         }
     }
@@ -970,6 +1163,8 @@ impl Lifecycle {
                 Handled
             }
             Event::TimerFired { .. } => Handled,
+            // A process being stopped may say anything on its way out (F5 does not apply).
+            Event::StderrLine { .. } => Handled,
             _ => Super,
         }
     }
@@ -1087,12 +1282,28 @@ fn begin_start(core: &mut Core, kind: StartKind, reconnect_delay_ms: u64) -> Sta
     }
     core.gateway_ready = false;
     core.stderr_tail.clear();
+    let progress = core.config.start.progress_interval_ms;
+    if progress > 0 {
+        core.arm(TimerKind::StartProgress, progress);
+    }
     let port = core.config.port;
     core.log(
         LogLevel::Info,
         format!("gateway start requested (port={port}, kind={kind:?})"),
     );
-    State::probing_port(StartFlow {
+    State::probing_port(new_flow(core, epoch, kind, reconnect_delay_ms))
+}
+
+/// The flow [`begin_start`] would begin with, for callers that enter it elsewhere (F5).
+fn begin_start_flow(core: &mut Core, kind: StartKind) -> StartFlow {
+    match begin_start(core, kind, 0) {
+        State::ProbingPort { flow } => flow,
+        _ => new_flow(core, core.epoch, kind, 0),
+    }
+}
+
+fn new_flow(core: &Core, epoch: u64, kind: StartKind, reconnect_delay_ms: u64) -> StartFlow {
+    StartFlow {
         epoch,
         attempt: 1,
         repair_tried: false,
@@ -1104,7 +1315,13 @@ fn begin_start(core: &mut Core, kind: StartKind, reconnect_delay_ms: u64) -> Sta
         ready_at: None,
         reconnect_delay_ms,
         startup_retry_ms: core.config.connect.startup_window_retry_ms,
-    })
+        repair_phase: RepairPhase::Idle,
+        repair_reason: None,
+        seen: StartSeen::default(),
+        replacing_hung: false,
+        trace: Vec::new(),
+        repair_optional: false,
+    }
 }
 
 /// L5 steps 1–4 after the port probe (O1).
@@ -1253,11 +1470,19 @@ fn owned_process_does_not_serve(core: &Core, flow: &StartFlow, failure: &StartFa
 /// exit (after the kill grace at worst) sends the flow on to probe and spawn.
 fn replace_owned_process(core: &mut Core, flow: &mut StartFlow, failure: &StartFailure) -> State {
     if let Some(pid) = core.owned_pid {
+        // Only say "in place" when an in-place restart is what we waited for (a hung fresh
+        // gateway found again by a retry is not one).
+        let after = if core.in_place_since.is_some() {
+            " after restarting in place"
+        } else {
+            ""
+        };
+        let seen = seen_summary(flow);
         core.log(
             LogLevel::Warn,
             format!(
-                "the owned gateway (pid={pid}) did not become ready after restarting in place \
-                 ({failure}); replacing it"
+                "the owned gateway (pid={pid}) did not become ready{after} ({failure}; seen: \
+                 {seen}); replacing it"
             ),
         );
         let grace_ms = core.config.stop.kill_grace_ms;
@@ -1266,35 +1491,98 @@ fn replace_owned_process(core: &mut Core, flow: &mut StartFlow, failure: &StartF
     State::awaiting_ready(flow.clone())
 }
 
-/// L6/L7 after a failed step.
+/// L6/L7, F1–F4 after a failed step.
 fn step_failed(core: &mut Core, flow: &mut StartFlow, failure: StartFailure) -> State {
     let tail: Vec<String> = core.stderr_tail.lines().map(str::to_string).collect();
-    let recovery = choose_recovery(RecoveryInput {
+    let choice = choose_recovery(RecoveryInput {
         failure: &failure,
         stderr_tail: &tail,
         repair_tried: flow.repair_tried,
         attempt: flow.attempt,
         max_attempts: core.config.start.max_attempts,
     });
+    let mut reason = choice.failure.reason.clone();
+    if reason.is_none()
+        && matches!(
+            failure,
+            StartFailure::ReadyTimeout { .. } | StartFailure::NoChallenge { .. }
+        )
+    {
+        // A start that fails without a word from the gateway names what was seen instead.
+        reason = Some(format!("seen: {}", seen_summary(flow)));
+    }
     core.log(
         LogLevel::Warn,
         format!(
-            "gateway start attempt {}/{} failed: {failure}; recovery: {recovery:?}",
-            flow.attempt, core.config.start.max_attempts
+            "gateway start attempt {}/{} failed: {failure}{}; recovery: {:?}",
+            flow.attempt,
+            core.config.start.max_attempts,
+            reason_suffix(reason.as_deref()),
+            choice.recovery
         ),
     );
-    match recovery {
-        Recovery::Repair => State::repairing(flow.clone()),
+    match choice.recovery {
+        Recovery::Repair => {
+            flow.repair_reason = reason;
+            State::repairing(flow.clone())
+        }
         Recovery::Retry => State::retry_waiting(flow.clone()),
-        Recovery::Fail => finish_start_failed(core, flow, failure),
+        Recovery::Fail => {
+            let line = reason.clone().unwrap_or_else(|| failure.to_string());
+            let failure = match choice.failure.class {
+                FailureClass::LockHeld => StartFailure::LockHeld { line },
+                FailureClass::RuntimeIncompatible => match failure {
+                    StartFailure::RuntimeIncompatible { .. } => failure,
+                    _ => StartFailure::RuntimeIncompatible { message: line },
+                },
+                // F1: still invalid after the doctor ran in this flow.
+                FailureClass::ConfigInvalid => StartFailure::ConfigStillInvalid { line: reason },
+                FailureClass::Permanent | FailureClass::Transient => {
+                    return finish_start_failed(core, flow, failure, reason)
+                }
+            };
+            finish_start_failed(core, flow, failure, None)
+        }
     }
 }
 
+/// F4: the status text of a failure: its message and the gateway's own reason, when the message
+/// does not already carry it.
+fn failure_message(failure: &StartFailure, reason: Option<&str>) -> String {
+    let message = failure.to_string();
+    match reason {
+        Some(reason) if !message.contains(reason) => format!("{message}: {reason}"),
+        _ => message,
+    }
+}
+
+fn reason_suffix(reason: Option<&str>) -> String {
+    reason
+        .map(|reason| format!(" ({reason})"))
+        .unwrap_or_default()
+}
+
+/// F1–F3 (and auth rejections): failures a restart cannot fix.
+fn stops_reconnecting(failure: &StartFailure) -> bool {
+    failure.is_auth_rejection()
+        || matches!(
+            failure,
+            StartFailure::LockHeld { .. }
+                | StartFailure::RuntimeIncompatible { .. }
+                | StartFailure::ConfigStillInvalid { .. }
+        )
+}
+
 /// L8, R4, N3: a start flow failed for good.
-fn finish_start_failed(core: &mut Core, flow: &mut StartFlow, failure: StartFailure) -> State {
+fn finish_start_failed(
+    core: &mut Core,
+    flow: &mut StartFlow,
+    failure: StartFailure,
+    reason: Option<String>,
+) -> State {
     // A liveness restart whose start failed is over; what follows is the reconnect's business.
     core.liveness_restart = None;
-    let message = failure.to_string();
+    let message = failure_message(&failure, reason.as_deref());
     core.error = Some(message.clone());
     core.flow_ended = true;
     core.publish(Notice::Error {
@@ -1314,37 +1602,322 @@ fn finish_start_failed(core: &mut Core, flow: &mut StartFlow, failure: StartFail
             message: message.clone(),
         },
     );
-    if failure.is_auth_rejection() {
-        // A wrong token or device signature will not fix itself: no restart storm.
+    if stops_reconnecting(&failure) {
+        // A wrong token, a held lock, an old runtime or a config the doctor could not fix will
+        // not heal by itself: no restart storm, auto-reconnect off until the next start.
         core.log(
             LogLevel::Error,
-            "the gateway rejected our credentials; not reconnecting until the next start",
+            if failure.is_auth_rejection() {
+                "the gateway rejected our credentials; not reconnecting until the next start"
+            } else {
+                "retrying cannot fix this; not reconnecting until the next start"
+            },
         );
         core.auto_reconnect = false;
         if flow.kind == StartKind::Restart {
             core.restart_in_flight = false;
             let restarts = std::mem::take(&mut core.waiters.restart);
-            core.reply_all(restarts, CommandOutcome::Failed { message });
+            core.reply_all(
+                restarts,
+                CommandOutcome::Failed {
+                    message: message.clone(),
+                },
+            );
         }
+        core.publish(Notice::GaveUp { reason: message });
         return State::failed();
     }
-    match flow.kind {
+    let next = match flow.kind {
         StartKind::Manual => State::failed(),
         StartKind::Restart => {
             // R4: re-enable auto-reconnect and let it heal.
             core.restart_in_flight = false;
             let restarts = std::mem::take(&mut core.waiters.restart);
-            core.reply_all(restarts, CommandOutcome::Failed { message });
+            core.reply_all(
+                restarts,
+                CommandOutcome::Failed {
+                    message: message.clone(),
+                },
+            );
             core.auto_reconnect = true;
             core.stable_run = false;
             ask_reconnect(core).unwrap_or_else(State::failed)
         }
         StartKind::AutoReconnect => {
-            reconnect_metric(core, flow, false, Some(message));
+            reconnect_metric(core, flow, false, Some(message.clone()));
             core.stable_run = false;
             ask_reconnect(core).unwrap_or_else(State::failed)
         }
+    };
+    if matches!(next, State::Failed {}) && !core.is_armed(TimerKind::Reconnect) {
+        // F8: nothing will try again (ask_reconnect published its own give-up).
+        if core.error.as_deref() == Some(message.as_str()) {
+            core.publish(Notice::GaveUp { reason: message });
+        }
     }
+    next
+}
+
+/// F2 (exit 78 while running with a config the doctor already saw): `error`, no reconnect.
+fn give_up_fatal(core: &mut Core, failure: StartFailure) -> State {
+    let message = failure.to_string();
+    core.log(
+        LogLevel::Error,
+        format!("{message}; not reconnecting until the next start"),
+    );
+    core.error = Some(message.clone());
+    core.auto_reconnect = false;
+    core.cancel(TimerKind::Reconnect);
+    core.flow_ended = true;
+    core.publish(Notice::Error {
+        message: message.clone(),
+    });
+    core.publish(Notice::GaveUp { reason: message });
+    State::failed()
+}
+
+/// The most startup-trace phases kept per start (a gateway printing more is not believed).
+const MAX_TRACE_PHASES: usize = 128;
+
+/// L5 step 4: add one startup-trace phase (repeats of a name add up).
+fn note_trace_phase(flow: &mut StartFlow, phase: StartupPhase) {
+    if let Some(known) = flow.trace.iter_mut().find(|known| known.name == phase.name) {
+        known.duration_ms = known.duration_ms.saturating_add(phase.duration_ms);
+    } else if flow.trace.len() < MAX_TRACE_PHASES {
+        flow.trace.push(phase);
+    }
+}
+
+/// F2: the key a digest is remembered under (a missing file is content too).
+fn digest_key(digest: Option<&str>) -> String {
+    digest.unwrap_or("<no config file>").to_string()
+}
+
+/// The exit code of an invalid or missing config (`EX_CONFIG`, OPENCLAW.md §8).
+const EX_CONFIG: i32 = 78;
+
+/// F4/F5: remember the owned process's last meaningful stderr line; its "startup failed …
+/// Process will stay alive" line means an in-place restart failed: act on it at once.
+fn note_stderr(core: &mut Core, line: &str) -> Option<State> {
+    if let Some(meaningful) = last_meaningful_line([line]) {
+        core.last_stderr_line = Some(meaningful);
+    }
+    if is_startup_failed_line(line) {
+        core.startup_failed_line = Some(line.trim().to_string());
+    }
+    if is_stay_alive_signal(line) && core.replacement.is_none() && core.owned_pid.is_some() {
+        // The reason is the block's "startup failed: …" line when it came first.
+        let reason = core
+            .startup_failed_line
+            .take()
+            .unwrap_or_else(|| line.trim().to_string());
+        return Some(in_place_failed(core, reason));
+    }
+    None
+}
+
+/// F5: arm the in-place restart bound (once per restart; a later signal does not extend it).
+fn begin_in_place_bound(core: &mut Core) {
+    let bound = core.config.connect.in_place_ready_timeout_ms;
+    if bound == 0 || core.owned_pid.is_none() || core.in_place_since.is_some() {
+        return;
+    }
+    core.in_place_since = Some(core.now_ms);
+    core.arm(TimerKind::InPlaceRestart, bound);
+}
+
+/// F5: the in-place restart is over (served again, or the process is gone).
+fn end_in_place_bound(core: &mut Core) {
+    core.in_place_since = None;
+    core.cancel(TimerKind::InPlaceRestart);
+}
+
+/// F5: the owned gateway restarted in place but does not serve (it said so, or the bound
+/// passed): `error` with its reason now, terminate it, and replace it by a fresh spawn once it
+/// has exited (doctor first when the reason is an invalid config, F1/F2).
+fn in_place_failed(core: &mut Core, reason: String) -> State {
+    let pid = core.owned_pid;
+    let message = format!(
+        "the gateway (pid {}) restarted in place but does not serve: {reason}",
+        pid.map_or("?".to_string(), |pid| pid.to_string())
+    );
+    core.log(LogLevel::Error, format!("{message}; replacing it"));
+    core.error = Some(message.clone());
+    core.publish(Notice::Error {
+        message: message.clone(),
+    });
+    // E1: whatever flow waited for this process is superseded.
+    core.bump_epoch();
+    end_in_place_bound(core);
+    for timer in [
+        TimerKind::Reconnect,
+        TimerKind::StartRetry,
+        TimerKind::ConnectRetry,
+        TimerKind::ChallengeWait,
+        TimerKind::StartProgress,
+        TimerKind::ReloadCheck,
+        TimerKind::ReloadDeadline,
+    ] {
+        core.cancel(timer);
+    }
+    // F9: the reload that asked for this restart is settled by it.
+    if let Some(reload) = core.reload.take() {
+        core.reply_all(
+            reload.waiters,
+            CommandOutcome::Failed {
+                message: message.clone(),
+            },
+        );
+    }
+    // The replacement is a fresh gateway: a restart asked for meanwhile is satisfied by it.
+    core.deferred_restart_since = None;
+    core.exit_config_check = false;
+    core.push(Effect::CloseConnection);
+    core.push(Effect::FailPendingRpcs {
+        error: RpcError::NotConnected,
+    });
+    core.clear_connection();
+    core.flow_ended = true;
+    if let Some(pid) = pid {
+        core.replacement = Some(Replacement {
+            doctor_first: is_invalid_config_signal(&reason),
+            restart: core.restart_in_flight,
+        });
+        let grace_ms = core.config.stop.kill_grace_ms;
+        core.push(Effect::TerminateProcess { pid, grace_ms });
+    }
+    State::failed()
+}
+
+/// F5: the fresh spawn that replaces a gateway that failed to restart in place. With an invalid
+/// config as the reason the doctor runs first (F2 keeps it to once per content).
+fn begin_replacement(core: &mut Core, replacement: Replacement) -> State {
+    let kind = if replacement.restart {
+        StartKind::Restart
+    } else {
+        StartKind::AutoReconnect
+    };
+    let reason = core.error.clone();
+    let mut flow = begin_start_flow(core, kind);
+    if replacement.doctor_first {
+        flow.repair_reason = reason;
+        flow.repair_optional = true;
+        return State::repairing(flow);
+    }
+    State::probing_port(flow)
+}
+
+/// F6: the readiness wait saw the port: once it is open, the challenge must follow within
+/// C1's challenge timeout, unless the gateway's `/startupz` says it is still starting (then
+/// `ready_timeout_ms` bounds the wait).
+fn start_observed(core: &mut Core, flow: &mut StartFlow, observation: StartObservation) {
+    flow.seen.observation = Some(observation);
+    if !observation.port_open {
+        return;
+    }
+    if flow.own_process {
+        // F5: the listener is back; F6's challenge bound takes over.
+        end_in_place_bound(core);
+    }
+    if flow.seen.port_open_at.is_none() {
+        flow.seen.port_open_at = Some(core.now_ms);
+    }
+    if observation.startupz == Some(503) {
+        if core.is_armed(TimerKind::ChallengeWait) {
+            core.log(
+                LogLevel::Debug,
+                "gateway /startupz says it is still starting; waiting up to the ready timeout",
+            );
+        }
+        core.cancel(TimerKind::ChallengeWait);
+        return;
+    }
+    if !core.is_armed(TimerKind::ChallengeWait) {
+        let bound = core.config.connect.challenge_timeout_ms;
+        core.arm(TimerKind::ChallengeWait, bound);
+    }
+}
+
+/// F6: the port is open but no challenge came in time: the attempt fails. Our own process is
+/// terminated, so the next attempt spawns a fresh one instead of waiting for it again.
+fn no_challenge(core: &mut Core, flow: &mut StartFlow) -> State {
+    let port = core.config.port;
+    let waited_ms = flow
+        .seen
+        .port_open_at
+        .map_or(0, |at| core.now_ms.saturating_sub(at));
+    if let Some(pid) = core.owned_pid {
+        core.log(
+            LogLevel::Warn,
+            format!("the gateway (pid {pid}) sends no connect.challenge; terminating it"),
+        );
+        let grace_ms = core.config.stop.kill_grace_ms;
+        core.push(Effect::TerminateProcess { pid, grace_ms });
+        flow.replacing_hung = true;
+    }
+    step_failed(core, flow, StartFailure::NoChallenge { port, waited_ms })
+}
+
+/// F6: what a start attempt has seen, in words (progress lines, failures without a reason).
+fn seen_summary(flow: &StartFlow) -> String {
+    let port = match flow.seen.observation {
+        Some(observation) if observation.port_open => "port open",
+        Some(_) => "port not open",
+        None if flow.ready_at.is_some() => "port open",
+        None => "port never probed open",
+    };
+    let startupz = match flow.seen.observation.and_then(|seen| seen.startupz) {
+        Some(code) => format!("/startupz {code}"),
+        None => "/startupz no answer".to_string(),
+    };
+    let challenge = if flow.ready_at.is_some() {
+        "challenge received"
+    } else {
+        "no challenge"
+    };
+    format!(
+        "{port}, {startupz}, {challenge}, {} startup/restart window answers",
+        flow.seen.window_answers
+    )
+}
+
+/// F6: one progress line of a start that takes long: what it has seen so far.
+fn log_start_progress(core: &mut Core, flow: &StartFlow) {
+    let interval = core.config.start.progress_interval_ms;
+    if interval > 0 {
+        core.arm(TimerKind::StartProgress, interval);
+    }
+    let elapsed_s = core.now_ms.saturating_sub(flow.requested_at) / 1_000;
+    let port = match flow.seen.observation {
+        Some(observation) if observation.port_open => "open",
+        Some(_) => "not open",
+        None => "not probed yet",
+    };
+    let startupz = match flow.seen.observation.and_then(|seen| seen.startupz) {
+        Some(code) => code.to_string(),
+        None => "no answer".to_string(),
+    };
+    let challenge = if flow.ready_at.is_some() {
+        "received"
+    } else {
+        "not yet"
+    };
+    let pid = core
+        .owned_pid
+        .map_or("none".to_string(), |pid| pid.to_string());
+    let last = core
+        .last_stderr_line
+        .as_deref()
+        .map(|line| format!("; last gateway line: {line}"))
+        .unwrap_or_default();
+    core.log(
+        LogLevel::Info,
+        format!(
+            "gateway start in progress for {elapsed_s} s (attempt {}/{}, pid {pid}): port {port}, \
+             /startupz {startupz}, challenge {challenge}, startup/restart window answers {}{last}",
+            flow.attempt, core.config.start.max_attempts, flow.seen.window_answers
+        ),
+    );
 }
 
 /// C1 success: state `running`.
@@ -1363,12 +1936,34 @@ fn handshake_completed(core: &mut Core, flow: &mut StartFlow, handshake: &Handsh
         core.log(LogLevel::Info, "connected to an external gateway");
     }
     if let (Some(spawned_at), Some(ready_at)) = (flow.spawned_at, flow.ready_at) {
+        let total_ms = now.saturating_sub(flow.requested_at);
+        let slowest = flow
+            .trace
+            .iter()
+            .max_by_key(|phase| phase.duration_ms)
+            .cloned();
+        if total_ms >= core.config.start.slow_start_ms {
+            let stage = slowest.as_ref().map_or_else(
+                || "no startup trace from the gateway".to_string(),
+                |phase| format!("slowest stage {} ({} ms)", phase.name, phase.duration_ms),
+            );
+            core.log(
+                LogLevel::Warn,
+                format!("slow gateway start: {total_ms} ms to running; {stage}"),
+            );
+        }
         core.publish(Notice::StartupMetric {
             config_prep_ms: spawned_at.saturating_sub(flow.requested_at),
             spawn_to_ready_ms: ready_at.saturating_sub(spawned_at),
             ready_to_connect_ms: now.saturating_sub(ready_at),
-            total_ms: now.saturating_sub(flow.requested_at),
+            total_ms,
+            phases: std::mem::take(&mut flow.trace),
+            slowest,
         });
+    }
+    if flow.own_process {
+        // F5: our process serves again after its in-place restart.
+        end_in_place_bound(core);
     }
     if flow.own_process && flow.kind != StartKind::Restart {
         // L5 step 2 / R5: reconnecting to our process after its in-place restart completes a
@@ -1746,12 +2341,18 @@ fn shutdown_announced(core: &mut Core, restart_expected_ms: Option<u64>) {
         LogLevel::Info,
         format!("gateway announced an in-place restart (expected {expected} ms)"),
     );
+    begin_in_place_bound(core);
     if let Some(reload) = core.reload.as_mut() {
         // P4: wait for the reconnect to the same process, bounded by what it announced.
         reload.awaiting_reconnect = true;
         core.cancel(TimerKind::ReloadCheck);
         let margin = core.config.reload.restart_expected_margin_ms;
-        core.arm(TimerKind::ReloadDeadline, expected.saturating_add(margin));
+        // F5: never judged before the in-place bound: a loaded gateway's restart can take longer
+        // than it announces, and F5 is the rule that decides it failed.
+        let deadline = expected
+            .saturating_add(margin)
+            .max(core.config.connect.in_place_ready_timeout_ms);
+        core.arm(TimerKind::ReloadDeadline, deadline);
     }
 }
 
@@ -1771,6 +2372,10 @@ fn socket_closed(core: &mut Core, code: Option<u16>) -> State {
             code.map_or("none".into(), |code| code.to_string())
         ),
     );
+    if code == Some(1012) {
+        // F5: the gateway restarts in place; it must serve again within the bound.
+        begin_in_place_bound(core);
+    }
     if core.config.is_windows() && code != Some(1012) {
         // Windows: the exit handler reconnects; reconnecting here too would race it.
         return State::stopped();
@@ -1795,20 +2400,31 @@ fn record_exit(core: &mut Core, pid: u32, code: Option<i32>) {
     core.owned_pid = None;
     core.last_exit_code = code;
     core.process_exits = core.process_exits.wrapping_add(1);
-    if core.config.reload.signal_restarts_in_place {
-        if let Some(reload) = core.reload.take_if(|reload| reload.pid == pid) {
-            // P4: the in-place restart the reload asked for ended the process instead (the real
-            // gateway exits 1 when it cannot retake its state lease in time). The new gateway the
-            // supervisor starts now reads the new config: its start answers the reload, and no
-            // second restart is stacked on top (the deadline would have asked for one).
-            core.cancel(TimerKind::ReloadCheck);
-            core.cancel(TimerKind::ReloadDeadline);
-            core.log(
-                LogLevel::Warn,
-                format!("[gateway-refresh] mode=reload result=process_exited pid={pid}; the next start answers the reload"),
-            );
+    // F5/F9: an in-place restart of this process is over: its death settles it.
+    end_in_place_bound(core);
+    if let Some(reload) = core.reload.take_if(|reload| reload.pid == pid) {
+        // P4/F9: the reload's process died (its in-place restart ended it, or it was killed
+        // mid-restart). The gateway started next reads the new config: that start answers the
+        // reload, and no restart of the replacement is stacked on top.
+        core.cancel(TimerKind::ReloadCheck);
+        core.cancel(TimerKind::ReloadDeadline);
+        core.log(
+            LogLevel::Warn,
+            format!("[gateway-refresh] mode=reload result=process_exited pid={pid}; the next start answers the reload"),
+        );
+        if core.auto_reconnect {
             core.waiters.start.extend(reload.waiters);
+        } else {
+            core.reply_all(reload.waiters, CommandOutcome::Superseded);
         }
+    }
+    if core.auto_reconnect && core.deferred_restart_since.take().is_some() {
+        // F9: a restart deferred while this process lived is settled by its death: the next
+        // start spawns a fresh gateway, which is what the restart asked for.
+        core.log(
+            LogLevel::Info,
+            "deferred restart dropped: the gateway exited; its replacement is a fresh start",
+        );
     }
     let expected = !core.auto_reconnect;
     core.publish(Notice::ProcessExit {
@@ -1866,7 +2482,9 @@ fn ask_reconnect(core: &mut Core) -> Option<State> {
                 LogLevel::Error,
                 format!("gateway reconnect failed: {message}"),
             );
-            core.error = Some(message);
+            core.error = Some(message.clone());
+            // F8: nothing will try again.
+            core.publish(Notice::GaveUp { reason: message });
             Some(State::failed())
         }
         ReconnectDecision::Schedule { delay_ms, attempt } => {
@@ -1921,6 +2539,10 @@ fn begin_stop(
     if let Some(reload) = core.reload.take() {
         core.reply_all(reload.waiters, CommandOutcome::Superseded);
     }
+    // F5: a stop ends the in-place restart watch and any replacement that was to follow.
+    core.in_place_since = None;
+    core.replacement = None;
+    core.exit_config_check = false;
     let connected = shown == LifecycleState::Running;
     let mut stop = StopFlow {
         shown,
@@ -2045,6 +2667,41 @@ enum RestartAttempt {
 
 /// R1–R4 from a settled state (`running`, `stopped`, `error`).
 fn try_restart(core: &mut Core, shown: LifecycleState, reply: Option<ReplyId>) -> RestartAttempt {
+    let mut reload_waiters = Vec::new();
+    if shown == LifecycleState::Running && !core.restart_in_flight {
+        if let Some(reload) = core.reload.take() {
+            // F9: while running, a restart is never "deferred" behind a reload in flight: it
+            // supersedes the reload, whose callers get the restart's outcome.
+            core.cancel(TimerKind::ReloadCheck);
+            core.cancel(TimerKind::ReloadDeadline);
+            core.log(
+                LogLevel::Info,
+                "[gateway-refresh] mode=reload result=superseded_by_restart",
+            );
+            reload_waiters = reload.waiters;
+        }
+    }
+    let attempt = try_restart_settled(core, shown, reply);
+    if core.restart_in_flight {
+        core.waiters.restart.extend(reload_waiters);
+    } else if let RestartAttempt::Suppressed { retry_after_ms } = attempt {
+        // R3: the reload's callers hear the same.
+        core.reply_all(
+            reload_waiters,
+            CommandOutcome::Suppressed { retry_after_ms },
+        );
+    } else {
+        core.reply_all(reload_waiters, CommandOutcome::Deferred);
+    }
+    attempt
+}
+
+/// R1–R3 once no reload stands in the way.
+fn try_restart_settled(
+    core: &mut Core,
+    shown: LifecycleState,
+    reply: Option<ReplyId>,
+) -> RestartAttempt {
     if core.is_mid_flight(shown) {
         defer_restart(core, reply);
         return RestartAttempt::Deferred;
@@ -2283,11 +2940,44 @@ fn handle_common_timer(core: &mut Core, timer: TimerKind, shown: LifecycleState)
                 // P4: no in-place restart was announced in time; judge the process as P3 does.
                 return reload_check(core, shown);
             }
+            if core.owned_pid.is_some() && core.owned_pid == core.reload.as_ref().map(|r| r.pid) {
+                // F5: the gateway went down for its in-place restart and has not come back:
+                // replace it now (a restart deferred behind the flow would restart the
+                // replacement later, F9).
+                let waited = core
+                    .now_ms
+                    .saturating_sub(core.in_place_since.unwrap_or(core.now_ms));
+                let reason = match core
+                    .last_stderr_line
+                    .clone()
+                    .filter(|line| is_invalid_config_signal(line))
+                {
+                    Some(line) => format!("no reconnect within {waited} ms of its restart; {line}"),
+                    None => format!("no reconnect within {waited} ms of its restart"),
+                };
+                return Some(in_place_failed(core, reason));
+            }
             core.log(
                 LogLevel::Warn,
                 "[gateway-refresh] mode=reload result=fallback_restart cause=no_reconnect_in_time",
             );
             reload_fallback(core)
+        }
+        TimerKind::InPlaceRestart => {
+            let bound = core.config.connect.in_place_ready_timeout_ms;
+            // The last gateway line, when it points at the config, is the likely reason (and
+            // sends the replacement to the doctor first, F1/F2).
+            let reason = match core
+                .last_stderr_line
+                .clone()
+                .filter(|line| is_invalid_config_signal(line))
+            {
+                Some(line) => format!("it did not serve again within {bound} ms; {line}"),
+                None => format!("it did not serve again within {bound} ms"),
+            };
+            core.in_place_since = None;
+            core.owned_pid?;
+            Some(in_place_failed(core, reason))
         }
         other => {
             core.log(

@@ -175,7 +175,10 @@ impl LifecycleMachine {
             | Event::SocketChecked { epoch, .. }
             | Event::SignalSent { epoch, .. }
             | Event::ProcessSampled { epoch, .. }
-            | Event::ProbeFinished { epoch, .. } => Some(*epoch),
+            | Event::ProbeFinished { epoch, .. }
+            | Event::ConfigDigestRead { epoch, .. }
+            | Event::RestartWindow { epoch, .. }
+            | Event::StartObserved { epoch, .. } => Some(*epoch),
             _ => None,
         };
         if let Some(epoch) = epoch {
@@ -468,6 +471,14 @@ impl LifecycleMachine {
             &self.core.config.liveness,
             now_ms,
         )
+    }
+
+    /// F8: the supervisor gave up: `error`, nothing scheduled to try again (no reconnect, no
+    /// replacement of a gateway that failed to restart in place).
+    pub fn gave_up(&self) -> bool {
+        self.state() == LifecycleState::Error
+            && self.core.replacement.is_none()
+            && !self.core.is_armed(TimerKind::Reconnect)
     }
 
     /// The configuration the machine runs with.

@@ -218,11 +218,18 @@ pub enum TimerKind {
     LivenessDeadline,
     /// D7: a liveness restart the governor suppressed runs when its cooldown ends.
     LivenessRestart,
+    // F-rules (issue 22)
+    /// F5: the owned gateway restarting in place must serve again by now.
+    InPlaceRestart,
+    /// F6: the port opened but no `connect.challenge` came; the attempt fails when this fires.
+    ChallengeWait,
+    /// F6: log what the start in progress has seen so far.
+    StartProgress,
 }
 
 impl TimerKind {
     /// Every timer kind.
-    pub const ALL: [TimerKind; 13] = [
+    pub const ALL: [TimerKind; 16] = [
         TimerKind::Reconnect,
         TimerKind::StartRetry,
         TimerKind::ConnectRetry,
@@ -236,6 +243,10 @@ impl TimerKind {
         TimerKind::StableRun,
         TimerKind::LivenessDeadline,
         TimerKind::LivenessRestart,
+        // F-rules (issue 22)
+        TimerKind::InPlaceRestart,
+        TimerKind::ChallengeWait,
+        TimerKind::StartProgress,
     ];
 }
 
@@ -402,6 +413,38 @@ pub enum Event {
         /// The generation it was armed with.
         generation: u64,
     },
+    // F-rules (issue 22)
+    /// Result of [`Effect::ReadConfigDigest`] (F2).
+    ConfigDigestRead {
+        /// Flow epoch (E1).
+        epoch: u64,
+        /// A digest of the gateway's config file; `None` when it is missing or unreadable.
+        digest: Option<String>,
+    },
+    /// F7: `connect` was refused because the gateway is restarting in place (UNAVAILABLE,
+    /// retryable, `details.reason` `gateway-restarting` / `gateway-suspending`, close 1013).
+    RestartWindow {
+        /// Flow epoch (E1).
+        epoch: u64,
+        /// The gateway's `retryAfterMs`.
+        retry_after_ms: Option<u64>,
+    },
+    /// F6: what the readiness wait saw on the port (reported when it changes).
+    StartObserved {
+        /// Flow epoch (E1).
+        epoch: u64,
+        /// What it saw.
+        observation: StartObservation,
+    },
+}
+
+/// F6: what a readiness probe saw on the gateway's port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartObservation {
+    /// Something accepted a TCP connection on the port.
+    pub port_open: bool,
+    /// `/startupz`'s status code, when it answered (503: the gateway says it is still starting).
+    pub startupz: Option<u16>,
 }
 
 impl Event {
@@ -431,6 +474,9 @@ impl Event {
             Event::ProcessSampled { .. } => "ProcessSampled".into(),
             Event::ProbeFinished { .. } => "ProbeFinished".into(),
             Event::TimerFired { timer, .. } => format!("Timer({timer:?})"),
+            Event::ConfigDigestRead { .. } => "ConfigDigestRead".into(),
+            Event::RestartWindow { .. } => "RestartWindow".into(),
+            Event::StartObserved { .. } => "StartObserved".into(),
         }
     }
 }
@@ -511,6 +557,11 @@ pub enum Notice {
         ready_to_connect_ms: u64,
         /// Start requested → running.
         total_ms: u64,
+        /// The gateway's own startup trace (`OPENCLAW_GATEWAY_STARTUP_TRACE`), per phase, in the
+        /// order first seen; empty when it printed none.
+        phases: Vec<crate::stderr::StartupPhase>,
+        /// The slowest phase of the trace.
+        slowest: Option<crate::stderr::StartupPhase>,
     },
     /// N4: one metric per reconnect attempt.
     ReconnectMetric {
@@ -546,6 +597,12 @@ pub enum Notice {
         executed_total: u64,
         /// Restarts suppressed so far.
         suppressed_total: u64,
+    },
+    // F-rules (issue 22)
+    /// F8: the supervisor gave up (N2, N5, L8, F1–F3): nothing will try again until a command.
+    GaveUp {
+        /// Why (the status error).
+        reason: String,
     },
 }
 
@@ -711,5 +768,11 @@ pub enum Effect {
         reply: ReplyId,
         /// What happened.
         outcome: CommandOutcome,
+    },
+    // F-rules (issue 22)
+    /// F2: read a digest of the gateway's config file; answer [`Event::ConfigDigestRead`].
+    ReadConfigDigest {
+        /// Flow epoch.
+        epoch: u64,
     },
 }

@@ -14,10 +14,11 @@ use gatewarden_core::config::ConnectConfig;
 use gatewarden_core::device_auth::SignaturePayload;
 use gatewarden_core::error::StartFailure;
 use gatewarden_core::frame::{
-    decode_challenge, decode_hello_ok, decode_inbound_for, encode_request, is_startup_window,
-    Challenge, ClientInfo, ConnectRequest, GatewayErrorInfo, HelloOk, Inbound, SignedDevice,
-    CONNECT_CHALLENGE_EVENT, CONNECT_METHOD,
+    decode_challenge, decode_hello_ok, decode_inbound_for, encode_request, is_restart_window,
+    is_startup_window, Challenge, ClientInfo, ConnectRequest, GatewayErrorInfo, HelloOk, Inbound,
+    SignedDevice, CONNECT_CHALLENGE_EVENT, CONNECT_METHOD,
 };
+use gatewarden_core::machine::StartObservation;
 use tokio::time::{timeout_at, Instant};
 
 use super::frames::{BoundedCodec, FrameAssembler, Received};
@@ -214,6 +215,8 @@ pub(crate) enum HandshakeOutcome {
     Completed(Box<Established>),
     /// W1 (beyond): the gateway is still starting (UNAVAILABLE + 1013); retry later.
     StartupWindow { retry_after_ms: Option<u64> },
+    /// F7: the gateway is restarting in place (UNAVAILABLE `gateway-restarting`); retry later.
+    RestartWindow { retry_after_ms: Option<u64> },
     /// Any other failure.
     Failed(StartFailure),
 }
@@ -292,6 +295,9 @@ pub(crate) async fn handshake(request: HandshakeRequest) -> HandshakeOutcome {
         },
         Err(error) => match GatewayErrorInfo::from_rpc_error(&error) {
             Some(info) if is_startup_window(&info) => HandshakeOutcome::StartupWindow {
+                retry_after_ms: info.retry_after_ms,
+            },
+            Some(info) if is_restart_window(&info) => HandshakeOutcome::RestartWindow {
                 retry_after_ms: info.retry_after_ms,
             },
             Some(info) => HandshakeOutcome::Failed(StartFailure::HandshakeRejected {
@@ -387,6 +393,42 @@ pub async fn probe_startupz(host: &str, port: u16, timeout_ms: u64) -> Option<u1
     Some(response.status().as_u16())
 }
 
+/// F6: what one readiness probe found.
+enum ProbeSeen {
+    /// Nothing accepts connections on the port.
+    Refused,
+    /// Something accepted the connection but sent no challenge in time.
+    OpenNoChallenge,
+    /// The gateway sent `connect.challenge`.
+    Challenge,
+}
+
+/// One readiness probe, telling a refused port from an open one that sends no challenge.
+async fn probe_gateway_seen(host: &str, port: u16, timeout_ms: u64) -> ProbeSeen {
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    let budget = deadline.saturating_duration_since(Instant::now());
+    let mut socket = match open_socket(host, port, "/", PROBE_MAX_FRAME_BYTES, budget).await {
+        Ok(socket) => socket,
+        Err(OpenError::HostRefused(error)) => {
+            tracing::error!(%error, "not probing the gateway");
+            return ProbeSeen::Refused;
+        }
+        Err(OpenError::Refused) => return ProbeSeen::Refused,
+        // The TCP connect got through (loopback refuses at once otherwise); the upgrade did not.
+        Err(OpenError::Timeout | OpenError::Other(_)) => return ProbeSeen::OpenNoChallenge,
+    };
+    let ready = socket.challenge(deadline).await.is_ok();
+    let close = socket
+        .framed
+        .send(Message::Close(Some(CloseReason::from(CloseCode::Normal))));
+    let _ = tokio::time::timeout(PROBE_CLOSE_BUDGET, close).await;
+    if ready {
+        ProbeSeen::Challenge
+    } else {
+        ProbeSeen::OpenNoChallenge
+    }
+}
+
 /// W1 (beyond): probe until the gateway sends `connect.challenge`, starting every
 /// `probe_interval_initial_ms` and doubling up to `probe_interval_max_ms`, each probe bounded by
 /// `probe_timeout_ms`, all of it by `ready_timeout_ms` ([`StartFailure::ReadyTimeout`]).
@@ -399,10 +441,23 @@ pub async fn await_readiness(
     port: u16,
     config: &ConnectConfig,
 ) -> Result<(), StartFailure> {
+    await_readiness_observed(host, port, config, |_| {}).await
+}
+
+/// [`await_readiness`], telling `observe` what the probes see whenever it changes (F6): the
+/// port open or not, and, while it is open without a challenge, `/startupz`'s answer. The
+/// lifecycle machine decides what that means (the challenge bound, the progress lines).
+pub async fn await_readiness_observed(
+    host: &str,
+    port: u16,
+    config: &ConnectConfig,
+    mut observe: impl FnMut(StartObservation),
+) -> Result<(), StartFailure> {
     let started = Instant::now();
     let deadline = started + Duration::from_millis(config.ready_timeout_ms);
     let max_interval = config.probe_interval_max_ms.max(1);
     let mut interval = config.probe_interval_initial_ms.clamp(1, max_interval);
+    let mut last: Option<StartObservation> = None;
     let timed_out = || StartFailure::ReadyTimeout {
         waited_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     };
@@ -415,13 +470,27 @@ pub async fn await_readiness(
             .probe_timeout_ms
             .min(u64::try_from(left.as_millis()).unwrap_or(u64::MAX))
             .max(1);
-        if probe_gateway(host, port, probe_ms).await {
-            tracing::debug!(
-                port,
-                waited_ms = started.elapsed().as_millis() as u64,
-                "gateway ready"
-            );
-            return Ok(());
+        let observation = match probe_gateway_seen(host, port, probe_ms).await {
+            ProbeSeen::Challenge => {
+                tracing::debug!(
+                    port,
+                    waited_ms = started.elapsed().as_millis() as u64,
+                    "gateway ready"
+                );
+                return Ok(());
+            }
+            ProbeSeen::Refused => StartObservation {
+                port_open: false,
+                startupz: None,
+            },
+            ProbeSeen::OpenNoChallenge => StartObservation {
+                port_open: true,
+                startupz: probe_startupz(host, port, probe_ms).await,
+            },
+        };
+        if last != Some(observation) {
+            last = Some(observation);
+            observe(observation);
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {

@@ -56,7 +56,9 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use self::frames::{FrameAssembler, Received};
-pub use self::handshake::{await_readiness, probe_gateway, probe_startupz};
+pub use self::handshake::{
+    await_readiness, await_readiness_observed, probe_gateway, probe_startupz,
+};
 use self::handshake::{HandshakeOutcome, HandshakeRequest};
 use crate::events::GatewayEvent;
 use crate::identity::{self, DeviceIdentity};
@@ -277,6 +279,13 @@ pub enum ConnectionReport {
     },
     /// W1 (beyond): the gateway answered `connect` with its startup window; retry later.
     StartupWindow {
+        /// The epoch of the [`Open`].
+        epoch: u64,
+        /// The gateway's `retryAfterMs`.
+        retry_after_ms: Option<u64>,
+    },
+    /// F7: the gateway answered `connect` with its in-place restart window; retry later.
+    RestartWindow {
         /// The epoch of the [`Open`].
         epoch: u64,
         /// The gateway's `retryAfterMs`.
@@ -704,6 +713,13 @@ impl ConnectionActor {
             HandshakeOutcome::StartupWindow { retry_after_ms } => {
                 tracing::info!(epoch, ?retry_after_ms, "gateway is still starting");
                 self.report(ConnectionReport::StartupWindow {
+                    epoch,
+                    retry_after_ms,
+                });
+            }
+            HandshakeOutcome::RestartWindow { retry_after_ms } => {
+                tracing::info!(epoch, ?retry_after_ms, "gateway is restarting in place");
+                self.report(ConnectionReport::RestartWindow {
                     epoch,
                     retry_after_ms,
                 });
