@@ -113,9 +113,9 @@ fn describe_failure(outcome: &CommandOutcome) -> String {
     }
 }
 
-/// What an [`EventStream`] yields.
+/// What an [`EventStream`] yields. (Not `#[non_exhaustive]`: an event or a gap is all a lossy
+/// stream can say, and apps should be able to match it exhaustively.)
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub enum StreamEvent {
     /// An event the supervisor published.
     Event(GatewayEvent),
