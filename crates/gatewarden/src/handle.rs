@@ -292,9 +292,12 @@ impl GatewayHandle {
     {
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |supervisor| {
+            // Called in the owning task's loop, so the message enters the mailbox in the order
+            // the handle sent it (`Addr::send` queues at once unless the mailbox is full).
+            let answer = request(supervisor);
             Box::pin(async move {
                 // The caller may have stopped waiting.
-                let _ = reply.send(request(supervisor).await);
+                let _ = reply.send(answer.await);
             })
         });
         self.inner
@@ -435,8 +438,9 @@ impl GatewayHandle {
     }
 }
 
-/// The task that owns the supervisor's address: runs each request as its own task (a long
-/// start never delays a status), and when every handle is gone shuts an owned supervisor down.
+/// The task that owns the supervisor's address: sends each request's message in order and
+/// awaits its answer as a task of its own (a long start never delays a status), and when every
+/// handle is gone shuts an owned supervisor down.
 async fn own_supervisor(
     supervisor: Addr<Supervisor>,
     mut jobs: mpsc::UnboundedReceiver<Job>,
@@ -532,5 +536,49 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
         }
         // A wake-up before this park makes it return at once; a spurious return polls again.
         std::thread::park();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_send<T: Send>(_: &T) {}
+
+    /// Compiled, not run: the futures of every method can be spawned on a multi-threaded
+    /// runtime (`tokio::spawn` needs `Send`).
+    #[allow(dead_code)]
+    fn every_future_of_the_handle_is_send(handle: &GatewayHandle) {
+        is_send(&handle.start());
+        is_send(&handle.stop());
+        is_send(&handle.restart());
+        is_send(&handle.reload());
+        is_send(&handle.rpc("echo", None));
+        is_send(&handle.status());
+        is_send(&handle.diagnostics());
+        is_send(&handle.health());
+        is_send(&handle.subscribe());
+        is_send(&handle.shutdown());
+        is_send(&handle.addr());
+    }
+
+    #[test]
+    fn the_handle_is_clone_send_sync_and_its_stream_and_error_are_send() {
+        fn clone_send_sync<T: Clone + Send + Sync + 'static>() {}
+        fn send_static<T: Send + 'static>() {}
+        clone_send_sync::<GatewayHandle>();
+        send_static::<EventStream>();
+        send_static::<HandleError>();
+    }
+
+    #[test]
+    fn block_on_runs_a_future_that_is_woken_from_another_thread() {
+        let (sender, receiver) = oneshot::channel();
+        let waker = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            sender.send(7).unwrap();
+        });
+        assert_eq!(block_on(receiver), Ok(7));
+        waker.join().unwrap();
     }
 }
