@@ -81,8 +81,8 @@ use crate::client::RpcClient;
 use crate::endpoint::EndpointError;
 use crate::events::GatewayEvent;
 use crate::supervisor::{
-    DiagnosticsSnapshot, GetDiagnostics, GetHealth, GetRpcClient, GetStatus, Reload, Restart, Rpc,
-    Shutdown, Start, Stop, SubscribeBounded, Supervisor, SupervisorOptions,
+    DiagnosticsSnapshot, ForceTerminateForQuit, GetDiagnostics, GetHealth, GetRpcClient, GetStatus,
+    Reload, Restart, Rpc, Shutdown, Start, Stop, SubscribeBounded, Supervisor, SupervisorOptions,
 };
 
 /// Why a [`GatewayHandle`] call did not do what it asked.
@@ -360,6 +360,12 @@ impl GatewayHandle {
         self.command(Reload).await
     }
 
+    /// T6: emergency quit: kill the owned gateway process now and nothing else (for an app
+    /// whose orderly [`GatewayHandle::shutdown`] took too long).
+    pub async fn force_terminate_for_quit(&self) -> Result<CommandOutcome, HandleError> {
+        self.command(ForceTerminateForQuit).await
+    }
+
     /// M1: call `method` with `params` (a `Value`, or `None`) and the default time limit
     /// (`rpc.default_timeout_ms`). Answered exactly once: the gateway's reply, its error, the
     /// timeout, [`RpcError::NotConnected`] at once while the gateway is not running, or
@@ -553,6 +559,7 @@ mod tests {
         is_send(&handle.stop());
         is_send(&handle.restart());
         is_send(&handle.reload());
+        is_send(&handle.force_terminate_for_quit());
         is_send(&handle.rpc("echo", None));
         is_send(&handle.status());
         is_send(&handle.diagnostics());

@@ -82,3 +82,26 @@ async fn t1_a_handle_from_an_address_leaves_the_apps_supervisor_running_when_dro
         "supervisor still answers"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t6_force_terminate_for_quit_through_the_handle_kills_the_owned_gateway() {
+    let state_dir = tempfile::tempdir().expect("temp dir");
+    // A gateway that ignores SIGTERM: only the kill ends it.
+    let (handle, pid) = running(options(&state_dir, &["--ignore-sigterm"])).await;
+    let outcome = tokio::time::timeout(WAIT, handle.force_terminate_for_quit())
+        .await
+        .expect("answered within the bound");
+    assert!(
+        matches!(
+            outcome,
+            Ok(gatewarden_core::machine::CommandOutcome::Completed)
+        ),
+        "{outcome:?}"
+    );
+    let deadline = Instant::now() + WAIT;
+    while alive(pid) {
+        assert!(Instant::now() < deadline, "gateway {pid} survived T6");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    handle.shutdown().await.expect("shutdown");
+}
