@@ -49,7 +49,7 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 /// The sim binary the supervisor will run (next to this executable when built together).
 pub fn sim_binary() -> anyhow::Result<PathBuf> {
-    find_sim_binary().map_err(|error| anyhow!("{error}; build it with -p gatewarden-sim"))
+    find_sim_binary().map_err(|error| anyhow!("{error}"))
 }
 
 /// Options for a sim on a free port with the default (BEHAVIOUR.md) config and the bench token.

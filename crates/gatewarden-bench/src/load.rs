@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt as _;
 use gatewarden::client::RpcClient;
+use gatewarden::handle::GatewayHandle;
 use gatewarden::supervisor::{Rpc, Supervisor};
 use serde::Serialize;
 use serde_json::json;
@@ -122,6 +123,9 @@ pub enum Api {
     Supervisor(Addr<Supervisor>),
     /// An `RpcClient` (`GetRpcClient`): straight to the connection actor's mailbox.
     Client(RpcClient),
+    /// A `GatewayHandle`, called the way a tokio app calls it: from a thread of its own (a tokio
+    /// runtime there), while the supervisor runs on the bench's actix thread.
+    Handle(GatewayHandle),
 }
 
 impl Api {
@@ -133,6 +137,7 @@ impl Api {
                 _ => Err(()),
             },
             Api::Client(client) => client.call(rpc).await.map(drop).map_err(drop),
+            Api::Handle(handle) => handle.call(rpc).await.map(drop).map_err(drop),
         }
     }
 }
@@ -147,6 +152,9 @@ pub async fn actor_closed_loop(
     warmup: Duration,
     measure: Duration,
 ) -> anyhow::Result<LoadSample> {
+    if let Api::Handle(_) = supervisor {
+        return on_app_thread(supervisor, gateway_pid, callers, in_flight, warmup, measure).await;
+    }
     match callers {
         Callers::Tasks => {
             actor_closed_loop_tasks(supervisor, gateway_pid, in_flight, warmup, measure).await
@@ -155,6 +163,53 @@ pub async fn actor_closed_loop(
             actor_closed_loop_unordered(supervisor, gateway_pid, in_flight, warmup, measure).await
         }
     }
+}
+
+/// The closed loop on a thread of its own with a current-thread tokio runtime (a `LocalSet`, so
+/// the same caller code runs there), awaited here without blocking the actix thread the
+/// supervisor runs on. CPU is still measured for the whole process.
+async fn on_app_thread(
+    api: &Api,
+    gateway_pid: Option<u32>,
+    callers: Callers,
+    in_flight: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> anyhow::Result<LoadSample> {
+    let api = api.clone();
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("bench-app".into())
+        .spawn(move || {
+            let run = || -> anyhow::Result<LoadSample> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()?;
+                tokio::task::LocalSet::new().block_on(&runtime, async {
+                    match callers {
+                        Callers::Tasks => {
+                            actor_closed_loop_tasks(&api, gateway_pid, in_flight, warmup, measure)
+                                .await
+                        }
+                        Callers::FuturesUnordered => {
+                            actor_closed_loop_unordered(
+                                &api,
+                                gateway_pid,
+                                in_flight,
+                                warmup,
+                                measure,
+                            )
+                            .await
+                        }
+                    }
+                })
+            };
+            let _ = reply.send(run());
+        })
+        .context("starting the app thread")?;
+    answer
+        .await
+        .context("the app thread ended without a result")?
 }
 
 fn echo(n: u64) -> Rpc {

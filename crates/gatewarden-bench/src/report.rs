@@ -177,6 +177,30 @@ fn rows(run: &RunResults) -> Vec<Row> {
                     .vs("raw awc", level.raw.client_cpu_us_per_call),
                 );
             }
+            if let Some(handle) = &level.handle {
+                let mut throughput = row(
+                    format!("rpc.handle.in_flight_{n}.throughput"),
+                    "req/s",
+                    handle.throughput_per_s,
+                )
+                .vs("raw awc", level.raw.throughput_per_s);
+                if n == 256 {
+                    throughput = throughput.target(Target::RatioAtLeast(0.8));
+                }
+                rows.push(throughput);
+                rows.push(
+                    row(format!("rpc.handle.in_flight_{n}.p99"), "ms", handle.p99_ms)
+                        .vs("raw awc", level.raw.p99_ms),
+                );
+                rows.push(
+                    row(
+                        format!("rpc.handle.in_flight_{n}.client_cpu_per_call"),
+                        "us",
+                        handle.client_cpu_us_per_call,
+                    )
+                    .vs("raw awc", level.raw.client_cpu_us_per_call),
+                );
+            }
         }
     }
     if let Some(startup) = &run.startup {

@@ -24,6 +24,10 @@ impl Handler<GatewayEvent> for Printer {
     fn handle(&mut self, event: GatewayEvent, _ctx: &mut Self::Context) {
         if let GatewayEvent::Status(status) = &event {
             println!("status: {} pid={:?}", status.state.as_str(), status.pid);
+            // CI checks that every gateway this example ran is gone after it exits.
+            if let Some(pid) = status.pid {
+                println!("gateway pid: {pid}");
+            }
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The actor shell of gatewarden: it carries out what the functional core (`gatewarden-core`)
 //! decides, and turns every result back into an event.
 //!
-//! Apps embed it through one address: [`GatewaySupervisor::start`] returns an
+//! Apps that are not actix apps (plain tokio, other executors, threads) embed it through a
+//! [`GatewayHandle`] (`Clone + Send + Sync`, see [`handle`] and `examples/tokio_app.rs`).
+//! actix apps can also embed it through one address: [`GatewaySupervisor::start`] returns an
 //! `Addr<`[`Supervisor`]`>` that takes the messages of [`supervisor`] (`Start`, `Stop`, `Restart`,
 //! `Reload`, `Rpc`, `GetStatus`, `Subscribe`, ...). See `examples/embed.rs`.
 //!
@@ -23,6 +25,7 @@
 //! - [`endpoint`]: which gateway hosts may be reached (loopback; others need an opt-in and TLS).
 //! - [`orphan`]: `/proc` inspection: listeners on a port, start times, process groups (O1).
 //! - [`events`]: [`events::GatewayEvent`], what subscribers hear.
+//! - [`handle`]: [`GatewayHandle`], the supervisor for any runtime or thread.
 #![deny(missing_docs)]
 
 pub mod client;
@@ -30,6 +33,7 @@ pub mod connection;
 pub mod endpoint;
 pub mod events;
 pub mod evidence;
+pub mod handle;
 pub mod heartbeat;
 pub mod identity;
 pub mod launch;
@@ -39,4 +43,5 @@ pub mod profile;
 pub mod reload;
 pub mod supervisor;
 
+pub use handle::{EventStream, GatewayHandle, HandleError, StreamEvent};
 pub use supervisor::{GatewaySupervisor, Supervisor, SupervisorOptions};

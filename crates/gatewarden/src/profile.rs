@@ -13,6 +13,12 @@ use crate::launch::{LaunchSpec, Secret, GATEWAY_TOKEN_ENV};
 /// gatewarden never touches a gateway already running on the machine (O1).
 pub const SIM_DEFAULT_PORT: u16 = 18791;
 
+/// How to get a simulator, said by every "not found" error.
+const SIM_HINT: &str = "Build it with `cargo build -p gatewarden-sim` (it lands next to your own \
+binaries in target/<profile>/), or install the CLI with `cargo install --path \
+crates/gatewarden-cli` (its `gatewarden sim` is used from PATH), or point GATEWARDEN_SIM_BIN at a \
+gatewarden-sim binary.";
+
 /// The real gateway's default port.
 pub const OPENCLAW_DEFAULT_PORT: u16 = 18789;
 
@@ -53,8 +59,8 @@ pub enum LaunchProfile {
 /// A profile that cannot be launched.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProfileError {
-    /// The simulator binary was not found; says where we looked.
-    #[error("gatewarden-sim not found (tried: {tried})")]
+    /// The simulator binary was not found; says where we looked and how to get one.
+    #[error("gatewarden-sim not found (tried: {tried}).\n{SIM_HINT}")]
     SimNotFound {
         /// The places tried.
         tried: String,
@@ -112,21 +118,24 @@ impl LaunchProfile {
         Self::gateway_state_dir(state_dir).join("openclaw.json")
     }
 
-    fn program(&self) -> Result<PathBuf, ProfileError> {
+    /// The program, and whether the simulator is its `sim` subcommand.
+    fn program(&self) -> Result<SimProgram, ProfileError> {
         match self {
             LaunchProfile::Sim { program, .. } => match program {
-                Some(program) => Ok(program.clone()),
-                None => find_sim_binary(),
+                Some(program) => Ok(SimProgram::Standalone(program.clone())),
+                None => find_simulator(),
             },
-            LaunchProfile::EmbeddedSim { program, .. } => Ok(program.clone()),
-            LaunchProfile::OpenClaw { node, .. } => Ok(node.clone()),
-            LaunchProfile::Custom { program, .. } => Ok(program.clone()),
+            LaunchProfile::EmbeddedSim { program, .. } => Ok(SimProgram::Embedded(program.clone())),
+            LaunchProfile::OpenClaw { node, .. } => Ok(SimProgram::Standalone(node.clone())),
+            LaunchProfile::Custom { program, .. } => Ok(SimProgram::Standalone(program.clone())),
         }
     }
 
     fn base_spec(&self, state_dir: &Path) -> Result<LaunchSpec, ProfileError> {
         let gateway_state = Self::gateway_state_dir(state_dir);
-        let spec = LaunchSpec::new(self.program()?)
+        let spec = self
+            .program()?
+            .spec()
             // Restart in place on SIGUSR2 (same pid), and never hand restarts to a service
             // manager the child merely inherited markers of.
             .env("OPENCLAW_NO_RESPAWN", "1")
@@ -157,11 +166,10 @@ impl LaunchProfile {
         }
         let port_text = port.to_string();
         let spec = match self {
-            LaunchProfile::Sim { extra_args, .. } => spec
+            // `sim` is already there when the simulator is a subcommand (base_spec).
+            LaunchProfile::Sim { extra_args, .. }
+            | LaunchProfile::EmbeddedSim { extra_args, .. } => spec
                 .args(["--port", port_text.as_str()])
-                .args(extra_args.iter().map(String::as_str)),
-            LaunchProfile::EmbeddedSim { extra_args, .. } => spec
-                .args(["sim", "--port", port_text.as_str()])
                 .args(extra_args.iter().map(String::as_str)),
             LaunchProfile::OpenClaw { entry, .. } => spec
                 // No mDNS announcements on the LAN for a loopback gateway (as the seed's project).
@@ -192,7 +200,6 @@ impl LaunchProfile {
         let spec = self.base_spec(state_dir)?;
         let spec = match self {
             LaunchProfile::OpenClaw { entry, .. } => spec.arg(entry.to_string_lossy()),
-            LaunchProfile::EmbeddedSim { .. } => spec.arg("sim"),
             _ => spec,
         };
         Ok(spec.args(["doctor", "--fix", "--yes", "--non-interactive"]))
@@ -322,39 +329,113 @@ pub fn version_satisfies(version: &str, range: &str) -> Option<bool> {
 
 /// Find `gatewarden-sim`: `$GATEWARDEN_SIM_BIN`, next to the running executable (and one folder up,
 /// for test binaries in `target/*/deps`), then `PATH`.
+/// Where the simulator is: its own binary, or the `sim` subcommand of a `gatewarden` CLI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SimProgram {
+    /// `gatewarden-sim`.
+    Standalone(PathBuf),
+    /// A `gatewarden` binary, run as `gatewarden sim ...`.
+    Embedded(PathBuf),
+}
+
+impl SimProgram {
+    /// The spec that runs it, before any argument of the profile.
+    fn spec(self) -> LaunchSpec {
+        match self {
+            SimProgram::Standalone(program) => LaunchSpec::new(program),
+            SimProgram::Embedded(program) => LaunchSpec::new(program).arg("sim"),
+        }
+    }
+}
+
+/// Find the simulator for [`LaunchProfile::sim`], the way the CLI does: `$GATEWARDEN_SIM_BIN`
+/// (an error when set to a missing file, not a silent fallback), then `gatewarden-sim` next to
+/// the running executable and one folder up (test and example binaries live in
+/// `target/*/deps` and `target/*/examples`), then a `gatewarden` there, then `gatewarden-sim` and
+/// `gatewarden` on `PATH`. A `gatewarden` found runs its built-in simulator (`gatewarden sim`).
+/// The error says where it looked and how to build or install one.
+pub fn find_simulator() -> Result<SimProgram, ProfileError> {
+    search_simulator(
+        std::env::var_os("GATEWARDEN_SIM_BIN").filter(|value| !value.is_empty()),
+        std::env::current_exe().ok(),
+        std::env::var_os("PATH"),
+    )
+}
+
+/// Find the standalone `gatewarden-sim` binary only (tools that run it directly): as
+/// [`find_simulator`], without the `gatewarden sim` fallbacks.
 pub fn find_sim_binary() -> Result<PathBuf, ProfileError> {
+    match find_simulator()? {
+        SimProgram::Standalone(path) => Ok(path),
+        SimProgram::Embedded(path) => Err(ProfileError::SimNotFound {
+            tried: format!(
+                "only {} was found, which runs the simulator as `gatewarden sim`",
+                path.display()
+            ),
+        }),
+    }
+}
+
+/// The search of [`find_simulator`] over explicit inputs (the environment is read by the
+/// caller), so it can be tested without touching the process environment.
+fn search_simulator(
+    explicit: Option<std::ffi::OsString>,
+    exe: Option<PathBuf>,
+    path: Option<std::ffi::OsString>,
+) -> Result<SimProgram, ProfileError> {
+    if let Some(explicit) = explicit {
+        let explicit = PathBuf::from(explicit);
+        if explicit.is_file() {
+            return Ok(SimProgram::Standalone(explicit));
+        }
+        return Err(ProfileError::SimNotFound {
+            tried: format!("{} from GATEWARDEN_SIM_BIN", explicit.display()),
+        });
+    }
     let mut tried = Vec::new();
-    if let Some(path) = std::env::var_os("GATEWARDEN_SIM_BIN") {
-        let path = PathBuf::from(path);
-        if path.is_file() {
-            return Ok(path);
-        }
-        tried.push(path.display().to_string());
+    let mut near_exe = Vec::new();
+    let mut dir = exe.as_deref().and_then(Path::parent).map(Path::to_path_buf);
+    for _ in 0..2 {
+        let Some(current) = dir else { break };
+        tried.push(current.display().to_string());
+        dir = current.parent().map(Path::to_path_buf);
+        near_exe.push(current);
     }
-    if let Ok(exe) = std::env::current_exe() {
-        let mut dir = exe.parent().map(Path::to_path_buf);
-        for _ in 0..2 {
-            let Some(current) = dir else { break };
-            let candidate = current.join("gatewarden-sim");
-            if candidate.is_file() {
-                return Ok(candidate);
-            }
-            tried.push(candidate.display().to_string());
-            dir = current.parent().map(Path::to_path_buf);
-        }
-    }
-    if let Some(paths) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&paths) {
-            let candidate = dir.join("gatewarden-sim");
-            if candidate.is_file() {
-                return Ok(candidate);
-            }
-        }
+    let on_path: Vec<PathBuf> = path
+        .map(|paths| std::env::split_paths(&paths).collect())
+        .unwrap_or_default();
+    if !on_path.is_empty() {
         tried.push("PATH".to_string());
     }
+    // Next to the executable first (what the same build produced), the standalone binary
+    // before the CLI's subcommand in each place.
+    for dirs in [&near_exe, &on_path] {
+        for (name, wrap) in [
+            (
+                "gatewarden-sim",
+                SimProgram::Standalone as fn(PathBuf) -> SimProgram,
+            ),
+            ("gatewarden", SimProgram::Embedded),
+        ] {
+            if let Some(found) = dirs
+                .iter()
+                .map(|dir| dir.join(name))
+                .find(|c| is_executable(c))
+            {
+                return Ok(wrap(found));
+            }
+        }
+    }
     Err(ProfileError::SimNotFound {
-        tried: tried.join(", "),
+        tried: format!("gatewarden-sim and gatewarden in {}", tried.join(", ")),
     })
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path)
+        .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -493,5 +574,96 @@ mod tests {
             .launch_spec(1234, None, Path::new("/tmp/s"))
             .unwrap();
         assert_eq!(spec.arguments(), ["--port", "1234"]);
+    }
+
+    /// An executable file named `name` in `dir` (never run: only found).
+    fn executable(dir: &Path, name: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = dir.join(name);
+        std::fs::write(&path, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn sim_profile_runs_gatewarden_sim_from_an_installed_gatewarden_on_path() {
+        let exe_dir = tempfile::tempdir().unwrap();
+        let bin = tempfile::tempdir().unwrap();
+        let gatewarden = executable(bin.path(), "gatewarden");
+        let found = search_simulator(
+            None,
+            Some(exe_dir.path().join("app")),
+            Some(bin.path().as_os_str().to_owned()),
+        );
+        assert_eq!(found, Ok(SimProgram::Embedded(gatewarden.clone())));
+        // What it runs: `gatewarden sim`, before the profile's `--port N ...`.
+        let spec = found.unwrap().spec();
+        assert_eq!(spec.program(), gatewarden.as_path());
+        assert_eq!(spec.arguments(), ["sim"]);
+    }
+
+    #[test]
+    fn sim_profile_prefers_the_standalone_sim_and_what_sits_next_to_the_executable() {
+        let exe_dir = tempfile::tempdir().unwrap();
+        let bin = tempfile::tempdir().unwrap();
+        executable(bin.path(), "gatewarden-sim");
+        let cli_next_to_exe = executable(exe_dir.path(), "gatewarden");
+        let exe = Some(exe_dir.path().join("deps").join("app"));
+        let path = Some(bin.path().as_os_str().to_owned());
+        // Next to the executable (one folder up here) beats PATH, whatever the binary.
+        assert_eq!(
+            search_simulator(None, exe.clone(), path.clone()),
+            Ok(SimProgram::Embedded(cli_next_to_exe))
+        );
+        let sim_next_to_exe = executable(exe_dir.path(), "gatewarden-sim");
+        assert_eq!(
+            search_simulator(None, exe, path),
+            Ok(SimProgram::Standalone(sim_next_to_exe))
+        );
+    }
+
+    #[test]
+    fn sim_not_found_says_where_it_looked_and_how_to_build_or_install_it() {
+        let empty = tempfile::tempdir().unwrap();
+        // A file that is not executable is not a simulator.
+        std::fs::write(empty.path().join("gatewarden-sim"), "").unwrap();
+        let error = search_simulator(
+            None,
+            Some(empty.path().join("app")),
+            Some(empty.path().as_os_str().to_owned()),
+        )
+        .unwrap_err();
+        let message = error.to_string();
+        assert!(matches!(error, ProfileError::SimNotFound { .. }));
+        assert!(
+            message.contains(&empty.path().display().to_string()),
+            "{message}"
+        );
+        assert!(
+            message.contains("cargo build -p gatewarden-sim"),
+            "{message}"
+        );
+        assert!(
+            message.contains("cargo install --path crates/gatewarden-cli"),
+            "{message}"
+        );
+        assert!(message.contains("GATEWARDEN_SIM_BIN"), "{message}");
+    }
+
+    #[test]
+    fn sim_bin_variable_naming_a_missing_file_is_an_error_not_a_fallback() {
+        let bin = tempfile::tempdir().unwrap();
+        executable(bin.path(), "gatewarden-sim");
+        let missing = bin.path().join("nope");
+        let error = search_simulator(
+            Some(missing.as_os_str().to_owned()),
+            None,
+            Some(bin.path().as_os_str().to_owned()),
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("from GATEWARDEN_SIM_BIN"),
+            "{error}"
+        );
     }
 }

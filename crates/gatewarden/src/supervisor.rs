@@ -69,10 +69,22 @@ pub struct SupervisorOptions {
     pub scheme: crate::endpoint::GatewayScheme,
     /// The explicit opt-in for a gateway host that is not loopback (default: false).
     pub allow_remote_host: bool,
+    /// How many events the bounded subscriptions ([`SubscribeBounded`], the handle's
+    /// `subscribe`) keep for a subscriber that has not read them yet (default
+    /// [`DEFAULT_EVENT_CAPACITY`]). One ring shared by every such subscriber; a subscriber that
+    /// falls further behind loses the oldest and is told how many. Clamped to
+    /// 1..=[`MAX_EVENT_CAPACITY`] (the ring is allocated up front).
+    pub event_capacity: usize,
 }
 
 /// Default of [`SupervisorOptions::mailbox_capacity`].
 pub const DEFAULT_MAILBOX_CAPACITY: usize = 65_536;
+
+/// Default of [`SupervisorOptions::event_capacity`].
+pub const DEFAULT_EVENT_CAPACITY: usize = 1_024;
+
+/// Upper bound of [`SupervisorOptions::event_capacity`].
+pub const MAX_EVENT_CAPACITY: usize = 1 << 20;
 
 impl SupervisorOptions {
     /// Options for `profile` with the defaults of BEHAVIOUR.md, the profile's default port and
@@ -93,6 +105,7 @@ impl SupervisorOptions {
             mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
             scheme: crate::endpoint::GatewayScheme::Ws,
             allow_remote_host: false,
+            event_capacity: DEFAULT_EVENT_CAPACITY,
         }
     }
 }
@@ -195,6 +208,21 @@ pub struct GetHealth;
 #[rtype(result = "()")]
 pub struct Subscribe(pub Recipient<GatewayEvent>);
 
+/// Hear every [`GatewayEvent`] through a bounded ring ([`SupervisorOptions::event_capacity`])
+/// instead of an actor's unbounded mailbox: publishing never waits for the receiver, and a
+/// receiver that falls behind gets `RecvError::Lagged(n)` (the `n` oldest events are lost to it)
+/// instead of growing memory. The channel closes when the supervisor stops.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "tokio::sync::broadcast::Receiver<GatewayEvent>")]
+pub struct SubscribeBounded;
+
+/// T1–T5, then the end of the supervisor: stop the gateway as [`Stop`] does, then stop the
+/// supervisor actor and its actors (its address then answers every message with
+/// `MailboxError::Closed`). Answers with the stop's outcome.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "CommandOutcome")]
+pub struct Shutdown;
+
 /// Diagnostics plus the supervisor's counters (for metrics).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -241,6 +269,8 @@ pub struct Supervisor {
     heartbeat: Option<Addr<HeartbeatActor>>,
     reload_policy: Option<Addr<ReloadPolicyActor>>,
     subscribers: Vec<Recipient<GatewayEvent>>,
+    /// The bounded subscriptions ([`SubscribeBounded`]).
+    bounded_events: tokio::sync::broadcast::Sender<GatewayEvent>,
     timers: HashMap<TimerKind, SpawnHandle>,
     replies: HashMap<ReplyId, oneshot::Sender<CommandOutcome>>,
     next_reply: ReplyId,
@@ -260,6 +290,10 @@ impl Supervisor {
         Supervisor {
             machine: LifecycleMachine::new(options.core.clone()),
             stderr: StderrDeduper::new(&options.core.stderr),
+            // tokio's broadcast panics on 0 or on more than half the address space.
+            bounded_events: tokio::sync::broadcast::Sender::new(
+                options.event_capacity.clamp(1, MAX_EVENT_CAPACITY),
+            ),
             options,
             origin: Instant::now(),
             process: None,
@@ -318,6 +352,10 @@ impl Supervisor {
         self.subscribers.retain(|subscriber| subscriber.connected());
         for subscriber in &self.subscribers {
             subscriber.do_send(event.clone());
+        }
+        // Never waits: a full ring overwrites its oldest event. No receiver, no clone.
+        if self.bounded_events.receiver_count() > 0 {
+            let _ = self.bounded_events.send(event);
         }
     }
 
@@ -1414,5 +1452,27 @@ impl Handler<Subscribe> for Supervisor {
 
     fn handle(&mut self, message: Subscribe, _ctx: &mut Self::Context) {
         self.subscribers.push(message.0);
+    }
+}
+
+impl Handler<SubscribeBounded> for Supervisor {
+    type Result = MessageResult<SubscribeBounded>;
+
+    fn handle(&mut self, _message: SubscribeBounded, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.bounded_events.subscribe())
+    }
+}
+
+impl Handler<Shutdown> for Supervisor {
+    type Result = ResponseActFuture<Self, CommandOutcome>;
+
+    fn handle(&mut self, _message: Shutdown, ctx: &mut Self::Context) -> Self::Result {
+        let stopped = outcome_future(self.command(Command::Stop, ctx));
+        Box::pin(stopped.into_actor(self).map(|outcome, _actor, ctx| {
+            // `stopping` kills whatever a later command may have spawned meanwhile (T6), so
+            // nothing outlives the supervisor even when the stop was superseded.
+            ctx.stop();
+            outcome
+        }))
     }
 }

@@ -1,6 +1,7 @@
-//! Scenario `rpc`: echo throughput and latency through both public RPC APIs
-//! (`Addr<Supervisor>::send(Rpc)` and an `RpcClient`) at several in-flight counts, side by side
-//! with the raw awc client against the same sim in the same run.
+//! Scenario `rpc`: echo throughput and latency through the public RPC APIs
+//! (`Addr<Supervisor>::send(Rpc)`, an `RpcClient`, and a `GatewayHandle` called from another
+//! thread as a tokio app calls it) at several in-flight counts, side by side with the raw awc
+//! client against the same sim in the same run.
 
 use std::time::Duration;
 
@@ -22,9 +23,14 @@ pub struct RpcLevel {
     #[serde(default)]
     pub client: Option<LoadSample>,
     pub raw: LoadSample,
+    /// Through a `GatewayHandle` from another thread (absent in results from before it existed).
+    #[serde(default)]
+    pub handle: Option<LoadSample>,
     pub rounds_actor: Vec<LoadSample>,
     #[serde(default)]
     pub rounds_client: Vec<LoadSample>,
+    #[serde(default)]
+    pub rounds_handle: Vec<LoadSample>,
     pub rounds_raw: Vec<LoadSample>,
 }
 
@@ -83,22 +89,27 @@ pub async fn run(plan: &Plan) -> anyhow::Result<RpcResult> {
                 .send(gatewarden::supervisor::GetRpcClient)
                 .await?,
         );
+        // The handle a tokio app would hold; its calls come from another thread (load.rs).
+        let via_handle = Api::Handle(gatewarden::handle::GatewayHandle::from_addr(
+            supervised.supervisor.clone(),
+        ));
         let callers = plan.rpc_callers;
         // Warm every path (allocator, socket buffers, the sim's JIT-free but cache-cold code).
         let warm = Duration::from_millis(if plan.smoke { 50 } else { 300 });
         raw.closed_loop(pid, 16, Duration::ZERO, warm).await?;
         actor_closed_loop(&via_supervisor, pid, callers, 16, Duration::ZERO, warm).await?;
         actor_closed_loop(&via_client, pid, callers, 16, Duration::ZERO, warm).await?;
+        actor_closed_loop(&via_handle, pid, callers, 16, Duration::ZERO, warm).await?;
         let mut levels = Vec::new();
         for &in_flight in &plan.rpc_levels {
-            // [raw, supervisor, client]
-            let mut rounds: [Vec<LoadSample>; 3] = Default::default();
+            // [raw, supervisor, client, handle]
+            let mut rounds: [Vec<LoadSample>; 4] = Default::default();
             for round in 0..plan.rpc_rounds {
                 let (warmup, measure) = (plan.rpc_warmup, plan.rpc_measure);
                 // Each round starts with a different client, so a drift in machine load does
                 // not favour one of them.
-                for turn in 0..3 {
-                    let which = (round + turn) % 3;
+                for turn in 0..4 {
+                    let which = (round + turn) % 4;
                     let sample = match which {
                         0 => raw.closed_loop(pid, in_flight, warmup, measure).await?,
                         1 => {
@@ -112,22 +123,28 @@ pub async fn run(plan: &Plan) -> anyhow::Result<RpcResult> {
                             )
                             .await?
                         }
-                        _ => {
+                        2 => {
                             actor_closed_loop(&via_client, pid, callers, in_flight, warmup, measure)
+                                .await?
+                        }
+                        _ => {
+                            actor_closed_loop(&via_handle, pid, callers, in_flight, warmup, measure)
                                 .await?
                         }
                     };
                     rounds[which].push(sample);
                 }
             }
-            let [rounds_raw, rounds_actor, rounds_client] = rounds;
+            let [rounds_raw, rounds_actor, rounds_client, rounds_handle] = rounds;
             let level = RpcLevel {
                 in_flight,
                 actor: median_sample(in_flight, &rounds_actor),
                 client: Some(median_sample(in_flight, &rounds_client)),
+                handle: Some(median_sample(in_flight, &rounds_handle)),
                 raw: median_sample(in_flight, &rounds_raw),
                 rounds_actor,
                 rounds_client,
+                rounds_handle,
                 rounds_raw,
             };
             let show = |sample: &LoadSample| {
@@ -141,12 +158,14 @@ pub async fn run(plan: &Plan) -> anyhow::Result<RpcResult> {
                 )
             };
             eprintln!(
-                "  rpc {in_flight:>5} in flight: send {} | client {} | raw {} | paired send/raw {:.3} client/raw {:.3}",
+                "  rpc {in_flight:>5} in flight: send {} | client {} | handle {} | raw {} | paired send/raw {:.3} client/raw {:.3} handle/raw {:.3}",
                 show(&level.actor),
                 level.client.as_ref().map(show).unwrap_or_default(),
+                level.handle.as_ref().map(show).unwrap_or_default(),
                 show(&level.raw),
                 paired_throughput_ratio(&level.rounds_actor, &level.rounds_raw),
                 paired_throughput_ratio(&level.rounds_client, &level.rounds_raw),
+                paired_throughput_ratio(&level.rounds_handle, &level.rounds_raw),
             );
             levels.push(level);
         }
