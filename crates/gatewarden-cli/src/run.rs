@@ -5,6 +5,7 @@
 //! gateway's whole process group), then exits 0. A second signal while that runs sends
 //! `ForceTerminateForQuit` and exits 130, as shells expect from an interrupted program.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -23,7 +24,7 @@ use gatewarden::{GatewaySupervisor, SupervisorOptions};
 use gatewarden_core::config::SupervisorConfig;
 use gatewarden_core::machine::{CommandOutcome, LifecycleState, Status};
 
-use crate::cli::{LogFormat, RunArgs};
+use crate::cli::{LogFormat, RunArgs, TargetArgs};
 use crate::config::ProfileKind;
 use crate::instance::Instance;
 use crate::launch::TokenOrigin;
@@ -47,6 +48,8 @@ struct Plan {
     token: Option<Secret>,
     token_origin: TokenOrigin,
     live_area: bool,
+    /// The one-line "what next" hint, printed once the gateway runs (terminals only).
+    next_hint: Option<String>,
 }
 
 /// `gatewarden run`.
@@ -66,6 +69,7 @@ pub fn run(args: &RunArgs, format: LogFormat) -> anyhow::Result<ExitCode> {
         token,
         token_origin,
         live_area: format == LogFormat::Text && console::enable_live_area(),
+        next_hint: next_hint(std::io::stderr().is_terminal(), format, &args.target),
     };
     let system = actix_rt::System::new();
     let result = system.block_on(supervise(plan));
@@ -136,7 +140,13 @@ async fn supervise(plan: Plan) -> anyhow::Result<ExitCode> {
         "gatewarden supervising"
     );
 
-    let code = supervise_until_quit(&instance, &mut signals, notifier.as_deref()).await;
+    let code = supervise_until_quit(
+        &instance,
+        &mut signals,
+        notifier.as_deref(),
+        plan.next_hint.as_deref(),
+    )
+    .await;
     for task in tasks {
         task.abort();
     }
@@ -148,6 +158,7 @@ async fn supervise_until_quit(
     instance: &Instance,
     signals: &mut Signals,
     notifier: Option<&Notifier>,
+    next_hint: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let supervisor = &instance.supervisor;
     let start = supervisor.send(Start);
@@ -173,6 +184,9 @@ async fn supervise_until_quit(
     }
     if let Some(notifier) = notifier {
         notifier.send("READY=1");
+    }
+    if let Some(hint) = next_hint {
+        console::write_log(format!("{hint}\n").as_bytes());
     }
     tokio::select! {
         name = signals.next() => tracing::info!("{name}: stopping the gateway"),
@@ -222,6 +236,48 @@ impl Signals {
             _ = self.interrupt.recv() => "SIGINT",
             _ = self.terminate.recv() => "SIGTERM",
         }
+    }
+}
+
+/// The "what next" line for a person at a terminal: the client commands that exist, each with
+/// the flags that find this instance (the ones given to `run`), so they work as written.
+/// `None` when stderr is not a terminal (a service, a pipe, a test) or the log lines are JSON.
+fn next_hint(stderr_is_terminal: bool, format: LogFormat, target: &TargetArgs) -> Option<String> {
+    if !stderr_is_terminal || format != LogFormat::Text {
+        return None;
+    }
+    let mut flags = String::new();
+    let mut add = |flag: &str, value: String| {
+        flags.push_str(&format!(" {flag} {}", shell_quote(&value)));
+    };
+    if let Some(path) = &target.config {
+        add("--config", path.display().to_string());
+    }
+    if let Some(port) = target.port {
+        add("--port", port.to_string());
+    }
+    if let Some(path) = &target.state_dir {
+        add("--state-dir", path.display().to_string());
+    }
+    if let Some(path) = &target.control {
+        add("--control", path.display().to_string());
+    }
+    Some(format!(
+        "next, in another terminal: gatewarden status{flags} · gatewarden rpc echo '{{}}'{flags} · \
+         gatewarden stop{flags} (Ctrl-C here also stops)"
+    ))
+}
+
+/// `text` as one shell word: as is when it is plainly safe, else in single quotes.
+fn shell_quote(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-:~+=,@".contains(c));
+    if plain {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
     }
 }
 
@@ -381,6 +437,42 @@ impl EventWatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_hint_lists_the_client_commands_on_a_terminal_only() {
+        let target = TargetArgs::default();
+        let hint = next_hint(true, LogFormat::Text, &target).expect("a terminal gets the hint");
+        for command in [
+            "gatewarden status",
+            "gatewarden rpc echo '{}'",
+            "gatewarden stop",
+        ] {
+            assert!(hint.contains(command), "{hint}");
+        }
+        assert!(!hint.contains('\n'), "one line: {hint}");
+        assert_eq!(next_hint(false, LogFormat::Text, &target), None);
+        assert_eq!(next_hint(true, LogFormat::Json, &target), None);
+    }
+
+    #[test]
+    fn the_next_hint_repeats_the_flags_that_find_this_instance() {
+        let target = TargetArgs {
+            config: None,
+            port: Some(18800),
+            state_dir: None,
+            control: Some(PathBuf::from("/tmp/my dir/gw.sock")),
+        };
+        let hint = next_hint(true, LogFormat::Text, &target).expect("hint");
+        assert!(
+            hint.contains("gatewarden status --port 18800 --control '/tmp/my dir/gw.sock' ·"),
+            "{hint}"
+        );
+        assert!(
+            hint.contains("gatewarden stop --port 18800 --control '/tmp/my dir/gw.sock' "),
+            "{hint}"
+        );
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
 
     #[test]
     fn auth_rejections_get_a_token_hint() {

@@ -360,3 +360,17 @@ fn c1_a_rejected_token_is_reported_as_such() {
         "the token is never printed"
     );
 }
+
+#[test]
+fn run_prints_no_next_hint_when_stderr_is_not_a_terminal() {
+    // The hint is for a person at a terminal; a service's journal or a pipe gets log lines only.
+    // (Which text a terminal gets is the unit test `the_next_hint_lists_the_client_commands_...`.)
+    let mut instance = Instance::start(Options::default());
+    instance.wait_running();
+    let quit = instance.cli(&["stop", "--exit"]);
+    assert!(quit.status.success(), "{}", stderr(&quit));
+    assert_eq!(instance.wait_exit().code(), Some(0), "{}", instance.logs());
+    let logs = instance.logs();
+    assert!(logs.contains("gateway running"), "{logs}");
+    assert!(!logs.contains("in another terminal"), "{logs}");
+}
