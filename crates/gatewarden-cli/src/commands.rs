@@ -9,7 +9,7 @@ use anyhow::{bail, Context as _};
 use clap::Parser as _;
 
 use gatewarden_core::diagram;
-use gatewarden_core::machine::CommandOutcome;
+use gatewarden_core::machine::{CommandOutcome, LifecycleState};
 
 use crate::cli::{Cli, Command, ConfigCommand, RunArgs, TargetArgs};
 use crate::control::{self, ControlReply, ControlRequest, ControlResponse};
@@ -81,6 +81,8 @@ fn status(target: &TargetArgs, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The plain-text `status`. Version and protocol come from the last handshake: outside
+/// `running` they are marked "last known", since nothing is connected to vouch for them.
 fn human_status(report: &StatusReport) -> String {
     let optional = |value: Option<String>| value.unwrap_or_else(|| "-".into());
     let mut out = format!(
@@ -89,11 +91,19 @@ fn human_status(report: &StatusReport) -> String {
         optional(report.pid.map(|pid| pid.to_string())),
         optional(report.uptime.map(console::human_duration)),
     );
+    let connected = report.state == LifecycleState::Running;
+    let handshake = match (&report.version, report.protocol) {
+        (None, None) => String::new(),
+        (version, protocol) => format!(
+            " · {}version {} · protocol {}",
+            if connected { "" } else { "last known " },
+            optional(version.clone()),
+            optional(protocol.map(|protocol| protocol.to_string())),
+        ),
+    };
     out.push_str(&format!(
-        "  port {} · version {} · protocol {} · ready {}{}\n",
+        "  port {}{handshake} · ready {}{}\n",
         report.port,
-        optional(report.version.clone()),
-        optional(report.protocol.map(|protocol| protocol.to_string())),
         if report.gateway_ready { "yes" } else { "no" },
         if report.external {
             " · external (not ours)"
@@ -101,13 +111,11 @@ fn human_status(report: &StatusReport) -> String {
             ""
         }
     ));
-    let health = serde_json::to_value(report.health.state)
-        .ok()
-        .and_then(|value| value.as_str().map(String::from))
-        .unwrap_or_default();
     out.push_str(&format!(
-        "  health {health} · reconnect attempts {} · heartbeat misses {}\n",
-        report.reconnect_attempts, report.health.consecutive_heartbeat_misses
+        "  health {} · reconnect attempts {} · heartbeat misses {}\n",
+        console::health_text(&report.health),
+        report.reconnect_attempts,
+        report.health.consecutive_heartbeat_misses
     ));
     if let Some(error) = &report.error {
         out.push_str(&format!("  error: {error}\n"));
@@ -215,4 +223,90 @@ fn diagrams(out: &Path) -> anyhow::Result<ExitCode> {
         Err(_) => eprintln!("Graphviz `dot` not installed; skipped the SVG"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ProfileKind;
+    use crate::instance::SupervisorInfo;
+    use gatewarden_core::health::{HealthReason, HealthState, HealthSummary};
+
+    fn report(state: LifecycleState, reasons: Vec<HealthReason>) -> StatusReport {
+        StatusReport {
+            state,
+            port: 18791,
+            pid: None,
+            uptime: None,
+            error: None,
+            connected_at: None,
+            version: Some("2026.9.6-sim".into()),
+            protocol: Some(4),
+            boot_id: None,
+            reconnect_attempts: 0,
+            gateway_ready: false,
+            external: false,
+            health: HealthSummary {
+                state: if reasons.is_empty() {
+                    HealthState::Healthy
+                } else {
+                    HealthState::Degraded
+                },
+                reasons,
+                consecutive_heartbeat_misses: 0,
+                last_alive_at: None,
+                last_rpc_success_at: None,
+                last_rpc_failure_at: None,
+                last_rpc_failure_method: None,
+                last_channels_status_ok_at: None,
+                last_channels_status_failure_at: None,
+            },
+            supervisor: SupervisorInfo {
+                pid: 1,
+                profile: ProfileKind::Sim,
+                uptime: 1000,
+                version: "0.1.0".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn plain_status_names_the_health_reasons() {
+        let text = human_status(&report(
+            LifecycleState::Running,
+            vec![HealthReason::GatewayDegraded, HealthReason::RpcTimeout],
+        ));
+        assert!(
+            text.contains("health degraded (gateway_degraded, rpc_timeout)"),
+            "{text}"
+        );
+        let healthy = human_status(&report(LifecycleState::Running, vec![]));
+        assert!(healthy.contains("health healthy ·"), "{healthy}");
+    }
+
+    #[test]
+    fn plain_status_marks_the_handshake_facts_as_last_known_when_not_running() {
+        let running = human_status(&report(LifecycleState::Running, vec![]));
+        assert!(
+            running.contains("· version 2026.9.6-sim · protocol 4 ·"),
+            "{running}"
+        );
+        assert!(!running.contains("last known"), "{running}");
+        for state in [
+            LifecycleState::Stopped,
+            LifecycleState::Reconnecting,
+            LifecycleState::Error,
+        ] {
+            let text = human_status(&report(state, vec![HealthReason::GatewayNotRunning]));
+            assert!(
+                text.contains("· last known version 2026.9.6-sim · protocol 4 ·"),
+                "{state:?}: {text}"
+            );
+        }
+        let mut never = report(LifecycleState::Starting, vec![]);
+        never.version = None;
+        never.protocol = None;
+        let text = human_status(&never);
+        assert!(!text.contains("version"), "{text}");
+    }
 }

@@ -374,3 +374,30 @@ fn run_prints_no_next_hint_when_stderr_is_not_a_terminal() {
     assert!(logs.contains("gateway running"), "{logs}");
     assert!(!logs.contains("in another terminal"), "{logs}");
 }
+
+#[test]
+fn h6_plain_status_shows_health_reasons_and_last_known_facts_after_stop() {
+    let instance = Instance::start(Options::default());
+    instance.wait_running();
+    let running = instance.cli(&["status"]);
+    assert!(running.status.success(), "{}", stderr(&running));
+    let text = stdout(&running);
+    assert!(text.contains("version 2026.9.6-sim · protocol 4"), "{text}");
+    assert!(!text.contains("last known"), "{text}");
+
+    let stop = instance.cli(&["stop"]);
+    assert!(stop.status.success(), "{}", stderr(&stop));
+    instance.wait_for("state stopped", |status| status["state"] == "stopped");
+    let stopped = instance.cli(&["status"]);
+    assert!(stopped.status.success(), "{}", stderr(&stopped));
+    let text = stdout(&stopped);
+    assert!(text.contains("gateway stopped"), "{text}");
+    assert!(
+        text.contains("health degraded (gateway_not_running)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("· last known version 2026.9.6-sim · protocol 4 ·"),
+        "a stopped gateway's version is not shown as current: {text}"
+    );
+}
