@@ -5,6 +5,7 @@
 //! gateway's whole process group), then exits 0. A second signal while that runs sends
 //! `ForceTerminateForQuit` and exits 130, as shells expect from an interrupted program.
 
+use std::cell::Cell;
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -99,10 +100,12 @@ async fn supervise(plan: Plan) -> anyhow::Result<ExitCode> {
     let instance = Rc::new(Instance::new(supervisor.clone(), plan.profile_kind, origin));
 
     let refresh = Rc::new(Notify::new());
+    let first_start_done = Rc::new(Cell::new(false));
     let watcher = EventWatcher {
         refresh: refresh.clone(),
         notifier: notifier.clone(),
         last: None,
+        first_start_done: first_start_done.clone(),
     }
     .start();
     supervisor.do_send(Subscribe(watcher.recipient()));
@@ -145,6 +148,7 @@ async fn supervise(plan: Plan) -> anyhow::Result<ExitCode> {
         &mut signals,
         notifier.as_deref(),
         plan.next_hint.as_deref(),
+        &first_start_done,
     )
     .await;
     for task in tasks {
@@ -159,6 +163,7 @@ async fn supervise_until_quit(
     signals: &mut Signals,
     notifier: Option<&Notifier>,
     next_hint: Option<&str>,
+    first_start_done: &Cell<bool>,
 ) -> anyhow::Result<ExitCode> {
     let supervisor = &instance.supervisor;
     let start = supervisor.send(Start);
@@ -175,13 +180,16 @@ async fn supervise_until_quit(
         Some(Err(_)) => anyhow::bail!("the supervisor stopped unexpectedly during start"),
         Some(Ok(CommandOutcome::Failed { message })) => {
             // The first start failed after the library's own retries (L5–L7): nothing will try
-            // again, so say why and leave rather than sit in `error`.
+            // again, so say why and leave rather than sit in `error`. This is the one place the
+            // CLI prints the reason (the event watcher holds it back until the first start is
+            // done), with what to do about it.
             let _ = shutdown(supervisor, signals, notifier).await;
             return Err(anyhow::anyhow!("{message}{}", failure_hint(&message)))
                 .context("the gateway did not start");
         }
         Some(Ok(_)) => {}
     }
+    first_start_done.set(true);
     if let Some(notifier) = notifier {
         notifier.send("READY=1");
     }
@@ -363,6 +371,9 @@ struct EventWatcher {
     refresh: Rc<Notify>,
     notifier: Option<Rc<Notifier>>,
     last: Option<(LifecycleState, Option<u32>, Option<String>)>,
+    /// Until the first start has succeeded, a failure's reason is left to `run`'s final error
+    /// message (printed once, with what to do), so the watcher does not repeat it.
+    first_start_done: Rc<Cell<bool>>,
 }
 
 impl Actor for EventWatcher {
@@ -381,7 +392,10 @@ impl Handler<GatewayEvent> for EventWatcher {
                     .unwrap_or_else(|| "none".into());
                 tracing::info!(pid, "gateway process exited (code {code})");
             }
-            GatewayEvent::Error { message } => tracing::warn!("gateway: {message}"),
+            GatewayEvent::Error { message } if self.first_start_done.get() => {
+                tracing::warn!("gateway: {message}")
+            }
+            GatewayEvent::Error { message } => tracing::debug!("gateway: {message}"),
             GatewayEvent::GatewayReady => tracing::info!("gateway ready"),
             GatewayEvent::Notification { method, .. } => {
                 tracing::debug!(method, "gateway notification")
@@ -406,7 +420,7 @@ impl EventWatcher {
             .map(|pid| pid.to_string())
             .unwrap_or_else(|| "-".into());
         match (&status.state, &status.error) {
-            (LifecycleState::Error, Some(error)) => {
+            (LifecycleState::Error, Some(error)) if self.first_start_done.get() => {
                 tracing::error!(pid, "gateway error: {error}{}", failure_hint(error));
             }
             (state, _) => tracing::info!(

@@ -317,7 +317,47 @@ fn o1_port_held_by_another_program_is_reported_with_its_pid() {
         "{message}"
     );
     assert!(message.contains("not a gateway"), "{message}");
+    assert_reason_printed_once_at_the_end(
+        &message,
+        "not a gateway",
+        "Another program holds the port",
+    );
     drop(listener);
+}
+
+/// A failed first start: the CLI prints the reason once, as its last words (`gatewarden: error:
+/// the gateway did not start: <reason>` and what to do); its own log lines do not repeat it (the
+/// library's log lines above are the record of the attempts).
+fn assert_reason_printed_once_at_the_end(stderr: &str, reason: &str, hint: &str) {
+    assert_eq!(stderr.matches(hint).count(), 1, "the hint once: {stderr}");
+    let repeated: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("gatewarden_cli::") && line.contains(reason))
+        .collect();
+    assert!(
+        repeated.is_empty(),
+        "the CLI's log repeats the reason: {repeated:?}"
+    );
+    let last_error = stderr
+        .lines()
+        .position(|line| line.starts_with("gatewarden: error: the gateway did not start:"))
+        .expect("the final error message");
+    assert!(
+        stderr
+            .lines()
+            .nth(last_error)
+            .is_some_and(|line| line.contains(reason)),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .skip(last_error + 1)
+            .all(|line| !line.contains(" INFO ")
+                && !line.contains(" WARN ")
+                && !line.contains(" ERROR ")),
+        "nothing is logged after the final message: {stderr}"
+    );
 }
 
 #[test]
@@ -355,6 +395,7 @@ fn c1_a_rejected_token_is_reported_as_such() {
     let message = stderr(&output);
     assert!(message.contains("AUTH_TOKEN_MISMATCH"), "{message}");
     assert!(message.contains("rejected the token"), "{message}");
+    assert_reason_printed_once_at_the_end(&message, "AUTH_TOKEN_MISMATCH", "rejected the token");
     assert!(
         !message.contains("a-wrong-token"),
         "the token is never printed"
