@@ -201,26 +201,35 @@ fn config_print(args: &RunArgs) -> anyhow::Result<ExitCode> {
 fn diagrams(out: &Path) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let observed = diagram::explore();
-    let mermaid = out.join("lifecycle.mmd");
-    let dot = out.join("lifecycle.dot");
-    std::fs::write(&mermaid, diagram::mermaid(&observed))
-        .with_context(|| format!("cannot write {}", mermaid.display()))?;
-    std::fs::write(&dot, diagram::dot(&observed))
-        .with_context(|| format!("cannot write {}", dot.display()))?;
-    println!("wrote {}", mermaid.display());
-    println!("wrote {}", dot.display());
-    let svg = out.join("lifecycle.svg");
-    // The SVG is a convenience for readers; without Graphviz the text formats are enough.
-    match std::process::Command::new("dot")
-        .arg("-Tsvg")
-        .arg(&dot)
-        .arg("-o")
-        .arg(&svg)
-        .status()
-    {
-        Ok(status) if status.success() => println!("wrote {}", svg.display()),
-        Ok(status) => eprintln!("dot failed ({status}); skipped the SVG"),
-        Err(_) => eprintln!("Graphviz `dot` not installed; skipped the SVG"),
+    let mut sources = Vec::new();
+    for (name, text) in diagram::files(&observed) {
+        let path = out.join(&name);
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        println!("wrote {}", path.display());
+        if name.ends_with(".dot") {
+            sources.push(path);
+        }
+    }
+    // The SVGs are a convenience for readers; without Graphviz the text formats are enough.
+    for source in sources {
+        let svg = source.with_extension("svg");
+        match std::process::Command::new("dot")
+            .arg("-Tsvg")
+            .arg(&source)
+            .arg("-o")
+            .arg(&svg)
+            .status()
+        {
+            Ok(status) if status.success() => println!("wrote {}", svg.display()),
+            Ok(status) => eprintln!(
+                "dot failed on {} ({status}); skipped its SVG",
+                source.display()
+            ),
+            Err(_) => {
+                eprintln!("Graphviz `dot` not installed; skipped the SVGs");
+                break;
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
