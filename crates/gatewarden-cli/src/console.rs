@@ -7,6 +7,7 @@
 use std::io::{IsTerminal as _, Write as _};
 use std::sync::{Mutex, OnceLock};
 
+use gatewarden_core::health::HealthSummary;
 use gatewarden_core::machine::LifecycleState;
 
 use crate::instance::Snapshot;
@@ -130,22 +131,6 @@ pub fn render(snapshot: &Snapshot, header: &str, machine_now_ms: u64) -> Vec<Str
             ago(failed)
         ),
     };
-    let health_reasons = if snapshot.health.reasons.is_empty() {
-        String::new()
-    } else {
-        let reasons: Vec<String> = snapshot
-            .health
-            .reasons
-            .iter()
-            .map(|reason| {
-                serde_json::to_value(reason)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default()
-            })
-            .collect();
-        format!(" ({})", reasons.join(", "))
-    };
     let mut lines = vec![
         format!("\x1b[1m── gatewarden\x1b[0m {header}"),
         format!(
@@ -163,12 +148,9 @@ pub fn render(snapshot: &Snapshot, header: &str, machine_now_ms: u64) -> Vec<Str
             if status.external { " · external" } else { "" }
         ),
         format!(
-            "   last rpc {last_rpc} · heartbeat misses {} · health {}{health_reasons}",
+            "   last rpc {last_rpc} · heartbeat misses {} · health {}",
             diagnostics.consecutive_heartbeat_misses,
-            serde_json::to_value(snapshot.health.state)
-                .ok()
-                .and_then(|value| value.as_str().map(String::from))
-                .unwrap_or_default(),
+            health_text(&snapshot.health),
         ),
     ];
     let recovery = &snapshot.diagnostics.recovery;
@@ -201,6 +183,27 @@ pub fn render(snapshot: &Snapshot, header: &str, machine_now_ms: u64) -> Vec<Str
         lines.push(format!("   \x1b[31merror\x1b[0m {error}"));
     }
     lines
+}
+
+/// The health state with its reasons, as `status --json` spells them: `healthy`,
+/// `degraded (busy, rpc_timeout)`.
+pub fn health_text(health: &HealthSummary) -> String {
+    let word = |value: serde_json::Result<serde_json::Value>| {
+        value
+            .ok()
+            .and_then(|value| value.as_str().map(String::from))
+            .unwrap_or_default()
+    };
+    let state = word(serde_json::to_value(health.state));
+    if health.reasons.is_empty() {
+        return state;
+    }
+    let reasons: Vec<String> = health
+        .reasons
+        .iter()
+        .map(|reason| word(serde_json::to_value(reason)))
+        .collect();
+    format!("{state} ({})", reasons.join(", "))
 }
 
 /// `1h 02m`, `3m 05s`, `12s`, `450ms`.

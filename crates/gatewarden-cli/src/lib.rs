@@ -3,16 +3,16 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the flags and subcommands (clap derive).
-//! - [`config`]: the layered configuration: TOML file, then `GATEWARDEN_*` environment, then
+//! - `cli`: the flags and subcommands (clap derive).
+//! - `config`: the layered configuration: TOML file, then `GATEWARDEN_*` environment, then
 //!   flags, deserialised into the core's `SupervisorConfig` so serde names every bad key.
-//! - [`launch`]: which gateway to run (simulator, OpenClaw discovery, a custom command), the
+//! - `launch`: which gateway to run (simulator, OpenClaw discovery, a custom command), the
 //!   token and the default paths.
-//! - [`run`]: `gatewarden run`: the actix system, signals, the live status area.
-//! - [`control`]: the local control socket protocol (one JSON line each way), its server and client.
-//! - [`http`]: `/healthz`, `/readyz` and `/metrics`.
-//! - [`notify`]: `sd_notify` for systemd's `Type=notify` and watchdog.
-//! - [`console`] and [`logging`]: log lines above a status area that is redrawn in place.
+//! - `run`: `gatewarden run`: the actix system, signals, the live status area.
+//! - `control`: the local control socket protocol (one JSON line each way), its server and client.
+//! - `http`: `/healthz`, `/readyz` and `/metrics`.
+//! - `notify`: `sd_notify` for systemd's `Type=notify` and watchdog.
+//! - [`console`] and `logging`: log lines above a status area that is redrawn in place.
 //! - `gatewarden sim ...`: the bundled simulator (`gatewarden-sim`), run from this binary.
 //! - [`commands`]: the client commands (`status`, `restart`, `rpc`, ...), `config print`, `diagrams`.
 //!

@@ -5,6 +5,8 @@
 //! gateway's whole process group), then exits 0. A second signal while that runs sends
 //! `ForceTerminateForQuit` and exits 130, as shells expect from an interrupted program.
 
+use std::cell::Cell;
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -23,7 +25,7 @@ use gatewarden::{GatewaySupervisor, SupervisorOptions};
 use gatewarden_core::config::SupervisorConfig;
 use gatewarden_core::machine::{CommandOutcome, LifecycleState, Status};
 
-use crate::cli::{LogFormat, RunArgs};
+use crate::cli::{LogFormat, RunArgs, TargetArgs};
 use crate::config::ProfileKind;
 use crate::instance::Instance;
 use crate::launch::TokenOrigin;
@@ -51,6 +53,8 @@ struct Plan {
     exit_on_failure: bool,
     /// The gateway's own config file (for the `gateway.auth.token` hint).
     gateway_config: PathBuf,
+    /// The one-line "what next" hint, printed once the gateway runs (terminals only).
+    next_hint: Option<String>,
 }
 
 /// `gatewarden run`.
@@ -72,6 +76,7 @@ pub fn run(args: &RunArgs, format: LogFormat) -> anyhow::Result<ExitCode> {
         live_area: format == LogFormat::Text && console::enable_live_area(),
         exit_on_failure: args.exit_on_failure,
         gateway_config: profile_config_path(&settings),
+        next_hint: next_hint(std::io::stderr().is_terminal(), format, &args.target),
     };
     let system = actix_rt::System::new();
     let result = system.block_on(supervise(plan));
@@ -101,12 +106,14 @@ async fn supervise(plan: Plan) -> anyhow::Result<ExitCode> {
     let instance = Rc::new(Instance::new(supervisor.clone(), plan.profile_kind, origin));
 
     let refresh = Rc::new(Notify::new());
+    let first_start_done = Rc::new(Cell::new(false));
     let watcher = EventWatcher {
         refresh: refresh.clone(),
         notifier: notifier.clone(),
         last: None,
         instance: instance.clone(),
         gateway_config: plan.gateway_config.clone(),
+        first_start_done: first_start_done.clone(),
     }
     .start();
     supervisor.do_send(Subscribe(watcher.recipient()));
@@ -150,6 +157,8 @@ async fn supervise(plan: Plan) -> anyhow::Result<ExitCode> {
         notifier.as_deref(),
         plan.exit_on_failure,
         &plan.gateway_config,
+        plan.next_hint.as_deref(),
+        &first_start_done,
     )
     .await;
     for task in tasks {
@@ -165,6 +174,8 @@ async fn supervise_until_quit(
     notifier: Option<&Notifier>,
     exit_on_failure: bool,
     gateway_config: &std::path::Path,
+    next_hint: Option<&str>,
+    first_start_done: &Cell<bool>,
 ) -> anyhow::Result<ExitCode> {
     let supervisor = &instance.supervisor;
     let start = supervisor.send(Start);
@@ -181,13 +192,16 @@ async fn supervise_until_quit(
         Some(Err(_)) => anyhow::bail!("the supervisor stopped unexpectedly during start"),
         Some(Ok(CommandOutcome::Failed { message })) => {
             // The first start failed after the library's own retries (L5–L7): nothing will try
-            // again, so say why and leave rather than sit in `error`.
+            // again, so say why and leave rather than sit in `error`. This is the one place the
+            // CLI prints the reason (the event watcher holds it back until the first start is
+            // done), with what to do about it.
             let _ = shutdown(supervisor, signals, notifier).await;
             let hint = failure_hint(&message, gateway_config);
             return Err(anyhow::anyhow!("{message}{hint}")).context("the gateway did not start");
         }
         Some(Ok(_)) => {}
     }
+    first_start_done.set(true);
     if let Some(notifier) = notifier {
         notifier.send("READY=1");
     }
@@ -198,6 +212,9 @@ async fn supervise_until_quit(
             std::future::pending().await
         }
     };
+    if let Some(hint) = next_hint {
+        console::write_log(format!("{hint}\n").as_bytes());
+    }
     tokio::select! {
         name = signals.next() => tracing::info!("{name}: stopping the gateway"),
         () = instance.exit_requested.notified() => {}
@@ -253,6 +270,48 @@ impl Signals {
             _ = self.interrupt.recv() => "SIGINT",
             _ = self.terminate.recv() => "SIGTERM",
         }
+    }
+}
+
+/// The "what next" line for a person at a terminal: the client commands that exist, each with
+/// the flags that find this instance (the ones given to `run`), so they work as written.
+/// `None` when stderr is not a terminal (a service, a pipe, a test) or the log lines are JSON.
+fn next_hint(stderr_is_terminal: bool, format: LogFormat, target: &TargetArgs) -> Option<String> {
+    if !stderr_is_terminal || format != LogFormat::Text {
+        return None;
+    }
+    let mut flags = String::new();
+    let mut add = |flag: &str, value: String| {
+        flags.push_str(&format!(" {flag} {}", shell_quote(&value)));
+    };
+    if let Some(path) = &target.config {
+        add("--config", path.display().to_string());
+    }
+    if let Some(port) = target.port {
+        add("--port", port.to_string());
+    }
+    if let Some(path) = &target.state_dir {
+        add("--state-dir", path.display().to_string());
+    }
+    if let Some(path) = &target.control {
+        add("--control", path.display().to_string());
+    }
+    Some(format!(
+        "next, in another terminal: gatewarden status{flags} · gatewarden rpc echo '{{}}'{flags} · \
+         gatewarden stop{flags} (Ctrl-C here also stops)"
+    ))
+}
+
+/// `text` as one shell word: as is when it is plainly safe, else in single quotes.
+fn shell_quote(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-:~+=,@".contains(c));
+    if plain {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
     }
 }
 
@@ -371,6 +430,9 @@ struct EventWatcher {
     last: Option<(LifecycleState, Option<u32>, Option<String>)>,
     instance: Rc<Instance>,
     gateway_config: PathBuf,
+    /// Until the first start has succeeded, a failure's reason is left to `run`'s final error
+    /// message (printed once, with what to do), so the watcher does not repeat it.
+    first_start_done: Rc<Cell<bool>>,
 }
 
 impl Actor for EventWatcher {
@@ -389,7 +451,10 @@ impl Handler<GatewayEvent> for EventWatcher {
                     .unwrap_or_else(|| "none".into());
                 tracing::info!(pid, "gateway process exited (code {code})");
             }
-            GatewayEvent::Error { message } => tracing::warn!("gateway: {message}"),
+            GatewayEvent::Error { message } if self.first_start_done.get() => {
+                tracing::warn!("gateway: {message}")
+            }
+            GatewayEvent::Error { message } => tracing::debug!("gateway: {message}"),
             GatewayEvent::GatewayReady => tracing::info!("gateway ready"),
             GatewayEvent::Liveness { liveness, phase } => {
                 tracing::info!(?liveness, ?phase, "gateway liveness")
@@ -436,7 +501,7 @@ impl EventWatcher {
             .map(|pid| pid.to_string())
             .unwrap_or_else(|| "-".into());
         match (&status.state, &status.error) {
-            (LifecycleState::Error, Some(error)) => {
+            (LifecycleState::Error, Some(error)) if self.first_start_done.get() => {
                 let hint = failure_hint(error, &self.gateway_config);
                 tracing::error!(pid, "gateway error: {error}{hint}");
             }
@@ -472,6 +537,42 @@ impl EventWatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_hint_lists_the_client_commands_on_a_terminal_only() {
+        let target = TargetArgs::default();
+        let hint = next_hint(true, LogFormat::Text, &target).expect("a terminal gets the hint");
+        for command in [
+            "gatewarden status",
+            "gatewarden rpc echo '{}'",
+            "gatewarden stop",
+        ] {
+            assert!(hint.contains(command), "{hint}");
+        }
+        assert!(!hint.contains('\n'), "one line: {hint}");
+        assert_eq!(next_hint(false, LogFormat::Text, &target), None);
+        assert_eq!(next_hint(true, LogFormat::Json, &target), None);
+    }
+
+    #[test]
+    fn the_next_hint_repeats_the_flags_that_find_this_instance() {
+        let target = TargetArgs {
+            config: None,
+            port: Some(18800),
+            state_dir: None,
+            control: Some(PathBuf::from("/tmp/my dir/gw.sock")),
+        };
+        let hint = next_hint(true, LogFormat::Text, &target).expect("hint");
+        assert!(
+            hint.contains("gatewarden status --port 18800 --control '/tmp/my dir/gw.sock' ·"),
+            "{hint}"
+        );
+        assert!(
+            hint.contains("gatewarden stop --port 18800 --control '/tmp/my dir/gw.sock' "),
+            "{hint}"
+        );
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
 
     #[test]
     fn auth_rejections_get_a_token_hint() {

@@ -317,7 +317,47 @@ fn o1_port_held_by_another_program_is_reported_with_its_pid() {
         "{message}"
     );
     assert!(message.contains("not a gateway"), "{message}");
+    assert_reason_printed_once_at_the_end(
+        &message,
+        "not a gateway",
+        "Another program holds the port",
+    );
     drop(listener);
+}
+
+/// A failed first start: the CLI prints the reason once, as its last words (`gatewarden: error:
+/// the gateway did not start: <reason>` and what to do); its own log lines do not repeat it (the
+/// library's log lines above are the record of the attempts).
+fn assert_reason_printed_once_at_the_end(stderr: &str, reason: &str, hint: &str) {
+    assert_eq!(stderr.matches(hint).count(), 1, "the hint once: {stderr}");
+    let repeated: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("gatewarden_cli::") && line.contains(reason))
+        .collect();
+    assert!(
+        repeated.is_empty(),
+        "the CLI's log repeats the reason: {repeated:?}"
+    );
+    let last_error = stderr
+        .lines()
+        .position(|line| line.starts_with("gatewarden: error: the gateway did not start:"))
+        .expect("the final error message");
+    assert!(
+        stderr
+            .lines()
+            .nth(last_error)
+            .is_some_and(|line| line.contains(reason)),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .skip(last_error + 1)
+            .all(|line| !line.contains(" INFO ")
+                && !line.contains(" WARN ")
+                && !line.contains(" ERROR ")),
+        "nothing is logged after the final message: {stderr}"
+    );
 }
 
 #[test]
@@ -355,8 +395,50 @@ fn c1_a_rejected_token_is_reported_as_such() {
     let message = stderr(&output);
     assert!(message.contains("AUTH_TOKEN_MISMATCH"), "{message}");
     assert!(message.contains("rejected the token"), "{message}");
+    assert_reason_printed_once_at_the_end(&message, "AUTH_TOKEN_MISMATCH", "rejected the token");
     assert!(
         !message.contains("a-wrong-token"),
         "the token is never printed"
+    );
+}
+
+#[test]
+fn run_prints_no_next_hint_when_stderr_is_not_a_terminal() {
+    // The hint is for a person at a terminal; a service's journal or a pipe gets log lines only.
+    // (Which text a terminal gets is the unit test `the_next_hint_lists_the_client_commands_...`.)
+    let mut instance = Instance::start(Options::default());
+    instance.wait_running();
+    let quit = instance.cli(&["stop", "--exit"]);
+    assert!(quit.status.success(), "{}", stderr(&quit));
+    assert_eq!(instance.wait_exit().code(), Some(0), "{}", instance.logs());
+    let logs = instance.logs();
+    assert!(logs.contains("gateway running"), "{logs}");
+    assert!(!logs.contains("in another terminal"), "{logs}");
+}
+
+#[test]
+fn h6_plain_status_shows_health_reasons_and_last_known_facts_after_stop() {
+    let instance = Instance::start(Options::default());
+    instance.wait_running();
+    let running = instance.cli(&["status"]);
+    assert!(running.status.success(), "{}", stderr(&running));
+    let text = stdout(&running);
+    assert!(text.contains("version 2026.9.6-sim · protocol 4"), "{text}");
+    assert!(!text.contains("last known"), "{text}");
+
+    let stop = instance.cli(&["stop"]);
+    assert!(stop.status.success(), "{}", stderr(&stop));
+    instance.wait_for("state stopped", |status| status["state"] == "stopped");
+    let stopped = instance.cli(&["status"]);
+    assert!(stopped.status.success(), "{}", stderr(&stopped));
+    let text = stdout(&stopped);
+    assert!(text.contains("gateway stopped"), "{text}");
+    assert!(
+        text.contains("health degraded (gateway_not_running)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("· last known version 2026.9.6-sim · protocol 4 ·"),
+        "a stopped gateway's version is not shown as current: {text}"
     );
 }

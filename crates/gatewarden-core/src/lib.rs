@@ -13,6 +13,8 @@
 //!   [`heartbeat`] (H1–H3), [`recovery`] (L7), [`reload_policy`] (P1, P2), [`stderr`] (X3),
 //!   [`health`] (H5, H6, M6), [`rpc`] (M1), [`frame`] (C1, M2–M5), [`device_auth`] (A1, A2).
 //! - [`diagram`]: explores the real machine and renders the state diagrams.
+//! - [`rules`]: the specification, `docs/spec/BEHAVIOUR.md`. Rule ids in these docs (L1–L8 start,
+//!   T1–T6 stop, R1–R7 restart, N1–N5 reconnect, H1–H6 health, …) name its rules.
 //! - [`fuzzing`]: the entry points of the fuzz targets and of the corpus replay test.
 #![deny(missing_docs)]
 
@@ -31,4 +33,5 @@ pub mod reconnect;
 pub mod recovery;
 pub mod reload_policy;
 pub mod rpc;
+pub mod rules;
 pub mod stderr;

@@ -7,6 +7,9 @@
 //! `Addr<`[`Supervisor`]`>` that takes the messages of [`supervisor`] (`Start`, `Stop`, `Restart`,
 //! `Reload`, `Rpc`, `GetStatus`, `Subscribe`, ...). See `examples/embed.rs`.
 //!
+//! Rule ids (L5, T4, R6, …) name the rules of the specification, rendered in
+//! [`gatewarden_core::rules`] (`docs/spec/BEHAVIOUR.md`).
+//!
 //! # Layout
 //!
 //! - [`supervisor`]: the `Supervisor` actor, which owns the lifecycle machine and carries out its

@@ -111,6 +111,54 @@ impl SupervisorOptions {
 }
 
 /// Entry point for embedding apps.
+///
+/// Start the supervisor inside an actix system, subscribe to its events, start the gateway,
+/// call it, stop it. Every message answers exactly once; the rules behind each are in
+/// [`gatewarden_core::rules`] (start L1–L8, stop T1–T6, RPC M1).
+///
+/// ```no_run
+/// use actix::prelude::*;
+/// use gatewarden::events::GatewayEvent;
+/// use gatewarden::profile::LaunchProfile;
+/// use gatewarden::supervisor::{GetStatus, Rpc, Start, Stop, Subscribe};
+/// use gatewarden::{GatewaySupervisor, SupervisorOptions};
+/// use gatewarden_core::machine::{CommandOutcome, LifecycleState};
+///
+/// struct Printer;
+/// impl Actor for Printer {
+///     type Context = Context<Self>;
+/// }
+/// impl Handler<GatewayEvent> for Printer {
+///     type Result = ();
+///     fn handle(&mut self, event: GatewayEvent, _: &mut Context<Self>) {
+///         if let GatewayEvent::Status(status) = event {
+///             println!("gateway {}", status.state.as_str());
+///         }
+///     }
+/// }
+///
+/// actix_rt::System::new().block_on(async {
+///     let state_dir = std::env::temp_dir().join("my-app-gateway");
+///     let supervisor =
+///         GatewaySupervisor::start(SupervisorOptions::new(LaunchProfile::sim(), state_dir));
+///     supervisor.do_send(Subscribe(Printer.start().recipient()));
+///
+///     // Answers when the start flow ends: running, or failed with the reason.
+///     match supervisor.send(Start).await.expect("supervisor alive") {
+///         CommandOutcome::Failed { message } => eprintln!("did not start: {message}"),
+///         _ => {
+///             let status = supervisor.send(GetStatus).await.expect("supervisor alive");
+///             assert_eq!(status.state, LifecycleState::Running);
+///             let reply = supervisor
+///                 .send(Rpc { method: "health".into(), params: None, timeout_ms: None })
+///                 .await
+///                 .expect("supervisor alive");
+///             println!("health: {reply:?}");
+///         }
+///     }
+///     supervisor.send(Stop).await.expect("supervisor alive");
+/// });
+/// ```
 pub struct GatewaySupervisor;
 
 impl GatewaySupervisor {
@@ -170,6 +218,29 @@ pub struct DebouncedReload {
 pub struct ForceTerminateForQuit;
 
 /// M1: call a gateway method.
+///
+/// The answer is the gateway's `payload`, or a typed [`RpcError`]: the gateway's own error
+/// (`Gateway`, with its code) or why the call never got one (not connected, timed out, stopped,
+/// the socket failed). Exactly one answer per call, also when the connection drops meanwhile.
+///
+/// ```no_run
+/// # use actix::Addr;
+/// # use gatewarden::supervisor::{Rpc, Supervisor};
+/// # async fn call(supervisor: Addr<Supervisor>) {
+/// let reply = supervisor
+///     .send(Rpc {
+///         method: "echo".into(),
+///         params: Some(serde_json::json!({"hello": "gateway"})),
+///         timeout_ms: Some(5_000),
+///     })
+///     .await
+///     .expect("supervisor alive");
+/// match reply {
+///     Ok(payload) => println!("{payload}"),
+///     Err(error) => eprintln!("rpc failed: {error}"),
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<Value, RpcError>")]
 pub struct Rpc {

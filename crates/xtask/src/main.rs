@@ -1,5 +1,6 @@
 //! Developer tasks. `cargo run -p xtask -- diagrams` regenerates `state-diagrams/` from the real
-//! lifecycle machine (Mermaid and DOT always; SVG when Graphviz's `dot` is installed).
+//! lifecycle machine: the complete machine (Mermaid and DOT), an overview and one diagram per part
+//! (DOT), each rendered to SVG when Graphviz's `dot` is installed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -36,23 +37,37 @@ fn repo_root() -> PathBuf {
 fn write_diagrams(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
     let observed = diagram::explore();
-    let mermaid = dir.join("lifecycle.mmd");
-    let dot = dir.join("lifecycle.dot");
-    std::fs::write(&mermaid, diagram::mermaid(&observed))?;
-    std::fs::write(&dot, diagram::dot(&observed))?;
-    let mut written = vec![mermaid, dot.clone()];
-    let svg = dir.join("lifecycle.svg");
-    // The SVG is a convenience for readers; without Graphviz the text formats are enough.
-    match Command::new("dot")
-        .arg("-Tsvg")
-        .arg(&dot)
-        .arg("-o")
-        .arg(&svg)
-        .status()
-    {
-        Ok(status) if status.success() => written.push(svg),
-        Ok(status) => eprintln!("dot failed ({status}); skipped the SVG"),
-        Err(_) => eprintln!("Graphviz `dot` not installed; skipped the SVG"),
+    let mut written = Vec::new();
+    for (name, text) in diagram::files(&observed) {
+        let path = dir.join(&name);
+        std::fs::write(&path, text)?;
+        written.push(path);
+    }
+    // The SVGs are a convenience for readers; without Graphviz the text formats are enough.
+    let sources: Vec<PathBuf> = written
+        .iter()
+        .filter(|path| path.extension().is_some_and(|ext| ext == "dot"))
+        .cloned()
+        .collect();
+    for source in sources {
+        let svg = source.with_extension("svg");
+        match Command::new("dot")
+            .arg("-Tsvg")
+            .arg(&source)
+            .arg("-o")
+            .arg(&svg)
+            .status()
+        {
+            Ok(status) if status.success() => written.push(svg),
+            Ok(status) => eprintln!(
+                "dot failed on {} ({status}); skipped its SVG",
+                source.display()
+            ),
+            Err(_) => {
+                eprintln!("Graphviz `dot` not installed; skipped the SVGs");
+                break;
+            }
+        }
     }
     Ok(written)
 }

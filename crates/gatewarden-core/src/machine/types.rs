@@ -45,7 +45,22 @@ impl LifecycleState {
     }
 }
 
-/// S2: the status snapshot.
+/// S2: the status snapshot (see [`crate::rules`]). The handshake's facts (`version`,
+/// `protocol`, `boot_id`) stay after the connection ends: outside `running` they are the last
+/// known ones.
+///
+/// ```
+/// use gatewarden_core::config::SupervisorConfig;
+/// use gatewarden_core::machine::{LifecycleMachine, LifecycleState};
+///
+/// let machine = LifecycleMachine::new(SupervisorConfig::default());
+/// let status = machine.status(0);
+/// assert_eq!(status.state, LifecycleState::Stopped);
+/// assert_eq!(status.pid, None);
+/// // Serialized with camelCase names.
+/// let json = serde_json::to_value(&status).unwrap();
+/// assert_eq!(json["reconnectAttempts"], 0);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {

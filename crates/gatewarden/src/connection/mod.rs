@@ -3,7 +3,7 @@
 //! # What it does
 //!
 //! [`ConnectionActor`] owns at most one socket at a time. [`Open`] runs the handshake
-//! ([`handshake`]) as a cancellable future; only a socket that reached `hello-ok` becomes the
+//! (`handshake`) as a cancellable future; only a socket that reached `hello-ok` becomes the
 //! actor's open link. The open link is read and written by one future on the actor's context
 //! (up to `read_batch` frames per wake-up; writes go through an outbox and never wait, so a slow
 //! socket never blocks message handling). [`Call`] is the RPC hot path: the supervisor forwards
