@@ -17,6 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -147,7 +148,7 @@ fn crosscheck_old_node_runtime_matches_the_real_gateway() {
         .strip_prefix('v')
         .and_then(|rest| rest.split('.').next())
         .and_then(|major| major.parse().ok());
-    if !major.is_some_and(|major| major < 22) {
+    if major.is_none_or(|major| major >= 22) {
         shout(&format!(
             "crosscheck: no Node older than 22 at {} (version {version:?}); old-runtime case not compared",
             old_node.display()
@@ -329,14 +330,22 @@ fn sigusr2(gateway: &GatewayProcess) {
     unsafe { libc::kill(gateway.pid() as libc::pid_t, libc::SIGUSR2) };
 }
 
-/// Waits until the listener went down (a restart began) and came back.
-fn wait_restarted(gateway: &mut GatewayProcess) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http(gateway.port, "GET", "/healthz", Duration::from_secs(2)).is_ok() {
-        if Instant::now() > deadline {
-            return Err(format!("{}: the listener never went down", gateway.name));
+/// How many times the gateway has started listening: the real one logs "http server listening"
+/// on stdout at every boot, the simulator prints its `listening` line.
+fn boots(gateway: &GatewayProcess) -> usize {
+    let stdout = gateway.stdout();
+    stdout.matches("http server listening").count()
+        + stdout.matches("\"event\":\"listening\"").count()
+}
+
+/// Waits until the gateway has booted more than `before` times and answers `/startupz` 200.
+fn wait_restarted(gateway: &mut GatewayProcess, before: usize) -> Result<(), String> {
+    let deadline = Instant::now() + REAL_START;
+    while boots(gateway) <= before {
+        if Instant::now() > deadline || gateway.try_exit().is_some() {
+            return Err(format!("{}: no new boot after SIGUSR2", gateway.name));
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(50));
     }
     gateway.wait_started(REAL_START, &mut || {}).map(|_| ())
 }
@@ -386,44 +395,107 @@ fn sim_restart_refusal_facts(sim: &GatewayProcess) -> Facts {
 }
 
 /// The real gateway's restart window lasts tens of ms between its restart fence and the drain
-/// that closes sockets, and when its event loop gets to the signal is not known. So: open sockets
-/// (challenge received) first, send SIGUSR2, then send `connect` on one socket every 10 ms; a
-/// connect handled inside the window is refused. Up to 3 restarts.
+/// that closes sockets, and when its event loop gets to the signal is not known (seconds on a
+/// loaded box). So a burst: once the gateway is ready and settled, a new socket every 10 ms, each
+/// sending `connect` as soon as its challenge arrives, SIGUSR2 200 ms in, until a refusal is
+/// caught or, after the signal, a socket no longer opens (the listener is gone); a connect handled
+/// inside the window is refused (caught in 4 of 5 bursts by hand on a loaded box). Up to 3 restarts.
 fn real_restart_refusal_facts(real: &mut GatewayProcess) -> Option<Facts> {
-    const SOCKETS: usize = 60;
+    const EVERY: Duration = Duration::from_millis(10);
+    const SIGNAL_AFTER: Duration = Duration::from_millis(200);
+    const LONGEST: Duration = Duration::from_secs(10);
+    const SETTLE: Duration = Duration::from_secs(3);
     for round in 1..=3 {
-        let mut clients: Vec<WsClient> = (0..SOCKETS)
-            .filter_map(|_| WsClient::open(real.port, REPLY).ok())
-            .collect();
-        sigusr2(real);
-        for (index, client) in clients.iter_mut().enumerate() {
-            let frame = json!({"type": "req", "id": format!("c{index}"), "method": "connect",
-                "params": connect_params("cli", "cli", Some(TOKEN))});
-            let _ = client.send_text(frame.to_string());
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let mut caught = None;
-        for (index, client) in clients.iter_mut().enumerate() {
-            let id = format!("c{index}");
-            let reply = loop {
-                match client.next_json(Duration::from_secs(5)) {
-                    Some(frame) if frame["type"] == "res" && frame["id"] == id.as_str() => {
-                        break Some(frame)
-                    }
-                    Some(frame) => client.stash.push(frame),
-                    None => break None,
-                }
-            };
-            if let Some(reply) = reply {
-                if caught.is_none() && reply["error"]["details"]["reason"] == "gateway-restarting" {
-                    caught = Some(refusal_facts(&reply, client));
-                }
+        // Right after a (re)start the real event loop is busy for a while; let it settle.
+        let ready_by = Instant::now() + REAL_START;
+        while !matches!(http(real.port, "GET", "/readyz", REPLY), Ok((200, _))) {
+            if Instant::now() > ready_by {
+                panic!("real-restart: /readyz never 200\n{}", real.logs(4000));
             }
+            std::thread::sleep(Duration::from_millis(200));
         }
-        drop(clients);
-        if let Err(error) = wait_restarted(real) {
+        std::thread::sleep(SETTLE);
+        let port = real.port;
+        let boots_before = boots(real);
+        let started = Instant::now();
+        let caught: Mutex<Option<Facts>> = Mutex::new(None);
+        let listener_gone = AtomicBool::new(false);
+        let signalled = AtomicBool::new(false);
+        // What the burst's sockets saw, for the summary line.
+        let seen: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
+        std::thread::scope(|scope| {
+            let mut index = 0u32;
+            while started.elapsed() < LONGEST
+                && !listener_gone.load(Ordering::Relaxed)
+                && caught
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .is_none()
+            {
+                if !signalled.load(Ordering::Relaxed) && started.elapsed() >= SIGNAL_AFTER {
+                    sigusr2(real);
+                    signalled.store(true, Ordering::Relaxed);
+                }
+                let (caught, listener_gone, signalled, seen) =
+                    (&caught, &listener_gone, &signalled, &seen);
+                scope.spawn(move || {
+                    let after_signal = signalled.load(Ordering::Relaxed);
+                    let tally = |what: String| {
+                        *seen
+                            .lock()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner())
+                            .entry(what)
+                            .or_default() += 1;
+                    };
+                    let phase = if after_signal { "after" } else { "before" };
+                    let Ok(mut client) = WsClient::open(port, Duration::from_secs(5)) else {
+                        if after_signal {
+                            listener_gone.store(true, Ordering::Relaxed);
+                        }
+                        tally(format!("{phase} SIGUSR2: open failed"));
+                        return;
+                    };
+                    let Some(reply) = client.request(
+                        "connect",
+                        connect_params("cli", "cli", Some(TOKEN)),
+                        Duration::from_secs(5),
+                    ) else {
+                        tally(format!("{phase} SIGUSR2: no reply"));
+                        return;
+                    };
+                    tally(format!(
+                        "{phase} SIGUSR2: ok={} {}",
+                        reply["ok"],
+                        render(&reply["error"]["details"]["reason"])
+                    ));
+                    if reply["error"]["details"]["reason"] == "gateway-restarting" {
+                        let facts = refusal_facts(&reply, &mut client);
+                        caught
+                            .lock()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner())
+                            .get_or_insert(facts);
+                    }
+                });
+                index += 1;
+                std::thread::sleep(
+                    (started + EVERY * index).saturating_duration_since(Instant::now()),
+                );
+            }
+            if !signalled.load(Ordering::Relaxed) {
+                sigusr2(real);
+            }
+        });
+        if let Err(error) = wait_restarted(real, boots_before) {
             panic!("{error}\n{}", real.logs(4000));
         }
+        let caught = caught
+            .into_inner()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        shout(&format!(
+            "crosscheck: restart-window burst {round}: {:?}",
+            seen.into_inner()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        ));
         if caught.is_some() {
             shout(&format!(
                 "crosscheck: the real gateway's restart refusal caught in restart {round}"

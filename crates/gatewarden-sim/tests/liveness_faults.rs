@@ -370,3 +370,53 @@ async fn d4_system_presence_answers_the_gateway_self_row_and_needs_operator_read
     assert_eq!(reply["error"]["message"], "missing scope: operator.read");
     assert_eq!(detail_code(&reply), "MISSING_SCOPE");
 }
+
+/// D1: a pong that reached the simulator while its event loop was blocked counts. The ping goes
+/// out, the block starts before the pong is read, and when the loop resumes the ping timer and
+/// the queued pong are ready together: the pong must be read first, or the client would be
+/// dropped (1006) for a pong it sent in time. Without that, each round fails about half the time,
+/// so four rounds.
+#[tokio::test]
+async fn d1_a_pong_queued_during_a_busy_block_counts_when_the_loop_resumes() {
+    const PING_MS: u64 = 1000;
+    for round in 0..4 {
+        let (sim, listening) = sim()
+            .args(&["--ping-interval-ms", &PING_MS.to_string()])
+            .start();
+        let mut client = Client::admin(listening.port, None).await;
+        // The first ping is due PING_MS after hello-ok; the block starts 100 ms after it, and we
+        // read (and so answer) the ping only 300 ms after it, during the block.
+        let hello_at = Instant::now();
+        let reply = client
+            .request(
+                "sim.fault",
+                json!({"kind": "busy", "ms": BLOCK_MS, "afterMs": PING_MS + 100 - hello_at.elapsed().as_millis() as u64}),
+            )
+            .await;
+        assert_eq!(reply["ok"], true, "{reply}");
+        tokio::time::sleep_until((hello_at + Duration::from_millis(PING_MS + 300)).into()).await;
+        // Reading now answers the ping; the reply to this request comes after the block.
+        let reply = client.request_or_end("health", json!({})).await;
+        assert_eq!(
+            reply["ok"],
+            true,
+            "round {round}: {reply} {:?}",
+            sim.stderr()
+        );
+        // Still connected one ping interval after the block (reading answers the next ping).
+        assert!(
+            client
+                .event("no-such-event", Duration::from_millis(PING_MS + 200))
+                .await
+                .is_none(),
+            "round {round}"
+        );
+        let reply = client.request_or_end("health", json!({})).await;
+        assert_eq!(
+            reply["ok"],
+            true,
+            "round {round}: dropped after the block: {reply} {:?}",
+            sim.stderr()
+        );
+    }
+}

@@ -502,6 +502,22 @@ impl Client {
             .unwrap_or_else(|| panic!("no reply to {method}"))
     }
 
+    /// Like [`Client::request`], but a socket that ends first gives `Value::Null` instead of a panic.
+    pub async fn request_or_end(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = format!("req-{}", self.next_id);
+        let frame = json!({"type": "req", "id": id, "method": method, "params": params});
+        if self
+            .ws
+            .send(Message::text(frame.to_string()))
+            .await
+            .is_err()
+        {
+            return Value::Null;
+        }
+        self.reply_to(&id, SOON).await.unwrap_or(Value::Null)
+    }
+
     /// Waits for the `res` with `id`.
     pub async fn reply_to(&mut self, id: &str, within: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + within;
