@@ -189,7 +189,9 @@ impl LifecycleMachine {
                 }
                 None
             }
-            Event::ProcessExited { pid, .. } | Event::StderrLine { pid, .. } => {
+            Event::ProcessExited { pid, .. }
+            | Event::StderrLine { pid, .. }
+            | Event::StartupTrace { pid, .. } => {
                 if self.core.owned_pid != Some(*pid) {
                     return Some(format!("pid {pid} is not the owned process"));
                 }
