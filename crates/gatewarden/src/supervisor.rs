@@ -953,6 +953,18 @@ impl Supervisor {
         match output.stream {
             OutputStream::Stdout => {
                 tracing::debug!(target: "gateway", "{}", output.line);
+                // The gateway's server logs its startup trace on stdout: report the phase, the
+                // machine keeps it for the startup metric (the parser is the core's).
+                let normalized = gatewarden_core::stderr::normalize_stderr_line(&output.line);
+                if let Some(phase) = gatewarden_core::stderr::parse_startup_trace(&normalized) {
+                    self.feed(
+                        Event::StartupTrace {
+                            pid: output.pid,
+                            phase,
+                        },
+                        ctx,
+                    );
+                }
                 // W1 (beyond): the gateway says it listens; probe now instead of at the next
                 // backoff step. The probe still decides: a listening line is not readiness.
                 if output.line.contains("\"listening\"") {

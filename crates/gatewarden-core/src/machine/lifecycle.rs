@@ -227,7 +227,8 @@ impl Lifecycle {
                 Some(state) => Transition(state),
                 None => Handled,
             },
-            Event::ProofOfLife { .. } => Handled,
+            // A trace outside a start flow (an in-place restart) has no metric to go to.
+            Event::ProofOfLife { .. } | Event::StartupTrace { .. } => Handled,
             other => {
                 context.log(
                     LogLevel::Debug,
@@ -385,6 +386,10 @@ impl Lifecycle {
                     Some(state) => Transition(state),
                     None => Handled,
                 }
+            }
+            Event::StartupTrace { phase, .. } => {
+                note_trace_phase(flow, phase.clone());
+                Handled
             }
             Event::ProcessExited { pid, code } if flow.replacing_hung => {
                 // F6: the gateway we terminated for sending no challenge; the attempt already
