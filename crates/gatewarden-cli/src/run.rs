@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 
 use gatewarden::events::GatewayEvent;
 use gatewarden::launch::Secret;
+use gatewarden::lock::{LockHolder, StateDirLock};
 use gatewarden::profile::LaunchProfile;
 use gatewarden::supervisor::{ForceTerminateForQuit, Start, Stop, Subscribe, Supervisor};
 use gatewarden::{GatewaySupervisor, SupervisorOptions};
@@ -56,11 +57,19 @@ pub fn run(args: &RunArgs, format: LogFormat) -> anyhow::Result<ExitCode> {
     let (token, token_origin) = launch::resolve_token(&settings)?;
     let state_dir = settings.state_dir();
     launch::create_private_dir(&state_dir)?;
+    let control_path = settings.control_path();
+    // K1: before anything else touches the state directory (the control socket, the orphan
+    // probe, the record), so a second supervisor refuses without acting on the first's gateway.
+    // Held until this function returns; the kernel releases it if we are killed.
+    let _lock = StateDirLock::acquire(
+        &state_dir,
+        &LockHolder::this_process(Some(control_path.clone())),
+    )?;
     let plan = Plan {
         core: settings.core.clone(),
         profile,
         profile_kind: settings.cli.profile,
-        control_path: settings.control_path(),
+        control_path,
         state_dir,
         http: settings.http,
         token,

@@ -20,6 +20,7 @@
 //! - [`launch`]: what to run, secrets that never reach argv or logs (A3).
 //! - [`identity`]: the device key pair on disk (A1).
 //! - [`endpoint`]: which gateway hosts may be reached (loopback; others need an opt-in and TLS).
+//! - [`lock`]: the state directory's instance lock: one supervisor per state directory (K1).
 //! - [`orphan`]: `/proc` inspection: listeners on a port, start times, process groups (O1).
 //! - [`events`]: [`events::GatewayEvent`], what subscribers hear.
 #![deny(missing_docs)]
@@ -31,6 +32,7 @@ pub mod events;
 pub mod heartbeat;
 pub mod identity;
 pub mod launch;
+pub mod lock;
 pub mod orphan;
 pub mod process;
 pub mod profile;

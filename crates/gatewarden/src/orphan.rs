@@ -291,10 +291,14 @@ fn process_cmdline(pid: u32) -> Option<String> {
 /// Decides whether a listener is a gateway this supervisor left behind: only when both its pid and
 /// its start time equal the record written at spawn. A pid reused by another program has another
 /// start time, so it cannot be mistaken for ours.
+///
+/// K1: a record whose supervisor still lives names another supervisor's gateway, never an orphan.
 pub fn classify_listener(listener: &Listener, owned_record: Option<&OwnedRecord>) -> ListenerKind {
     match (owned_record, listener.pid, listener.start_ticks) {
         (Some(record), Some(pid), Some(start_ticks))
-            if record.pid == pid && record.start_ticks == start_ticks =>
+            if record.pid == pid
+                && record.start_ticks == start_ticks
+                && !record.supervisor_lives() =>
         {
             ListenerKind::OurOrphan
         }

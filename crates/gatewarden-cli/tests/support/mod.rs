@@ -96,6 +96,8 @@ pub struct Options {
     pub http: bool,
     /// A custom gateway command (after `--`).
     pub command: Vec<String>,
+    /// Use this state directory instead of a fresh one under the instance's folder.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// A running `gatewarden run`, killed (with every gateway it was seen to own) when dropped.
@@ -121,7 +123,12 @@ impl Instance {
             .arg("--port")
             .arg(port.to_string())
             .arg("--state-dir")
-            .arg(dir.path().join("state"))
+            .arg(
+                options
+                    .state_dir
+                    .clone()
+                    .unwrap_or_else(|| dir.path().join("state")),
+            )
             .arg("--control")
             .arg(&control)
             .args(&options.args);
@@ -321,6 +328,39 @@ pub fn eventually(what: &str, condition: impl Fn() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("timed out waiting for {what}");
+}
+
+/// Run `command` to its end, killing it (and failing) after `deadline`: a command that should
+/// refuse at once must not hang the test if it does not.
+pub fn run_bounded(mut command: Command, deadline: Duration) -> (Option<i32>, String) {
+    let mut child = KillOnDrop(
+        command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the command"),
+    );
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.0.try_wait().expect("try_wait") {
+            let mut text = String::new();
+            if let Some(mut stderr) = child.0.stderr.take() {
+                let _ = stderr.read_to_string(&mut text);
+            }
+            return (status.code(), text);
+        }
+        if started.elapsed() > deadline {
+            panic!("the command still ran after {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `/proc/<pid>/stat` field 22: the start time, which tells a process from a reused pid.
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// A child process killed when dropped (a panicking test still cleans up).

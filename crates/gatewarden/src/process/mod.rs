@@ -574,6 +574,9 @@ impl Handler<Spawn> for ProcessActor {
                 start_ticks,
                 port: spec.recorded_port(),
                 program: spec.program().to_string_lossy().into_owned(),
+                pgid: Some(pid),
+                supervisor_pid: Some(std::process::id()),
+                supervisor_start_ticks: process_start_ticks(std::process::id()),
             };
             match write_owned_record(&path, &record) {
                 Ok(()) => Some(path),
