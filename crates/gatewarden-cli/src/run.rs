@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use gatewarden::events::GatewayEvent;
 use gatewarden::launch::Secret;
 use gatewarden::lock::{LockHolder, StateDirLock};
+use gatewarden::process::LeftoverReport;
 use gatewarden::profile::LaunchProfile;
 use gatewarden::supervisor::{ForceTerminateForQuit, Start, Stop, Subscribe, Supervisor};
 use gatewarden::{GatewaySupervisor, SupervisorOptions};
@@ -25,7 +26,7 @@ use gatewarden_core::config::SupervisorConfig;
 use gatewarden_core::machine::{CommandOutcome, LifecycleState, Status};
 
 use crate::cli::{LogFormat, RunArgs};
-use crate::config::ProfileKind;
+use crate::config::{ControlPlaneConfig, ProfileKind};
 use crate::instance::Instance;
 use crate::launch::TokenOrigin;
 use crate::notify::Notifier;
@@ -48,6 +49,8 @@ struct Plan {
     token: Option<Secret>,
     token_origin: TokenOrigin,
     live_area: bool,
+    leftovers: LeftoverReport,
+    control_plane: ControlPlaneConfig,
 }
 
 /// `gatewarden run`.
@@ -65,6 +68,9 @@ pub fn run(args: &RunArgs, format: LogFormat) -> anyhow::Result<ExitCode> {
         &state_dir,
         &LockHolder::this_process(Some(control_path.clone())),
     )?;
+    // K4: what a killed predecessor left in its gateway's process group goes before anything is
+    // spawned; the library logs the details, the status report keeps the pids.
+    let leftovers = gatewarden::process::end_leftovers(&state_dir);
     let plan = Plan {
         core: settings.core.clone(),
         profile,
@@ -75,6 +81,8 @@ pub fn run(args: &RunArgs, format: LogFormat) -> anyhow::Result<ExitCode> {
         token,
         token_origin,
         live_area: format == LogFormat::Text && console::enable_live_area(),
+        leftovers,
+        control_plane: settings.cli.control_plane.clone(),
     };
     let system = actix_rt::System::new();
     let result = system.block_on(supervise(plan));
@@ -101,10 +109,13 @@ async fn supervise(plan: Plan) -> anyhow::Result<ExitCode> {
     options.token = plan.token.clone();
     let origin = Instant::now();
     let supervisor = GatewaySupervisor::start(options);
-    let instance = Rc::new(Instance::new(supervisor.clone(), plan.profile_kind, origin));
+    let mut instance = Instance::new(supervisor.clone(), plan.profile_kind, origin);
+    instance.leftovers_ended = plan.leftovers.ended.clone();
+    let instance = Rc::new(instance);
 
     let refresh = Rc::new(Notify::new());
     let watcher = EventWatcher {
+        instance: instance.clone(),
         refresh: refresh.clone(),
         notifier: notifier.clone(),
         last: None,
@@ -112,12 +123,25 @@ async fn supervise(plan: Plan) -> anyhow::Result<ExitCode> {
     .start();
     supervisor.do_send(Subscribe(watcher.recipient()));
 
-    let mut tasks = vec![actix_rt::spawn(control::serve(
-        control_socket,
-        instance.clone(),
-    ))];
+    let limits = &plan.control_plane;
+    let mut tasks = vec![
+        actix_rt::spawn(control::serve(
+            control_socket,
+            instance.clone(),
+            control::Limits::from(limits),
+        )),
+        actix_rt::spawn({
+            let instance = instance.clone();
+            let every = Duration::from_millis(limits.snapshot_refresh_ms.max(1));
+            async move { instance.refresh_snapshot(every).await }
+        }),
+    ];
     if let Some(listener) = http_listener {
-        tasks.push(actix_rt::spawn(http::serve(listener, instance.clone())));
+        tasks.push(actix_rt::spawn(http::serve(
+            listener,
+            instance.clone(),
+            http::Limits::from(limits),
+        )));
     }
     if plan.live_area {
         let header = area_header(&plan);
@@ -313,6 +337,7 @@ async fn watchdog(instance: Rc<Instance>, notifier: Rc<Notifier>, interval: Dura
 
 /// Hears the supervisor's events: logs lifecycle changes, tells systemd, wakes the status area.
 struct EventWatcher {
+    instance: Rc<Instance>,
     refresh: Rc<Notify>,
     notifier: Option<Rc<Notifier>>,
     last: Option<(LifecycleState, Option<u32>, Option<String>)>,
@@ -327,7 +352,10 @@ impl Handler<GatewayEvent> for EventWatcher {
 
     fn handle(&mut self, event: GatewayEvent, _ctx: &mut Self::Context) {
         match event {
-            GatewayEvent::Status(status) => self.status_changed(&status),
+            GatewayEvent::Status(status) => {
+                self.status_changed(&status);
+                self.instance.remember(status);
+            }
             GatewayEvent::ProcessExit { pid, code } => {
                 let code = code
                     .map(|code| code.to_string())

@@ -104,6 +104,102 @@ impl SupervisorConfig {
     }
 }
 
+/// Q3: a value that parses but cannot work, with the key that holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidValue {
+    /// The dotted key (`heartbeat.interval_ms`).
+    pub key: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl std::fmt::Display for InvalidValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+impl std::error::Error for InvalidValue {}
+
+impl SupervisorConfig {
+    /// Q3: refuses values that cannot work: a zero interval, timeout or frame size (a zero
+    /// heartbeat interval restarted a healthy gateway every 2.5 s; a zero frame size never left
+    /// `starting`), `connect.min_protocol` above `connect.max_protocol`, a jitter that is NaN,
+    /// negative or above 1. The first offending key is named.
+    pub fn validate(&self) -> Result<(), InvalidValue> {
+        let positive: [(&'static str, u64); 16] = [
+            ("heartbeat.interval_ms", self.heartbeat.interval_ms),
+            ("heartbeat.timeout_ms", self.heartbeat.timeout_ms),
+            ("heartbeat.max_misses", u64::from(self.heartbeat.max_misses)),
+            (
+                "heartbeat.health_check_interval_ms",
+                self.heartbeat.health_check_interval_ms,
+            ),
+            (
+                "connect.probe_interval_initial_ms",
+                self.connect.probe_interval_initial_ms,
+            ),
+            (
+                "connect.probe_interval_max_ms",
+                self.connect.probe_interval_max_ms,
+            ),
+            ("connect.probe_timeout_ms", self.connect.probe_timeout_ms),
+            ("connect.ready_timeout_ms", self.connect.ready_timeout_ms),
+            (
+                "connect.challenge_timeout_ms",
+                self.connect.challenge_timeout_ms,
+            ),
+            (
+                "connect.handshake_timeout_ms",
+                self.connect.handshake_timeout_ms,
+            ),
+            (
+                "connect.max_frame_bytes",
+                u64::try_from(self.connect.max_frame_bytes).unwrap_or(u64::MAX),
+            ),
+            ("rpc.default_timeout_ms", self.rpc.default_timeout_ms),
+            ("start.max_attempts", u64::from(self.start.max_attempts)),
+            ("start.port_free_poll_ms", self.start.port_free_poll_ms),
+            ("start.spawn_timeout_ms", self.start.spawn_timeout_ms),
+            ("reconnect.max_delay_ms", self.reconnect.max_delay_ms),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(InvalidValue {
+                    key,
+                    message: "must be greater than 0".into(),
+                });
+            }
+        }
+        if self.connect.min_protocol > self.connect.max_protocol {
+            return Err(InvalidValue {
+                key: "connect.min_protocol",
+                message: format!(
+                    "{} is above connect.max_protocol ({})",
+                    self.connect.min_protocol, self.connect.max_protocol
+                ),
+            });
+        }
+        if self.connect.probe_interval_initial_ms > self.connect.probe_interval_max_ms {
+            return Err(InvalidValue {
+                key: "connect.probe_interval_initial_ms",
+                message: format!(
+                    "{} is above connect.probe_interval_max_ms ({})",
+                    self.connect.probe_interval_initial_ms, self.connect.probe_interval_max_ms
+                ),
+            });
+        }
+        let jitter = self.reconnect.jitter;
+        if !jitter.is_finite() || !(0.0..=1.0).contains(&jitter) {
+            return Err(InvalidValue {
+                key: "reconnect.jitter",
+                message: format!("{jitter} is not a fraction between 0 and 1"),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// L5–L7: the start sequence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -120,6 +216,10 @@ pub struct StartConfig {
     pub port_free_timeout_ms: u64,
     /// X3/L7: startup stderr lines kept for the recovery choice.
     pub stderr_lines_kept: usize,
+    /// K3: a gateway process that has not started its program (`execve`) after this long is
+    /// killed and the attempt fails (a child stopped before exec, an exec blocked on a hung file
+    /// system). The supervisor answers meanwhile either way.
+    pub spawn_timeout_ms: u64,
 }
 
 impl Default for StartConfig {
@@ -131,6 +231,7 @@ impl Default for StartConfig {
             port_free_poll_ms: 500,
             port_free_timeout_ms: 30_000,
             stderr_lines_kept: 120,
+            spawn_timeout_ms: 10_000,
         }
     }
 }
@@ -433,6 +534,11 @@ pub struct StderrConfig {
     /// X3: at most this many distinct lines are remembered for dedup per process (bounded
     /// memory under a flood of distinct lines).
     pub dedup_capacity: usize,
+    /// Q2: gateway output lines logged per second, sustained (stdout and stderr together);
+    /// beyond it lines are counted and summarised ("N lines suppressed").
+    pub log_lines_per_sec: u32,
+    /// Q2: gateway output lines logged at once before the per-second budget applies.
+    pub log_burst: u32,
 }
 
 impl Default for StderrConfig {
@@ -440,6 +546,8 @@ impl Default for StderrConfig {
         StderrConfig {
             repeat_summary_every: 50,
             dedup_capacity: 4_096,
+            log_lines_per_sec: 20,
+            log_burst: 200,
         }
     }
 }
@@ -472,6 +580,31 @@ impl Default for OrphanConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn q3_values_that_cannot_work_are_refused_naming_the_key() {
+        assert_eq!(SupervisorConfig::default().validate(), Ok(()));
+        assert_eq!(SupervisorConfig::windows().validate(), Ok(()));
+        let key_of = |config: SupervisorConfig| config.validate().expect_err("refused").key;
+        let mut config = SupervisorConfig::default();
+        config.heartbeat.interval_ms = 0;
+        assert_eq!(key_of(config), "heartbeat.interval_ms");
+        let mut config = SupervisorConfig::default();
+        config.connect.max_frame_bytes = 0;
+        assert_eq!(key_of(config), "connect.max_frame_bytes");
+        let mut config = SupervisorConfig::default();
+        config.connect.min_protocol = 5;
+        config.connect.max_protocol = 4;
+        assert_eq!(key_of(config), "connect.min_protocol");
+        for jitter in [f64::NAN, -0.1, f64::INFINITY, 1.5] {
+            let mut config = SupervisorConfig::default();
+            config.reconnect.jitter = jitter;
+            assert_eq!(key_of(config), "reconnect.jitter", "{jitter}");
+        }
+        let mut config = SupervisorConfig::default();
+        config.reconnect.jitter = 0.0;
+        assert_eq!(config.validate(), Ok(()), "no jitter is fine");
+    }
 
     #[test]
     fn h1_windows_preset_uses_lenient_heartbeat() {

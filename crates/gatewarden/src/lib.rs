@@ -29,6 +29,7 @@ pub mod client;
 pub mod connection;
 pub mod endpoint;
 pub mod events;
+mod gateway_log;
 pub mod heartbeat;
 pub mod identity;
 pub mod launch;

@@ -11,6 +11,11 @@ use serde::{Deserialize, Serialize};
 /// The file name of the record inside the state directory.
 pub const OWNED_RECORD_FILE: &str = "gateway.pid.json";
 
+/// K4: the environment variable every spawned gateway gets, holding the state directory. Its
+/// processes (and their children, which inherit it) carry it, so a leftover of a dead supervisor
+/// can be told from an unrelated process that happens to sit in a reused process group.
+pub const STATE_MARKER_ENV: &str = "GATEWARDEN_STATE_MARKER";
+
 /// The gateway this supervisor spawned. Pid and start time together identify the process: a reused
 /// pid has another start time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
