@@ -847,13 +847,14 @@ async fn probe_port(
 ) -> PortProbe {
     // A refused loopback connect answers "nobody listens" in microseconds; the /proc scan costs
     // milliseconds on a large machine (the kernel walks hash tables sized by RAM), so it only runs
-    // when something answers. All of it (connects, /proc, the record file) runs on the blocking
-    // pool: a slow disk or a huge /proc must not stall the actor's thread (issue 23).
+    // when something answers, and then on the blocking pool with the record read: a slow disk or
+    // a huge /proc must not stall the actor's thread (issue 23). The common case (a free port)
+    // stays on this thread: a thread hop costs more than the connect on a loaded machine.
+    if !something_listens(port) {
+        return PortProbe::free();
+    }
     let record_path = record_path.to_owned();
     let scanned = tokio::task::spawn_blocking(move || {
-        if !something_listens(port) {
-            return None;
-        }
         let listeners = orphan::listeners_on_port(port).unwrap_or_default();
         if listeners.is_empty() {
             return None;
