@@ -473,3 +473,120 @@ fn q2_a_stderr_flood_is_rate_limited_and_memory_stays_flat() {
         "the supervisor answers during the flood"
     );
 }
+
+/// Live processes whose environment carries `marker` (`GATEWARDEN_STATE_MARKER=<state dir>`):
+/// every gateway of that state directory and everything it started.
+fn processes_with_marker(marker: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            is_alive(*pid)
+                && std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
+                    environ
+                        .split(|byte| *byte == 0)
+                        .any(|entry| entry == marker.as_bytes())
+                })
+        })
+        .collect()
+}
+
+/// K1 + K4 as repeated attacks, with the soak's continuous checks: each round a second
+/// supervisor tries the same state directory (refused, the gateway untouched), then the
+/// supervisor is SIGKILLed with a grandchild in its gateway's group and restarted on the same
+/// state directory (the grandchild ended and reported). After every step every process carrying
+/// the state directory's marker belongs to the one current gateway's group (duplicates 0), and
+/// after the final stop none is left (leaks 0).
+#[test]
+fn k1_k4_attack_rounds_keep_one_gateway_and_leak_nothing() {
+    const ROUNDS: usize = 3;
+    let scripts = tempfile::tempdir().expect("temp dir");
+    let script = sim_script(scripts.path(), "--spawn-grandchild");
+    let state = tempfile::tempdir().expect("temp dir");
+    let state_dir = state.path().join("state");
+    let marker = format!("GATEWARDEN_STATE_MARKER={}", state_dir.display());
+    let options = || Options {
+        env: vec![(
+            "GATEWARDEN_SIM_BIN".to_string(),
+            script.display().to_string(),
+        )],
+        state_dir: Some(state_dir.clone()),
+        ..Options::default()
+    };
+    let only_this_group = |gateway: u32| {
+        let members = group_members(gateway as i32);
+        let strays: Vec<u32> = processes_with_marker(&marker)
+            .into_iter()
+            .filter(|pid| !members.contains(pid))
+            .collect();
+        assert!(
+            strays.is_empty(),
+            "processes of this state dir outside the gateway's group: {strays:?}"
+        );
+    };
+    // Earlier instances are kept (not dropped) until the end: their drop would kill what the
+    // next start must find and end by itself.
+    let mut finished = Vec::new();
+    let mut instance = Instance::start(options());
+    let mut ended_total = 0;
+    for round in 0..ROUNDS {
+        let gateway = instance.wait_running()["pid"].as_u64().expect("pid") as u32;
+        eventually("the grandchild in the gateway's group", || {
+            group_members(gateway as i32).len() >= 2
+        });
+        only_this_group(gateway);
+
+        let other = tempfile::tempdir().expect("temp dir");
+        let mut second = command(other.path());
+        second
+            .arg("run")
+            .arg("--port")
+            .arg(support::free_port().to_string())
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .arg("--control")
+            .arg(other.path().join("second.sock"));
+        let (code, message) = run_bounded(second, DEADLINE);
+        assert_eq!(code, Some(1), "round {round}: {message}");
+        let status = instance.status().expect("the first answers");
+        assert_eq!(
+            status["pid"].as_u64(),
+            Some(u64::from(gateway)),
+            "round {round}"
+        );
+        only_this_group(gateway);
+
+        let grandchild = group_members(gateway as i32)
+            .into_iter()
+            .find(|pid| *pid != gateway)
+            .expect("grandchild");
+        instance.signal(Signal::SIGKILL);
+        instance.wait_exit();
+        finished.push(instance);
+        instance = Instance::start(options());
+        let status = instance.wait_running();
+        assert!(
+            status["supervisor"]["leftoversEnded"]
+                .as_array()
+                .is_some_and(|ended| ended
+                    .iter()
+                    .any(|pid| pid.as_u64() == Some(u64::from(grandchild)))),
+            "round {round}: {status}"
+        );
+        assert!(
+            !is_alive(grandchild),
+            "round {round}: the grandchild survived"
+        );
+        ended_total += 1;
+        only_this_group(status["pid"].as_u64().expect("pid") as u32);
+    }
+    instance.signal(Signal::SIGTERM);
+    instance.wait_exit();
+    eventually("nothing of the state dir left after the stop", || {
+        processes_with_marker(&marker).is_empty()
+    });
+    eprintln!("{ROUNDS} rounds: {ROUNDS} second supervisors refused, {ended_total} leftovers ended, duplicates 0, leaks 0");
+    drop(finished);
+}
