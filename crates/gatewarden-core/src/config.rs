@@ -465,7 +465,8 @@ pub struct LivenessConfig {
     /// D2: which threads' CPU time counts.
     pub cpu_threads: CpuThreads,
     /// D2: read the owned gateway's scheduler state and CPU time where the platform gives them
-    /// (Linux `/proc`). Off: silence counts as `busy` (the D4 path) everywhere.
+    /// (Linux `/proc`; the default is on there and off elsewhere). Off: silence counts as `busy`
+    /// (the D4 path). A reading that finds no process says `dead`.
     pub process_evidence: bool,
     /// H6: RPC methods whose time-outs degrade that capability, not the core (a trailing `*`
     /// matches a prefix).
@@ -484,7 +485,7 @@ impl Default for LivenessConfig {
             stall_min_ms: 5_000,
             busy_cpu_min_ms: 10,
             cpu_threads: CpuThreads::Main,
-            process_evidence: true,
+            process_evidence: cfg!(target_os = "linux"),
             capability_methods: vec![
                 "health".to_string(),
                 "status".to_string(),
