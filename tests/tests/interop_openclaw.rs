@@ -814,8 +814,19 @@ async fn interop_9_a_wrong_token_is_reported_once_and_not_retried() {
             .count_since(started, "not reconnecting until the next start"),
         1
     );
+    // One attempt, not retried: no second attempt of the start flow. (The gateway's own lines
+    // about the rejection are counted for the metric only: since gateway output is logged at
+    // INFO (Q2), one rejected connect can show in more than one of its lines.)
     let rejected_connects = gw.logs.count_since(started, "reason=token_mismatch");
-    assert_eq!(rejected_connects, 1, "the gateway saw one rejected connect");
+    assert!(
+        rejected_connects >= 1,
+        "the gateway logged no rejected connect"
+    );
+    assert_eq!(
+        gw.logs.count_since(started, "gateway start attempt 2/"),
+        0,
+        "the rejected connect was retried"
+    );
     let logged = gw.logs.since(started);
     for secret in [&gw.token, &config_token] {
         assert!(
@@ -1913,12 +1924,12 @@ fn interop_20_d6_a_paused_supervisor_keeps_the_real_gateway() {
     signal(run.child.id(), nix::sys::signal::Signal::SIGSTOP);
     std::thread::sleep(Duration::from_secs(75));
     signal(run.child.id(), nix::sys::signal::Signal::SIGCONT);
-    run.wait_logged(
-        STEP_BOUND,
-        &["supervisor stall", "core probe (Stall) answered"],
-    );
-    let after = run.wait_status(STEP_BOUND, "running after the pause", |status| {
-        status["state"] == "running"
+    // The stall is noticed at the first late tick. The stall probe then either answers, or the
+    // real gateway has dropped our silent socket meanwhile (seen live: close 1006 right after the
+    // resume) and the reconnect to the same process settles it; neither may restart it.
+    run.wait_logged(STEP_BOUND, &["supervisor stall"]);
+    let after = run.wait_status(STEP_BOUND, "running and ready after the pause", |status| {
+        status["state"] == "running" && status["gatewayReady"] == true
     });
     assert_eq!(
         after["pid"].as_u64(),

@@ -499,7 +499,10 @@ impl Handler<GatewayEvent> for EventWatcher {
             }
             GatewayEvent::GaveUp { reason } => {
                 // F8: tell the supervisors that look: the log, systemd, /healthz, the run loop.
-                tracing::error!("gatewarden gave up: {reason}");
+                // A failed first start is reported once, by `run`'s final error message.
+                if self.first_start_done.get() {
+                    tracing::error!("gatewarden gave up: {reason}");
+                }
                 if let Some(notifier) = &self.notifier {
                     notifier.status(&format!("gave up: {reason}"));
                 }

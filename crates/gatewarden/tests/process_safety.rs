@@ -132,7 +132,9 @@ async fn k3_an_exec_blocked_on_the_file_system_is_bounded_and_reported() {
 #[actix_rt::test]
 async fn k2_an_exited_gateway_is_not_reaped_before_the_actor_lets_go() {
     let (actor, mut events) = start_actor(ProcessActorConfig::default());
-    let pid = spawn_ok(&actor, shell("exit 0")).await;
+    // The child outlives the spawn's answer by a moment, so it exits while this thread (the
+    // actor's) is blocked below; an immediate exit could be handled, and reaped, before that.
+    let pid = spawn_ok(&actor, shell("sleep 0.5; exit 0")).await;
     let deadline = Instant::now() + SOON;
     // Blocking on purpose: the actor (same thread) cannot run meanwhile.
     while !matches!(stat_of(pid), Some(('Z', _, _))) {
