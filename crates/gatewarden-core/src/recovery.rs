@@ -83,9 +83,9 @@ pub const RUNTIME_SIGNALS: [&str; 7] = [
 ];
 
 /// F5: what a gateway prints when an in-place restart failed and it stays alive without a
-/// listener (OPENCLAW.md §12). The real gateway writes a block: "[gateway] startup failed:
-/// Invalid config at <path>:", the problems, then "… Process will stay alive; fix the issue and
-/// restart.", so the two fragments arrive on different lines.
+/// listener (OPENCLAW.md §12). The real gateway writes a block: `[gateway] startup failed:
+/// Invalid config at PATH:`, the problems, then `… Process will stay alive; fix the issue and
+/// restart.`, so the two fragments arrive on different lines.
 pub const STAY_ALIVE_SIGNAL: &str = "process will stay alive";
 
 /// F5: the first line of that block, which carries the reason.
@@ -116,7 +116,7 @@ pub fn is_stay_alive_signal(text: &str) -> bool {
     text.to_ascii_lowercase().contains(STAY_ALIVE_SIGNAL)
 }
 
-/// F5: is this the "startup failed: <reason>" line that opens the block?
+/// F5: is this the `startup failed: REASON` line that opens the block?
 pub fn is_startup_failed_line(text: &str) -> bool {
     text.to_ascii_lowercase().contains(STARTUP_FAILED_SIGNAL)
 }

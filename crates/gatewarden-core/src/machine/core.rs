@@ -116,7 +116,7 @@ pub struct Core {
     pub(crate) exit_config_check: bool,
     /// F4/F5: the last meaningful stderr line of the owned process (any state).
     pub(crate) last_stderr_line: Option<String>,
-    /// F5: the owned process's last "startup failed: <reason>" line.
+    /// F5: the owned process's last `startup failed: REASON` line.
     pub(crate) startup_failed_line: Option<String>,
     /// F5: the owned gateway is restarting in place since this time (the bound is armed).
     pub(crate) in_place_since: Option<u64>,
