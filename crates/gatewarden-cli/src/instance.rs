@@ -39,6 +39,8 @@ pub struct Instance {
     pub gave_up: RefCell<Option<String>>,
     /// F8: woken when the supervisor gives up (`run --exit-on-failure` leaves then).
     pub gave_up_notice: Notify,
+    /// Y1: the open event streams, ended with a final line when the instance exits.
+    pub streams: crate::events_stream::Streams,
 }
 
 /// RPC outcomes counted by the CLI (the library keeps only the last success and failure).
@@ -148,6 +150,7 @@ impl Instance {
             exit_requested: Notify::new(),
             gave_up: RefCell::new(None),
             gave_up_notice: Notify::new(),
+            streams: crate::events_stream::Streams::default(),
         }
     }
 
