@@ -358,6 +358,7 @@ mod tests {
                 profile: ProfileKind::Sim,
                 uptime: 1000,
                 version: "0.1.0".into(),
+                leftovers_ended: Vec::new(),
             },
         }
     }

@@ -43,6 +43,7 @@ const CLI_KEYS: &[&str] = &[
     "http_allow_remote",
     "token_file",
     "event_queue",
+    "control_plane",
 ];
 
 /// Which gateway to run.
@@ -94,6 +95,53 @@ pub struct CliConfig {
     /// Y1: how many events each control-socket subscriber may fall behind before it loses the
     /// oldest and reads a `lagged` line (default 1024, the library's `DEFAULT_EVENT_CAPACITY`).
     pub event_queue: Option<usize>,
+    /// Q1: budgets and timeouts of the control socket and the HTTP endpoint.
+    pub control_plane: ControlPlaneConfig,
+}
+
+/// Q1: the control socket's and the HTTP endpoint's budgets and timeouts, so that commands and
+/// probes are never starved by RPCs, idle clients or slow senders.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlPlaneConfig {
+    /// A control client must send its whole request line within this time, else it gets an
+    /// error and is disconnected.
+    pub request_timeout_ms: u64,
+    /// A control client must take its answer within this time (a client that never reads costs
+    /// a connection slot for no longer).
+    pub write_timeout_ms: u64,
+    /// Control connections open at once (reading, waiting or answering); more are closed at once.
+    pub max_connections: usize,
+    /// `status`, `start`, `stop`, `restart`, `reload` running at once; more get a `busy` error.
+    pub max_commands: usize,
+    /// `rpc` requests running at once; more get a `busy` error. Separate from the commands' budget,
+    /// so slow RPCs never delay a `status` or a `stop`.
+    pub max_rpcs: usize,
+    /// An HTTP client must send its request head within this time.
+    pub http_header_timeout_ms: u64,
+    /// HTTP connections open at once; more are closed at once.
+    pub http_max_connections: usize,
+    /// How often the status snapshot that `/healthz` and `/readyz` answer from is refreshed
+    /// (besides every status event).
+    pub snapshot_refresh_ms: u64,
+    /// `/healthz` is 503 once the snapshot is older than this: the supervisor stopped answering.
+    pub snapshot_stale_ms: u64,
+}
+
+impl Default for ControlPlaneConfig {
+    fn default() -> Self {
+        ControlPlaneConfig {
+            request_timeout_ms: 2_000,
+            write_timeout_ms: 5_000,
+            max_connections: 256,
+            max_commands: 16,
+            max_rpcs: 32,
+            http_header_timeout_ms: 2_000,
+            http_max_connections: 256,
+            snapshot_refresh_ms: 1_000,
+            snapshot_stale_ms: 10_000,
+        }
+    }
 }
 
 /// The effective configuration.
@@ -257,6 +305,16 @@ fn resolve_layers(
         core_tree.insert("port".into(), Value::Integer(i64::from(port)));
     }
     let core: SupervisorConfig = deserialize_located(&core_tree, &layers)?;
+    // Q3: values that parse but cannot work are usage errors naming the key and its origin.
+    if let Err(invalid) = core.validate() {
+        return Err(UsageError(format!(
+            "{}: {} (from {})",
+            invalid.key,
+            invalid.message,
+            layers.origin_of(invalid.key)
+        ))
+        .into());
+    }
     let http = match &cli.http {
         None => None,
         Some(text) => Some(parse_http_address(
@@ -273,9 +331,28 @@ fn resolve_layers(
     })
 }
 
+/// Q3: the most a config or token file may hold. Both are a few KiB; the bound keeps
+/// `--config /dev/zero` (or a log file named by mistake) from growing the supervisor without end.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Q3: reads a config or token file of at most [`MAX_FILE_BYTES`]. Missing, unreadable, too
+/// large or not UTF-8: a usage error naming the file.
+pub fn read_bounded(path: &Path, what: &str) -> Result<String, UsageError> {
+    use std::io::Read as _;
+    let fail = |why: String| UsageError(format!("cannot read {what} {}: {why}", path.display()));
+    let file = std::fs::File::open(path).map_err(|error| fail(error.to_string()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|error| fail(error.to_string()))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(fail(format!("larger than {MAX_FILE_BYTES} bytes")));
+    }
+    String::from_utf8(bytes).map_err(|_| fail("not UTF-8 text".to_string()))
+}
+
 fn read_file(path: &Path) -> anyhow::Result<Table> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let text = read_bounded(path, "config file")?;
     // A syntax error keeps toml's own message: it shows the line and column.
     text.parse::<Table>()
         .map_err(|error| UsageError(format!("config file {}: {error}", path.display())).into())
@@ -296,6 +373,13 @@ fn apply_environment(
         let is_override =
             key.contains("__") || CLI_KEYS.contains(&key.as_str()) || core_keys.contains(&key);
         if !is_override {
+            // Q3: a misspelled override must not be ignored in silence.
+            if !is_known_variable(name) {
+                return Err(UsageError(format!(
+                    "unknown environment variable {name}; did you mean {}?",
+                    nearest_variable(name)
+                )));
+            }
             continue;
         }
         let value = value
@@ -319,6 +403,89 @@ fn apply_environment(
         layers.set(&path, value, format!("environment variable {name}"))?;
     }
     Ok(())
+}
+
+/// `GATEWARDEN_*` variables that are not config overrides but are read by gatewarden, its
+/// simulator or its test and bench harnesses (and so may be set in a developer's shell).
+const OTHER_VARIABLES: &[&str] = &[
+    "GATEWARDEN_TOKEN",
+    "GATEWARDEN_SIM_BIN",
+    "GATEWARDEN_OPENCLAW_HOME",
+    "GATEWARDEN_OPENCLAW_NODE",
+    "GATEWARDEN_OPENCLAW_ENTRY",
+    "GATEWARDEN_REQUIRE_OPENCLAW",
+    "GATEWARDEN_STATE_MARKER",
+    "GATEWARDEN_SOAK_SEED",
+    "GATEWARDEN_SOAK_LOG",
+    "GATEWARDEN_MODEL_CASES",
+    "GATEWARDEN_MODEL_TOLERATE",
+    "GATEWARDEN_TEST_PDEATH_PID_FILE",
+];
+
+/// Prefixes of the test harnesses' own variables (one per test token).
+const OTHER_PREFIXES: &[&str] = &["GATEWARDEN_CONN_TEST_TOKEN_"];
+
+fn is_known_variable(name: &str) -> bool {
+    OTHER_VARIABLES.contains(&name) || OTHER_PREFIXES.iter().any(|prefix| name.starts_with(prefix))
+}
+
+/// Every variable name gatewarden knows: the other variables, and one override per config key
+/// (`GATEWARDEN_PORT`, `GATEWARDEN_HEARTBEAT__INTERVAL_MS`, ...), read off the defaults' shape.
+fn known_variables() -> Vec<String> {
+    let mut names: Vec<String> = OTHER_VARIABLES
+        .iter()
+        .map(|name| (*name).to_string())
+        .collect();
+    let add_tree = |table: &Table, names: &mut Vec<String>| {
+        for (key, value) in table {
+            match value {
+                Value::Table(section) => {
+                    for field in section.keys() {
+                        names.push(format!(
+                            "{ENV_PREFIX}{}__{}",
+                            key.to_ascii_uppercase(),
+                            field.to_ascii_uppercase()
+                        ));
+                    }
+                }
+                _ => names.push(format!("{ENV_PREFIX}{}", key.to_ascii_uppercase())),
+            }
+        }
+    };
+    if let Ok(Value::Table(core)) = Value::try_from(SupervisorConfig::default()) {
+        add_tree(&core, &mut names);
+    }
+    if let Ok(Value::Table(cli)) = Value::try_from(CliConfig::default()) {
+        add_tree(&cli, &mut names);
+    }
+    for key in CLI_KEYS {
+        names.push(format!("{ENV_PREFIX}{}", key.to_ascii_uppercase()));
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The known variable closest to `name` (Levenshtein distance).
+fn nearest_variable(name: &str) -> String {
+    known_variables()
+        .into_iter()
+        .min_by_key(|known| edit_distance(name, known))
+        .unwrap_or_else(|| "GATEWARDEN_<SECTION>__<FIELD>".to_string())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        previous = current;
+    }
+    previous[b.len()]
 }
 
 /// An environment value: paths and addresses stay text; anything else is read as a TOML value
@@ -535,6 +702,17 @@ pub fn render(settings: &Settings, token: &crate::launch::TokenSummary) -> anyho
     if let Value::Table(core) = core {
         out.push_str(&toml::to_string(&core).context("cannot render the core configuration")?);
     }
+    // A table of its own, after every top-level key (TOML would put later keys inside it).
+    let mut control_plane = Table::new();
+    control_plane.insert(
+        "control_plane".into(),
+        Value::try_from(&settings.cli.control_plane)
+            .context("cannot render the control plane configuration")?,
+    );
+    out.push_str(
+        &toml::to_string(&control_plane)
+            .context("cannot render the control plane configuration")?,
+    );
     Ok(out)
 }
 

@@ -35,6 +35,7 @@ use gatewarden::supervisor::{Reload, Restart, Rpc, Start, Stop};
 use gatewarden_core::machine::CommandOutcome;
 use gatewarden_core::rpc::RpcError;
 
+use crate::config::ControlPlaneConfig;
 use crate::instance::{Instance, StatusReport};
 
 /// The longest request or response line. Large enough for any sensible RPC params or reply
@@ -42,11 +43,32 @@ use crate::instance::{Instance, StatusReport};
 /// make the supervisor buffer without bound.
 pub const MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
 
-/// How long a client may take to send its request line.
-const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Q1: the budgets and timeouts of the control socket (from [`ControlPlaneConfig`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The request line must arrive within this.
+    pub request_timeout: Duration,
+    /// The answer must be taken within this.
+    pub write_timeout: Duration,
+    /// Connections open at once; more are closed at once.
+    pub max_connections: usize,
+    /// Commands running at once.
+    pub max_commands: usize,
+    /// RPCs running at once.
+    pub max_rpcs: usize,
+}
 
-/// At most this many control connections are served at once; more wait in the listen backlog.
-const MAX_CONCURRENT: usize = 32;
+impl From<&ControlPlaneConfig> for Limits {
+    fn from(config: &ControlPlaneConfig) -> Self {
+        Limits {
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
+            write_timeout: Duration::from_millis(config.write_timeout_ms),
+            max_connections: config.max_connections.max(1),
+            max_commands: config.max_commands.max(1),
+            max_rpcs: config.max_rpcs.max(1),
+        }
+    }
+}
 
 /// One request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -158,6 +180,8 @@ pub enum ControlErrorKind {
     ExternalUnavailable,
     /// The supervisor did not answer.
     SupervisorGone,
+    /// Q1: the command's or the RPCs' budget is used up; try again.
+    Busy,
 }
 
 impl ControlError {
@@ -268,12 +292,18 @@ pub fn bind(path: &Path) -> anyhow::Result<ControlSocket> {
 }
 
 /// Serve control connections until the task is dropped.
-pub async fn serve(socket: ControlSocket, instance: Rc<Instance>) {
-    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT));
+///
+/// Q1: the accept loop never waits for a budget, so an idle client never holds up the next one.
+/// Each connection has [`Limits::request_timeout`] to send its line; once parsed, a command
+/// takes a slot of the commands' budget and an RPC one of the RPCs' budget, each without waiting
+/// (a full budget answers `busy`), so slow RPCs and stuck clients never delay `status` or `stop`.
+pub async fn serve(socket: ControlSocket, instance: Rc<Instance>, limits: Limits) {
+    let open = Rc::new(std::cell::Cell::new(0usize));
+    let budgets = Rc::new(Budgets {
+        commands: tokio::sync::Semaphore::new(limits.max_commands),
+        rpcs: tokio::sync::Semaphore::new(limits.max_rpcs),
+    });
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
         let stream = match socket.listener.accept().await {
             Ok((stream, _)) => stream,
             Err(error) => {
@@ -283,26 +313,51 @@ pub async fn serve(socket: ControlSocket, instance: Rc<Instance>) {
                 continue;
             }
         };
+        if open.get() >= limits.max_connections {
+            tracing::debug!(
+                max = limits.max_connections,
+                "control connection refused: too many open"
+            );
+            drop(stream);
+            continue;
+        }
+        open.set(open.get() + 1);
         let instance = instance.clone();
+        let open = open.clone();
+        let budgets = budgets.clone();
         actix_rt::spawn(async move {
-            let _permit = permit;
-            if let Err(error) = serve_connection(stream, &instance).await {
+            if let Err(error) = serve_connection(stream, &instance, &budgets, limits).await {
                 tracing::debug!(%error, "control connection ended early");
             }
+            open.set(open.get() - 1);
         });
     }
 }
 
-async fn serve_connection(stream: UnixStream, instance: &Instance) -> std::io::Result<()> {
+/// The two separate budgets of Q1.
+struct Budgets {
+    commands: tokio::sync::Semaphore,
+    rpcs: tokio::sync::Semaphore,
+}
+
+async fn serve_connection(
+    stream: UnixStream,
+    instance: &Instance,
+    budgets: &Budgets,
+    limits: Limits,
+) -> std::io::Result<()> {
     let (reader, mut writer) = stream.into_split();
     let mut reader = tokio::io::BufReader::new(reader).take(MAX_LINE_BYTES as u64 + 1);
     let mut line = Vec::new();
     let read =
-        tokio::time::timeout(REQUEST_READ_TIMEOUT, reader.read_until(b'\n', &mut line)).await;
+        tokio::time::timeout(limits.request_timeout, reader.read_until(b'\n', &mut line)).await;
     let response = match read {
         Err(_) => ControlResponse::Error(ControlError::new(
             ControlErrorKind::BadRequest,
-            "no request line within 10 s",
+            format!(
+                "no request line within {} ms",
+                limits.request_timeout.as_millis()
+            ),
         )),
         Ok(Err(error)) => return Err(error),
         Ok(Ok(_)) if line.len() > MAX_LINE_BYTES => ControlResponse::Error(ControlError::new(
@@ -318,7 +373,19 @@ async fn serve_connection(stream: UnixStream, instance: &Instance) -> std::io::R
                 Ok(ControlRequest::Subscribe {}) => {
                     return crate::events_stream::serve(writer, instance).await
                 }
-                Ok(request) => handle(request, instance).await,
+                Ok(request) => {
+                    let (budget, what) = match request {
+                        ControlRequest::Rpc { .. } => (&budgets.rpcs, "RPCs"),
+                        _ => (&budgets.commands, "commands"),
+                    };
+                    match budget.try_acquire() {
+                        Ok(_permit) => handle(request, instance).await,
+                        Err(_) => ControlResponse::Error(ControlError::new(
+                            ControlErrorKind::Busy,
+                            format!("too many {what} in progress; try again"),
+                        )),
+                    }
+                }
                 Err(error) => ControlResponse::Error(error),
             }
         }
@@ -327,8 +394,17 @@ async fn serve_connection(stream: UnixStream, instance: &Instance) -> std::io::R
         br#"{"error":{"kind":"badRequest","message":"response could not be encoded"}}"#.to_vec()
     });
     text.push(b'\n');
-    writer.write_all(&text).await?;
-    writer.shutdown().await
+    let write = async {
+        writer.write_all(&text).await?;
+        writer.shutdown().await
+    };
+    match tokio::time::timeout(limits.write_timeout, write).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client did not take its answer",
+        )),
+    }
 }
 
 /// Carry out one request.

@@ -18,16 +18,35 @@ use gatewarden_core::health::HealthState;
 use gatewarden_core::liveness::{LivenessClass, RecoveryPhase};
 use gatewarden_core::machine::LifecycleState;
 
+use crate::config::ControlPlaneConfig;
 use crate::instance::{Instance, Snapshot};
 
 /// The largest request head accepted (the routes take no body).
 const MAX_REQUEST_BYTES: usize = 8 * 1024;
 
-/// A client must send its request head within this time.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Q1: the HTTP endpoint's budgets and timeouts (from [`ControlPlaneConfig`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The request head must arrive within this.
+    pub header_timeout: Duration,
+    /// The answer must be taken within this.
+    pub write_timeout: Duration,
+    /// Connections open at once; more are closed at once.
+    pub max_connections: usize,
+    /// The probes' snapshot counts as the supervisor's answer while younger than this.
+    pub snapshot_stale: Duration,
+}
 
-/// At most this many requests are served at once.
-const MAX_CONCURRENT: usize = 32;
+impl From<&ControlPlaneConfig> for Limits {
+    fn from(config: &ControlPlaneConfig) -> Self {
+        Limits {
+            header_timeout: Duration::from_millis(config.http_header_timeout_ms),
+            write_timeout: Duration::from_millis(config.write_timeout_ms),
+            max_connections: config.http_max_connections.max(1),
+            snapshot_stale: Duration::from_millis(config.snapshot_stale_ms),
+        }
+    }
+}
 
 /// Bind the HTTP endpoint (before the gateway starts, so a taken port fails fast).
 pub async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -37,12 +56,13 @@ pub async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 /// Serve until the task is dropped.
-pub async fn serve(listener: TcpListener, instance: Rc<Instance>) {
-    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT));
+///
+/// Q1: the accept loop never waits for a free slot, each connection must send its head within
+/// [`Limits::header_timeout`], and `/healthz` and `/readyz` answer from the status snapshot, so
+/// slowloris clients cost a connection slot each for at most that long and never delay a probe.
+pub async fn serve(listener: TcpListener, instance: Rc<Instance>, limits: Limits) {
+    let open = Rc::new(std::cell::Cell::new(0usize));
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(error) => {
@@ -51,12 +71,22 @@ pub async fn serve(listener: TcpListener, instance: Rc<Instance>) {
                 continue;
             }
         };
+        if open.get() >= limits.max_connections {
+            tracing::debug!(
+                max = limits.max_connections,
+                "HTTP connection refused: too many open"
+            );
+            drop(stream);
+            continue;
+        }
+        open.set(open.get() + 1);
         let instance = instance.clone();
+        let open = open.clone();
         actix_rt::spawn(async move {
-            let _permit = permit;
-            if let Err(error) = serve_connection(stream, &instance).await {
+            if let Err(error) = serve_connection(stream, &instance, limits).await {
                 tracing::debug!(%error, "HTTP connection ended early");
             }
+            open.set(open.get() - 1);
         });
     }
 }
@@ -89,8 +119,12 @@ impl Response {
     }
 }
 
-async fn serve_connection(mut stream: TcpStream, instance: &Instance) -> std::io::Result<()> {
-    let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
+async fn serve_connection(
+    mut stream: TcpStream,
+    instance: &Instance,
+    limits: Limits,
+) -> std::io::Result<()> {
+    let head = match tokio::time::timeout(limits.header_timeout, read_head(&mut stream)).await {
         Ok(Ok(head)) => head,
         Ok(Err(error)) => return Err(error),
         Err(_) => None,
@@ -105,7 +139,7 @@ async fn serve_connection(mut stream: TcpStream, instance: &Instance) -> std::io
                 response.allow = true;
                 (response, false)
             } else {
-                (route(path, instance).await, head_only)
+                (route(path, instance, limits).await, head_only)
             }
         }
     };
@@ -123,8 +157,17 @@ async fn serve_connection(mut stream: TcpStream, instance: &Instance) -> std::io
     if !head_only {
         out.push_str(&response.body);
     }
-    stream.write_all(out.as_bytes()).await?;
-    stream.shutdown().await
+    let write = async {
+        stream.write_all(out.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    match tokio::time::timeout(limits.write_timeout, write).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client did not take its answer",
+        )),
+    }
 }
 
 /// Read up to the end of the request head; `None` when it is too long or the peer went away.
@@ -181,12 +224,21 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-async fn route(path: &str, instance: &Instance) -> Response {
+async fn route(path: &str, instance: &Instance, limits: Limits) -> Response {
+    // Q1: the probes answer from the snapshot (refreshed every second and on every status
+    // event), never by waiting for the supervisor actor.
+    let not_answering = |age: Option<Duration>| match age {
+        Some(age) => format!(
+            "supervisor not answering (last status {} ms ago)",
+            age.as_millis()
+        ),
+        None => "supervisor not answering yet".to_string(),
+    };
     match path {
-        // Liveness of the supervisor itself: it answers a status query.
+        // Liveness of the supervisor itself: it answered a status query recently.
         // F8: after a give-up the supervisor lives but nothing will bring the gateway back:
         // 503, so a probe or an orchestrator acts.
-        "/healthz" => match instance.status().await {
+        "/healthz" => match instance.snapshot_status(limits.snapshot_stale) {
             Ok(status) => match instance.gave_up.borrow().clone() {
                 Some(reason) => Response::json(
                     503,
@@ -194,13 +246,13 @@ async fn route(path: &str, instance: &Instance) -> Response {
                 ),
                 None => Response::json(200, serde_json::json!({"ok": true, "state": status.state})),
             },
-            Err(_) => Response::json(
+            Err(age) => Response::json(
                 503,
-                serde_json::json!({"ok": false, "error": "supervisor not answering"}),
+                serde_json::json!({"ok": false, "error": not_answering(age)}),
             ),
         },
         // Readiness of the gateway: running and its subsystems ready (G1/G2).
-        "/readyz" => match instance.status().await {
+        "/readyz" => match instance.snapshot_status(limits.snapshot_stale) {
             Ok(status) => {
                 let ready = status.state == LifecycleState::Running && status.gateway_ready;
                 let body = serde_json::json!({
@@ -210,9 +262,9 @@ async fn route(path: &str, instance: &Instance) -> Response {
                 });
                 Response::json(if ready { 200 } else { 503 }, body)
             }
-            Err(_) => Response::json(
+            Err(age) => Response::json(
                 503,
-                serde_json::json!({"ready": false, "error": "supervisor not answering"}),
+                serde_json::json!({"ready": false, "error": not_answering(age)}),
             ),
         },
         "/metrics" => match instance.snapshot().await {

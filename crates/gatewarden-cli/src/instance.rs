@@ -41,6 +41,11 @@ pub struct Instance {
     pub gave_up_notice: Notify,
     /// Y1: the open event streams, ended with a final line when the instance exits.
     pub streams: crate::events_stream::Streams,
+    /// K4: processes a dead predecessor left in its gateway's group, ended at this start.
+    pub leftovers_ended: Vec<u32>,
+    /// Q1: the latest status and when it was taken; `/healthz` and `/readyz` answer from it
+    /// without asking the supervisor actor.
+    latest: RefCell<Option<(Status, Instant)>>,
 }
 
 /// RPC outcomes counted by the CLI (the library keeps only the last success and failure).
@@ -114,6 +119,9 @@ pub struct SupervisorInfo {
     pub uptime: u64,
     /// Its version.
     pub version: String,
+    /// K4: pids a dead predecessor left in its gateway's process group, ended at this start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leftovers_ended: Vec<u32>,
 }
 
 /// Everything `/metrics` and the status area need, read in one go.
@@ -151,6 +159,34 @@ impl Instance {
             gave_up: RefCell::new(None),
             gave_up_notice: Notify::new(),
             streams: crate::events_stream::Streams::default(),
+            leftovers_ended: Vec::new(),
+            latest: RefCell::new(None),
+        }
+    }
+
+    /// Q1: keep `status` as the snapshot the probes answer from.
+    pub fn remember(&self, status: Status) {
+        *self.latest.borrow_mut() = Some((status, Instant::now()));
+    }
+
+    /// Q1: the snapshot, when it is younger than `stale`; `Err` with its age (or `None` when
+    /// there is none yet) otherwise.
+    pub fn snapshot_status(&self, stale: Duration) -> Result<Status, Option<Duration>> {
+        match &*self.latest.borrow() {
+            Some((status, at)) if at.elapsed() <= stale => Ok(status.clone()),
+            Some((_, at)) => Err(Some(at.elapsed())),
+            None => Err(None),
+        }
+    }
+
+    /// Q1: refresh the snapshot every `every` by asking the supervisor (status events refresh it
+    /// in between). A supervisor that stops answering leaves it to age, and `/healthz` says so.
+    pub async fn refresh_snapshot(&self, every: Duration) {
+        loop {
+            if let Ok(status) = self.status().await {
+                self.remember(status);
+            }
+            tokio::time::sleep(every).await;
         }
     }
 
@@ -240,6 +276,7 @@ impl Instance {
                 profile: self.profile,
                 uptime: millis(self.origin.elapsed()),
                 version: env!("CARGO_PKG_VERSION").to_string(),
+                leftovers_ended: self.leftovers_ended.clone(),
             },
         }
     }

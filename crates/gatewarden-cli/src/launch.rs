@@ -11,6 +11,7 @@ use gatewarden::launch::Secret;
 use gatewarden::profile::LaunchProfile;
 
 use crate::config::{ProfileKind, Settings};
+use crate::UsageError;
 
 /// `$XDG_STATE_HOME/gatewarden/<port>`, else `~/.local/state/gatewarden/<port>`.
 pub fn default_state_dir(port: u16) -> PathBuf {
@@ -42,15 +43,50 @@ fn uid_hint() -> String {
         .unwrap_or_else(|_| "user".into())
 }
 
-/// Create `dir` (and its parents) and make it owner-only (0700).
+/// Create `dir` (and its missing parents) owner-only (0700), or accept an existing one as it is.
+///
+/// K5: the mode of a directory gatewarden did not create is never changed (a `--state-dir /tmp`
+/// once turned /tmp into 0700 for everyone). An existing world-writable or sticky directory
+/// (`/tmp`, `/var/tmp`, a shared drop folder) is refused: anyone could plant files or symlinks
+/// next to the lock, the record and the identity there. Other existing directories are used as
+/// they are; one that others can read gets a warning.
 pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create directory {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("cannot make {} owner-only", dir.display()))
+    match std::fs::metadata(dir) {
+        Ok(meta) => {
+            if !meta.is_dir() {
+                return Err(
+                    UsageError(format!("{} exists and is not a directory", dir.display())).into(),
+                );
+            }
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode & 0o1000 != 0 || mode & 0o002 != 0 {
+                return Err(UsageError(format!(
+                    "{} is world-writable or sticky (mode {mode:04o}): refusing to keep \
+                     gatewarden's state or socket there, and leaving its mode alone; \
+                     use a private subdirectory, e.g. --state-dir {}",
+                    dir.display(),
+                    dir.join(format!("gatewarden-{}", uid_hint())).display()
+                ))
+                .into());
+            }
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    mode = format!("{mode:04o}"),
+                    "directory is accessible to other users; gatewarden leaves its mode as it is"
+                );
+            }
+            Ok(())
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create directory {}", dir.display())),
+        Err(error) => {
+            Err(error).with_context(|| format!("cannot inspect directory {}", dir.display()))
+        }
+    }
 }
 
 /// The launch profile for `settings`, with the program found (or an error saying what was tried).
@@ -291,11 +327,11 @@ pub fn resolve_token(settings: &Settings) -> anyhow::Result<(Option<Secret>, Tok
     let origin = token_origin(settings);
     let token = match &origin {
         TokenOrigin::File(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read token file {}", path.display()))?;
+            // Q3: a missing, unreadable or oversized token file is a usage error (exit 2).
+            let text = crate::config::read_bounded(path, "token file")?;
             let token = text.trim();
             if token.is_empty() {
-                bail!("token file {} is empty", path.display());
+                return Err(UsageError(format!("token file {} is empty", path.display())).into());
             }
             if let Ok(meta) = std::fs::metadata(path) {
                 if meta.permissions().mode() & 0o077 != 0 {

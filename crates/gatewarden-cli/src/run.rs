@@ -19,6 +19,8 @@ use tokio::sync::Notify;
 
 use gatewarden::events::GatewayEvent;
 use gatewarden::launch::Secret;
+use gatewarden::lock::{LockHolder, StateDirLock};
+use gatewarden::process::LeftoverReport;
 use gatewarden::profile::LaunchProfile;
 use gatewarden::supervisor::{ForceTerminateForQuit, Start, Stop, Subscribe, Supervisor};
 use gatewarden::{GatewaySupervisor, SupervisorOptions};
@@ -26,7 +28,7 @@ use gatewarden_core::config::SupervisorConfig;
 use gatewarden_core::machine::{CommandOutcome, LifecycleState, Status};
 
 use crate::cli::{LogFormat, RunArgs, TargetArgs};
-use crate::config::ProfileKind;
+use crate::config::{ControlPlaneConfig, ProfileKind};
 use crate::instance::Instance;
 use crate::launch::TokenOrigin;
 use crate::notify::Notifier;
@@ -57,6 +59,8 @@ struct Plan {
     gateway_config: PathBuf,
     /// The one-line "what next" hint, printed once the gateway runs (terminals only).
     next_hint: Option<String>,
+    leftovers: LeftoverReport,
+    control_plane: ControlPlaneConfig,
 }
 
 /// `gatewarden run`.
@@ -66,11 +70,22 @@ pub fn run(args: &RunArgs, format: LogFormat) -> anyhow::Result<ExitCode> {
     let (token, token_origin) = launch::resolve_token(&settings)?;
     let state_dir = settings.state_dir();
     launch::create_private_dir(&state_dir)?;
+    let control_path = settings.control_path();
+    // K1: before anything else touches the state directory (the control socket, the orphan
+    // probe, the record), so a second supervisor refuses without acting on the first's gateway.
+    // Held until this function returns; the kernel releases it if we are killed.
+    let _lock = StateDirLock::acquire(
+        &state_dir,
+        &LockHolder::this_process(Some(control_path.clone())),
+    )?;
+    // K4: what a killed predecessor left in its gateway's process group goes before anything is
+    // spawned; the library logs the details, the status report keeps the pids.
+    let leftovers = gatewarden::process::end_leftovers(&state_dir);
     let plan = Plan {
         core: settings.core.clone(),
         profile,
         profile_kind: settings.cli.profile,
-        control_path: settings.control_path(),
+        control_path,
         state_dir,
         http: settings.http,
         token,
@@ -80,6 +95,8 @@ pub fn run(args: &RunArgs, format: LogFormat) -> anyhow::Result<ExitCode> {
         event_queue: settings.cli.event_queue,
         gateway_config: profile_config_path(&settings),
         next_hint: next_hint(std::io::stderr().is_terminal(), format, &args.target),
+        leftovers,
+        control_plane: settings.cli.control_plane.clone(),
     };
     let system = actix_rt::System::new();
     let result = system.block_on(supervise(plan));
@@ -123,27 +140,42 @@ async fn supervise(plan: Plan) -> anyhow::Result<ExitCode> {
     }
     let origin = Instant::now();
     let supervisor = GatewaySupervisor::start(options);
-    let instance = Rc::new(Instance::new(supervisor.clone(), plan.profile_kind, origin));
+    let mut instance = Instance::new(supervisor.clone(), plan.profile_kind, origin);
+    instance.leftovers_ended = plan.leftovers.ended.clone();
+    let instance = Rc::new(instance);
 
     let refresh = Rc::new(Notify::new());
     let first_start_done = Rc::new(Cell::new(false));
     let watcher = EventWatcher {
+        instance: instance.clone(),
         refresh: refresh.clone(),
         notifier: notifier.clone(),
         last: None,
-        instance: instance.clone(),
         gateway_config: plan.gateway_config.clone(),
         first_start_done: first_start_done.clone(),
     }
     .start();
     supervisor.do_send(Subscribe(watcher.recipient()));
 
-    let mut tasks = vec![actix_rt::spawn(control::serve(
-        control_socket,
-        instance.clone(),
-    ))];
+    let limits = &plan.control_plane;
+    let mut tasks = vec![
+        actix_rt::spawn(control::serve(
+            control_socket,
+            instance.clone(),
+            control::Limits::from(limits),
+        )),
+        actix_rt::spawn({
+            let instance = instance.clone();
+            let every = Duration::from_millis(limits.snapshot_refresh_ms.max(1));
+            async move { instance.refresh_snapshot(every).await }
+        }),
+    ];
     if let Some(listener) = http_listener {
-        tasks.push(actix_rt::spawn(http::serve(listener, instance.clone())));
+        tasks.push(actix_rt::spawn(http::serve(
+            listener,
+            instance.clone(),
+            http::Limits::from(limits),
+        )));
     }
     if plan.live_area {
         let header = area_header(&plan);
@@ -451,10 +483,10 @@ async fn watchdog(instance: Rc<Instance>, notifier: Rc<Notifier>, interval: Dura
 
 /// Hears the supervisor's events: logs lifecycle changes, tells systemd, wakes the status area.
 struct EventWatcher {
+    instance: Rc<Instance>,
     refresh: Rc<Notify>,
     notifier: Option<Rc<Notifier>>,
     last: Option<(LifecycleState, Option<u32>, Option<String>)>,
-    instance: Rc<Instance>,
     gateway_config: PathBuf,
     /// Until the first start has succeeded, a failure's reason is left to `run`'s final error
     /// message (printed once, with what to do), so the watcher does not repeat it.
@@ -470,7 +502,10 @@ impl Handler<GatewayEvent> for EventWatcher {
 
     fn handle(&mut self, event: GatewayEvent, _ctx: &mut Self::Context) {
         match event {
-            GatewayEvent::Status(status) => self.status_changed(&status),
+            GatewayEvent::Status(status) => {
+                self.status_changed(&status);
+                self.instance.remember(status);
+            }
             GatewayEvent::ProcessExit { pid, code } => {
                 let code = code
                     .map(|code| code.to_string())

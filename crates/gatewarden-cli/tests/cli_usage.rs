@@ -299,3 +299,95 @@ fn diagrams_are_the_core_renderings() {
         "the complete diagram, the overview and the parts"
     );
 }
+
+/// Q3: values that parse but cannot work are usage errors naming the key and where it came from.
+#[test]
+fn q3_values_that_cannot_work_exit_2_naming_the_key() {
+    let home = tempfile::tempdir().expect("temp dir");
+    for (text, key) in [
+        ("[heartbeat]\ninterval_ms = 0\n", "heartbeat.interval_ms"),
+        (
+            "[connect]\nmax_frame_bytes = 0\n",
+            "connect.max_frame_bytes",
+        ),
+        (
+            "[connect]\nmin_protocol = 5\nmax_protocol = 4\n",
+            "connect.min_protocol",
+        ),
+        ("[reconnect]\njitter = nan\n", "reconnect.jitter"),
+        ("[reconnect]\njitter = -0.5\n", "reconnect.jitter"),
+    ] {
+        let config = write_config(home.path(), text);
+        let output = run_in(home.path(), &["run", "--config", &config], &[]);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{text}: {message}");
+        assert!(message.contains(key), "{text}: {message}");
+        assert!(message.contains(&config), "names the file: {message}");
+    }
+    let output = run_in(
+        home.path(),
+        &["run"],
+        &[("GATEWARDEN_HEARTBEAT__INTERVAL_MS", "0")],
+    );
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(
+        message.contains("heartbeat.interval_ms")
+            && message.contains("GATEWARDEN_HEARTBEAT__INTERVAL_MS"),
+        "{message}"
+    );
+}
+
+/// Q3: a missing, unreadable or endless config or token file is a usage error (exit 2), read
+/// with a 1 MiB bound (`/dev/zero` used to grow the supervisor to gigabytes).
+#[test]
+fn q3_missing_or_oversized_config_and_token_files_exit_2() {
+    let home = tempfile::tempdir().expect("temp dir");
+    let missing = home.path().join("missing.toml");
+    let missing = missing.display().to_string();
+    for args in [
+        vec!["run", "--config", missing.as_str()],
+        vec!["run", "--config", "/dev/zero"],
+        vec!["run", "--token-file", missing.as_str()],
+        vec!["run", "--token-file", "/dev/zero"],
+    ] {
+        let started = std::time::Instant::now();
+        let output = run_in(home.path(), &args, &[]);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {message}");
+        assert!(message.contains("cannot read"), "{args:?}: {message}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{args:?} took {:?}",
+            started.elapsed()
+        );
+        if args[2] == "/dev/zero" {
+            assert!(message.contains("larger than 1048576 bytes"), "{message}");
+        }
+    }
+}
+
+/// Q3: a misspelled `GATEWARDEN_*` variable is an error naming the nearest known one, not
+/// silently ignored.
+#[test]
+fn q3_an_unknown_gatewarden_variable_names_the_nearest_known_one() {
+    let home = tempfile::tempdir().expect("temp dir");
+    for (name, nearest) in [
+        (
+            "GATEWARDEN_HEARTBEAT_INTERVAL_MS",
+            "GATEWARDEN_HEARTBEAT__INTERVAL_MS",
+        ),
+        ("GATEWARDEN_TOKN", "GATEWARDEN_TOKEN"),
+        ("GATEWARDEN_PORTT", "GATEWARDEN_PORT"),
+    ] {
+        let output = run_in(home.path(), &["run"], &[(name, "100")]);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{name}: {message}");
+        assert!(
+            message.contains(&format!(
+                "unknown environment variable {name}; did you mean {nearest}?"
+            )),
+            "{message}"
+        );
+    }
+}

@@ -107,6 +107,119 @@ impl SupervisorConfig {
     }
 }
 
+/// Q3: a value that parses but cannot work, with the key that holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidValue {
+    /// The dotted key (`heartbeat.interval_ms`).
+    pub key: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl std::fmt::Display for InvalidValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+impl std::error::Error for InvalidValue {}
+
+impl SupervisorConfig {
+    /// Q3: refuses values that cannot work: a zero interval, timeout or frame size (a zero
+    /// heartbeat interval restarted a healthy gateway every 2.5 s; a zero frame size never left
+    /// `starting`), `connect.min_protocol` above `connect.max_protocol`, a jitter that is NaN,
+    /// negative or above 1. The first offending key is named.
+    pub fn validate(&self) -> Result<(), InvalidValue> {
+        let positive: [(&'static str, u64); 21] = [
+            ("heartbeat.interval_ms", self.heartbeat.interval_ms),
+            ("heartbeat.timeout_ms", self.heartbeat.timeout_ms),
+            ("heartbeat.max_misses", u64::from(self.heartbeat.max_misses)),
+            (
+                "heartbeat.health_check_interval_ms",
+                self.heartbeat.health_check_interval_ms,
+            ),
+            (
+                "connect.probe_interval_initial_ms",
+                self.connect.probe_interval_initial_ms,
+            ),
+            (
+                "connect.probe_interval_max_ms",
+                self.connect.probe_interval_max_ms,
+            ),
+            ("connect.probe_timeout_ms", self.connect.probe_timeout_ms),
+            ("connect.ready_timeout_ms", self.connect.ready_timeout_ms),
+            (
+                "connect.challenge_timeout_ms",
+                self.connect.challenge_timeout_ms,
+            ),
+            (
+                "connect.handshake_timeout_ms",
+                self.connect.handshake_timeout_ms,
+            ),
+            (
+                "connect.max_frame_bytes",
+                u64::try_from(self.connect.max_frame_bytes).unwrap_or(u64::MAX),
+            ),
+            ("rpc.default_timeout_ms", self.rpc.default_timeout_ms),
+            ("start.max_attempts", u64::from(self.start.max_attempts)),
+            ("start.port_free_poll_ms", self.start.port_free_poll_ms),
+            ("start.spawn_timeout_ms", self.start.spawn_timeout_ms),
+            ("reconnect.max_delay_ms", self.reconnect.max_delay_ms),
+            ("liveness.deadline_ms", self.liveness.deadline_ms),
+            ("liveness.probe_timeout_ms", self.liveness.probe_timeout_ms),
+            (
+                "liveness.stall_factor",
+                u64::from(self.liveness.stall_factor),
+            ),
+            ("ready.probe_repeat_ms", self.ready.probe_repeat_ms),
+            (
+                "connect.in_place_ready_timeout_ms",
+                self.connect.in_place_ready_timeout_ms,
+            ),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(InvalidValue {
+                    key,
+                    message: "must be greater than 0".into(),
+                });
+            }
+        }
+        if self.liveness.probe_method.trim().is_empty() {
+            return Err(InvalidValue {
+                key: "liveness.probe_method",
+                message: "must name the gateway's core probe method".into(),
+            });
+        }
+        if self.connect.min_protocol > self.connect.max_protocol {
+            return Err(InvalidValue {
+                key: "connect.min_protocol",
+                message: format!(
+                    "{} is above connect.max_protocol ({})",
+                    self.connect.min_protocol, self.connect.max_protocol
+                ),
+            });
+        }
+        if self.connect.probe_interval_initial_ms > self.connect.probe_interval_max_ms {
+            return Err(InvalidValue {
+                key: "connect.probe_interval_initial_ms",
+                message: format!(
+                    "{} is above connect.probe_interval_max_ms ({})",
+                    self.connect.probe_interval_initial_ms, self.connect.probe_interval_max_ms
+                ),
+            });
+        }
+        let jitter = self.reconnect.jitter;
+        if !jitter.is_finite() || !(0.0..=1.0).contains(&jitter) {
+            return Err(InvalidValue {
+                key: "reconnect.jitter",
+                message: format!("{jitter} is not a fraction between 0 and 1"),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// L5–L7: the start sequence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -129,6 +242,10 @@ pub struct StartConfig {
     /// L5 step 4: a start that took at least this long logs its slowest startup-trace phase as a
     /// warning.
     pub slow_start_ms: u64,
+    /// K3: a gateway process that has not started its program (`execve`) after this long is
+    /// killed and the attempt fails (a child stopped before exec, an exec blocked on a hung file
+    /// system). The supervisor answers meanwhile either way.
+    pub spawn_timeout_ms: u64,
 }
 
 impl Default for StartConfig {
@@ -142,6 +259,7 @@ impl Default for StartConfig {
             stderr_lines_kept: 120,
             progress_interval_ms: 10_000,
             slow_start_ms: 30_000,
+            spawn_timeout_ms: 10_000,
         }
     }
 }
@@ -347,7 +465,8 @@ pub struct LivenessConfig {
     /// D2: which threads' CPU time counts.
     pub cpu_threads: CpuThreads,
     /// D2: read the owned gateway's scheduler state and CPU time where the platform gives them
-    /// (Linux `/proc`). Off: silence counts as `busy` (the D4 path) everywhere.
+    /// (Linux `/proc`; the default is on there and off elsewhere). Off: silence counts as `busy`
+    /// (the D4 path). A reading that finds no process says `dead`.
     pub process_evidence: bool,
     /// H6: RPC methods whose time-outs degrade that capability, not the core (a trailing `*`
     /// matches a prefix).
@@ -366,7 +485,7 @@ impl Default for LivenessConfig {
             stall_min_ms: 5_000,
             busy_cpu_min_ms: 10,
             cpu_threads: CpuThreads::Main,
-            process_evidence: true,
+            process_evidence: cfg!(target_os = "linux"),
             capability_methods: vec![
                 "health".to_string(),
                 "status".to_string(),
@@ -544,6 +663,11 @@ pub struct StderrConfig {
     /// X3: at most this many distinct lines are remembered for dedup per process (bounded
     /// memory under a flood of distinct lines).
     pub dedup_capacity: usize,
+    /// Q2: gateway output lines logged per second, sustained (stdout and stderr together);
+    /// beyond it lines are counted and summarised ("N lines suppressed").
+    pub log_lines_per_sec: u32,
+    /// Q2: gateway output lines logged at once before the per-second budget applies.
+    pub log_burst: u32,
 }
 
 impl Default for StderrConfig {
@@ -551,6 +675,8 @@ impl Default for StderrConfig {
         StderrConfig {
             repeat_summary_every: 50,
             dedup_capacity: 4_096,
+            log_lines_per_sec: 20,
+            log_burst: 200,
         }
     }
 }
@@ -583,6 +709,40 @@ impl Default for OrphanConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn q3_values_that_cannot_work_are_refused_naming_the_key() {
+        assert_eq!(SupervisorConfig::default().validate(), Ok(()));
+        assert_eq!(SupervisorConfig::windows().validate(), Ok(()));
+        let key_of = |config: SupervisorConfig| config.validate().expect_err("refused").key;
+        let mut config = SupervisorConfig::default();
+        config.heartbeat.interval_ms = 0;
+        assert_eq!(key_of(config), "heartbeat.interval_ms");
+        let mut config = SupervisorConfig::default();
+        config.connect.max_frame_bytes = 0;
+        assert_eq!(key_of(config), "connect.max_frame_bytes");
+        let mut config = SupervisorConfig::default();
+        config.connect.min_protocol = 5;
+        config.connect.max_protocol = 4;
+        assert_eq!(key_of(config), "connect.min_protocol");
+        for jitter in [f64::NAN, -0.1, f64::INFINITY, 1.5] {
+            let mut config = SupervisorConfig::default();
+            config.reconnect.jitter = jitter;
+            assert_eq!(key_of(config), "reconnect.jitter", "{jitter}");
+        }
+        let mut config = SupervisorConfig::default();
+        config.reconnect.jitter = 0.0;
+        assert_eq!(config.validate(), Ok(()), "no jitter is fine");
+        let mut config = SupervisorConfig::default();
+        config.liveness.deadline_ms = 0;
+        assert_eq!(key_of(config), "liveness.deadline_ms");
+        let mut config = SupervisorConfig::default();
+        config.liveness.probe_timeout_ms = 0;
+        assert_eq!(key_of(config), "liveness.probe_timeout_ms");
+        let mut config = SupervisorConfig::default();
+        config.liveness.probe_method = " ".into();
+        assert_eq!(key_of(config), "liveness.probe_method");
+    }
 
     #[test]
     fn h1_windows_preset_uses_lenient_heartbeat() {

@@ -127,6 +127,7 @@ pub fn stderr(data: &[u8]) {
     let config = StderrConfig {
         repeat_summary_every: 3,
         dedup_capacity: 4,
+        ..StderrConfig::default()
     };
     let mut deduper = StderrDeduper::new(&config);
     let mut startup = StartupStderrBuffer::with_capacity(3);

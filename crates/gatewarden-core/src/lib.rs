@@ -11,6 +11,7 @@
 //! - [`machine`]: the statig lifecycle machine (`(now, event) -> effects`).
 //! - Policies, each plain code with its own tests: [`reconnect`] (N2, N5), [`governor`] (R3),
 //!   [`heartbeat`] (H1–H3), [`recovery`] (L7), [`reload_policy`] (P1, P2), [`stderr`] (X3),
+//!   [`output_log`] (Q2),
 //!   [`health`] (H5, H6, M6), [`rpc`] (M1), [`frame`] (C1, M2–M5), [`device_auth`] (A1, A2).
 //! - [`diagram`]: explores the real machine and renders the state diagrams.
 //! - [`rules`]: the specification, `docs/spec/BEHAVIOUR.md`. Rule ids in these docs (L1–L8 start,
@@ -29,6 +30,7 @@ pub mod health;
 pub mod heartbeat;
 pub mod liveness;
 pub mod machine;
+pub mod output_log;
 pub mod reconnect;
 pub mod recovery;
 pub mod reload_policy;

@@ -20,6 +20,12 @@
 //!   `lifecycle_rules.rs`; here they would multiply the model without exercising new interleavings.
 //! - Heartbeat (H1–H3), health checks (H4), the ready probe (G2) and the liveness deadline (D4) never fire (intervals of
 //!   10^12 ms): they are timers whose presence is compared, not their firing.
+//! - Revision 2 failures: F5's in-place bound and the progress timer (F6) are timers whose
+//!   presence is compared (10^12 ms); an announced restart's reload deadline is no earlier than
+//!   F5's bound, and an expired one replaces the gateway (F5); F9 (a reload and a deferred restart
+//!   settled by the process's death, a restart while running superseding a reload) is modelled.
+//!   The stderr-driven rules (F1–F4, X3), the readiness observations (F6) and the restart window
+//!   (F7) are covered by `lifecycle_rules.rs`.
 //! - `ForceTerminate` (T6) is not generated while a start flow runs (the model would need the
 //!   actor's readiness/handshake timeouts for a process that vanished under a flow).
 //!

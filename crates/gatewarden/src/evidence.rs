@@ -85,7 +85,7 @@ mod tests {
         let mut spin = 0_u64;
         loop {
             spin = std::hint::black_box(spin.wrapping_add(1));
-            if spin % 1_000_000 == 0 {
+            if spin.is_multiple_of(1_000_000) {
                 let now = sample(pid, CpuThreads::All).expect("readable");
                 if now.cpu_ms >= before.cpu_ms + 50 {
                     break;

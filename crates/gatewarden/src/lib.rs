@@ -26,6 +26,7 @@
 //! - [`identity`]: the device key pair on disk (A1).
 //! - [`evidence`]: `/proc` readings of the gateway process for the liveness rules (D2).
 //! - [`endpoint`]: which gateway hosts may be reached (loopback; others need an opt-in and TLS).
+//! - [`lock`]: the state directory's instance lock: one supervisor per state directory (K1).
 //! - [`orphan`]: `/proc` inspection: listeners on a port, start times, process groups (O1).
 //! - [`events`]: [`events::GatewayEvent`], what subscribers hear.
 //! - [`handle`]: [`GatewayHandle`], the supervisor for any runtime or thread.
@@ -36,10 +37,12 @@ pub mod connection;
 pub mod endpoint;
 pub mod events;
 pub mod evidence;
+mod gateway_log;
 pub mod handle;
 pub mod heartbeat;
 pub mod identity;
 pub mod launch;
+pub mod lock;
 pub mod orphan;
 pub mod process;
 pub mod profile;

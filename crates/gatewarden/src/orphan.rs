@@ -291,10 +291,14 @@ fn process_cmdline(pid: u32) -> Option<String> {
 /// Decides whether a listener is a gateway this supervisor left behind: only when both its pid and
 /// its start time equal the record written at spawn. A pid reused by another program has another
 /// start time, so it cannot be mistaken for ours.
+///
+/// K1: a record whose supervisor still lives names another supervisor's gateway, never an orphan.
 pub fn classify_listener(listener: &Listener, owned_record: Option<&OwnedRecord>) -> ListenerKind {
     match (owned_record, listener.pid, listener.start_ticks) {
         (Some(record), Some(pid), Some(start_ticks))
-            if record.pid == pid && record.start_ticks == start_ticks =>
+            if record.pid == pid
+                && record.start_ticks == start_ticks
+                && !record.supervisor_lives() =>
         {
             ListenerKind::OurOrphan
         }
@@ -313,17 +317,27 @@ pub fn classify_listener(listener: &Listener, owned_record: Option<&OwnedRecord>
 pub async fn kill_orphans(pids: &[u32], term_wait_ms: u64, kill_wait_ms: u64) -> Vec<u32> {
     let own_pid = std::process::id();
     let mut refused = Vec::new();
-    let mut targets: Vec<(u32, Option<u64>)> = Vec::new();
+    let mut candidates = Vec::new();
     for pid in pids {
         if *pid <= 1 || *pid == own_pid || i32::try_from(*pid).is_err() {
             tracing::warn!(pid, "refusing to signal this pid as an orphan");
             refused.push(*pid);
-        } else if !targets.iter().any(|(known, _)| known == pid) {
-            targets.push((*pid, process_start_ticks(*pid)));
+        } else if !candidates.contains(pid) {
+            candidates.push(*pid);
         }
     }
-
-    signal_targets(&targets, Signal::SIGTERM);
+    // Every /proc read and signal runs on the blocking pool, never on the caller's (actor's)
+    // thread.
+    let targets = blocking(move || {
+        let targets: Vec<(u32, Option<u64>)> = candidates
+            .into_iter()
+            .map(|pid| (pid, process_start_ticks(pid)))
+            .collect();
+        signal_targets(&targets, Signal::SIGTERM);
+        targets
+    })
+    .await
+    .unwrap_or_default();
     let mut survivors = wait_until_gone(targets, term_wait_ms).await;
     if !survivors.is_empty() {
         tracing::warn!(
@@ -331,11 +345,22 @@ pub async fn kill_orphans(pids: &[u32], term_wait_ms: u64, kill_wait_ms: u64) ->
             term_wait_ms,
             "orphans ignored SIGTERM; sending SIGKILL"
         );
-        signal_targets(&survivors, Signal::SIGKILL);
+        survivors = blocking(move || {
+            signal_targets(&survivors, Signal::SIGKILL);
+            survivors
+        })
+        .await
+        .unwrap_or_default();
         survivors = wait_until_gone(survivors, kill_wait_ms).await;
     }
     refused.extend(survivors.into_iter().map(|(pid, _)| pid));
     refused
+}
+
+/// Runs `work` on the runtime's blocking pool: `/proc` reads can be slow on a large or loaded
+/// machine and must not stall the actor's thread. `None` only if the work panicked.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(work).await.ok()
 }
 
 fn same_process(pid: u32, start_ticks: Option<u64>) -> bool {
@@ -363,7 +388,14 @@ async fn wait_until_gone(
 ) -> Vec<(u32, Option<u64>)> {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
     loop {
-        targets.retain(|(pid, start_ticks)| same_process(*pid, *start_ticks));
+        let checked = targets.clone();
+        targets = blocking(move || {
+            let mut checked = checked;
+            checked.retain(|(pid, start_ticks)| same_process(*pid, *start_ticks));
+            checked
+        })
+        .await
+        .unwrap_or(targets);
         if targets.is_empty() || tokio::time::Instant::now() >= deadline {
             return targets;
         }
@@ -381,7 +413,7 @@ pub async fn wait_port_free(port: u16, poll_ms: u64, timeout_ms: u64) -> Result<
     let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
     let poll = Duration::from_millis(poll_ms.max(1));
     loop {
-        let listeners = port_holders(port);
+        let listeners = blocking(move || port_holders(port)).await.flatten();
         if listeners.as_ref().is_some_and(Vec::is_empty) {
             return Ok(());
         }

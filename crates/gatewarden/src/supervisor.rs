@@ -32,6 +32,7 @@ use crate::client::{RpcClient, RpcGate, RpcRefused};
 use crate::connection::{self, ConnectionActor, ConnectionConfig, ConnectionReport, TokenSource};
 use crate::events::GatewayEvent;
 use crate::evidence;
+use crate::gateway_log::GatewayLog;
 use crate::heartbeat::{self, HeartbeatActor, HeartbeatReport};
 use crate::launch::Secret;
 use crate::orphan;
@@ -351,6 +352,8 @@ pub struct Supervisor {
     startup_watch: Option<SpawnHandle>,
     stderr: StderrDeduper,
     stderr_pid: Option<u32>,
+    /// Q2: the gateway's output in our log, leveled and rate-limited.
+    gateway_log: GatewayLog,
     /// S4: whether the machine is `running`, for [`RpcClient`]s (updated after every event).
     rpc_gate: Arc<RpcGate>,
 }
@@ -365,6 +368,7 @@ impl Supervisor {
             bounded_events: tokio::sync::broadcast::Sender::new(
                 options.event_capacity.clamp(1, MAX_EVENT_CAPACITY),
             ),
+            gateway_log: GatewayLog::new(&options.core.stderr),
             options,
             origin: Instant::now(),
             process: None,
@@ -964,15 +968,25 @@ impl Supervisor {
             self.stderr = StderrDeduper::new(&self.options.core.stderr);
             self.stderr_pid = Some(output.pid);
         }
+        let now = self.now_ms();
         if output.dropped_before > 0 {
-            tracing::warn!(
-                dropped = output.dropped_before,
-                "gateway output lines dropped (slow reader)"
-            );
+            self.gateway_log.dropped(now, output.dropped_before);
         }
         match output.stream {
             OutputStream::Stdout => {
-                tracing::debug!(target: "gateway", "{}", output.line);
+                self.gateway_log.stdout(now, &output.line);
+                // The gateway's server logs its startup trace on stdout: report the phase, the
+                // machine keeps it for the startup metric (the parser is the core's).
+                let normalized = gatewarden_core::stderr::normalize_stderr_line(&output.line);
+                if let Some(phase) = gatewarden_core::stderr::parse_startup_trace(&normalized) {
+                    self.feed(
+                        Event::StartupTrace {
+                            pid: output.pid,
+                            phase,
+                        },
+                        ctx,
+                    );
+                }
                 // W1 (beyond): the gateway says it listens; probe now instead of at the next
                 // backoff step. The probe still decides: a listening line is not readiness.
                 if output.line.contains("\"listening\"") {
@@ -984,14 +998,9 @@ impl Supervisor {
             OutputStream::Stderr => {
                 let classified = classify_stderr_line(&output.line);
                 match self.stderr.observe(&classified) {
-                    StderrAction::Log { level, text } => match level {
-                        StderrLevel::Warn => {
-                            tracing::warn!(target: "gateway", "[Gateway stderr] {text}")
-                        }
-                        _ => tracing::debug!(target: "gateway", "[Gateway stderr] {text}"),
-                    },
+                    StderrAction::Log { level, text } => self.gateway_log.stderr(now, level, &text),
                     StderrAction::Summarize { text, repeats, .. } => {
-                        tracing::debug!(target: "gateway", "[Gateway stderr] (suppressed {repeats} repeats) {text}")
+                        self.gateway_log.repeats(now, repeats, &text)
                     }
                     StderrAction::Suppress | StderrAction::Ignore => {}
                 }
@@ -1098,24 +1107,37 @@ async fn probe_port(
 ) -> PortProbe {
     // A refused loopback connect answers "nobody listens" in microseconds; the /proc scan costs
     // milliseconds on a large machine (the kernel walks hash tables sized by RAM), so it only runs
-    // when something answers.
+    // when something answers, and then on the blocking pool with the record read: a slow disk or
+    // a huge /proc must not stall the actor's thread (issue 23). The common case (a free port)
+    // stays on this thread: a thread hop costs more than the connect on a loaded machine.
     if !something_listens(port) {
         return PortProbe::free();
     }
-    let listeners = orphan::listeners_on_port(port).unwrap_or_default();
-    if listeners.is_empty() {
+    let record_path = record_path.to_owned();
+    let scanned = tokio::task::spawn_blocking(move || {
+        let listeners = orphan::listeners_on_port(port).unwrap_or_default();
+        if listeners.is_empty() {
+            return None;
+        }
+        let record = read_owned_record(&record_path).ok().flatten();
+        Some(
+            listeners
+                .iter()
+                .map(|listener| gatewarden_core::machine::Listener {
+                    pid: listener.pid,
+                    program: listener.program.clone(),
+                    ours_by_record: orphan::classify_listener(listener, record.as_ref())
+                        == orphan::ListenerKind::OurOrphan,
+                })
+                .collect::<Vec<_>>(),
+        )
+    })
+    .await
+    .ok()
+    .flatten();
+    let Some(listeners) = scanned else {
         return PortProbe::free();
-    }
-    let record = read_owned_record(record_path).ok().flatten();
-    let listeners = listeners
-        .iter()
-        .map(|listener| gatewarden_core::machine::Listener {
-            pid: listener.pid,
-            program: listener.program.clone(),
-            ours_by_record: orphan::classify_listener(listener, record.as_ref())
-                == orphan::ListenerKind::OurOrphan,
-        })
-        .collect();
+    };
     let answers_as_gateway = connection::probe_gateway(host, port, probe_timeout_ms).await;
     PortProbe {
         listeners,
@@ -1154,7 +1176,17 @@ async fn run_doctor(spec: crate::launch::LaunchSpec, timeout_ms: u64) -> Result<
         command.env(name, secret.expose());
     }
     tracing::info!(argv = ?spec.display_argv(), "running gateway doctor repair");
-    let run = command.output();
+    command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // The spawn (fork, then a wait for the child's exec) runs on the blocking pool: a doctor
+    // stopped or blocked before exec must not stall the actor's thread (K3, issue 23).
+    let child = match tokio::task::spawn_blocking(move || command.spawn()).await {
+        Ok(Ok(child)) => child,
+        Ok(Err(error)) => return Err(format!("doctor repair could not run: {error}")),
+        Err(error) => return Err(format!("doctor repair could not run: {error}")),
+    };
+    let run = child.wait_with_output();
     match tokio::time::timeout(Duration::from_millis(timeout_ms), run).await {
         Err(_) => Err(format!("doctor repair timed out after {timeout_ms} ms")),
         Ok(Err(error)) => Err(format!("doctor repair could not run: {error}")),
@@ -1183,6 +1215,7 @@ impl Actor for Supervisor {
         let process = ProcessActor::new(
             ProcessActorConfig {
                 state_dir: Some(self.options.state_dir.clone()),
+                spawn_timeout_ms: self.options.core.start.spawn_timeout_ms,
                 ..ProcessActorConfig::default()
             },
             me.clone().recipient(),
@@ -1255,6 +1288,7 @@ impl Handler<ProcessExited> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, message: ProcessExited, ctx: &mut Self::Context) {
+        self.gateway_log.flush();
         if self.machine.owned_pid() == Some(message.pid) {
             // W1: the readiness wait for a dead process is over; the exit decides.
             if let Some((handle, _, _)) = self.readiness.take() {

@@ -92,6 +92,9 @@ async fn o1_orphan_requires_matching_start_ticks() {
         start_ticks,
         port: Some(port),
         program: "python3".to_owned(),
+        pgid: None,
+        supervisor_pid: None,
+        supervisor_start_ticks: None,
     };
     assert_eq!(
         classify_listener(&listener, Some(&ours)),
@@ -123,6 +126,49 @@ async fn o1_orphan_requires_matching_start_ticks() {
     assert_eq!(
         classify_listener(&unknown_holder, Some(&ours)),
         ListenerKind::Unknown
+    );
+}
+
+/// K1: the same listener, recorded with a supervisor that still runs (a live `sleep` stands in
+/// for it): another supervisor's gateway, never our orphan. Once that supervisor is gone, it is.
+#[actix_rt::test]
+async fn k1_a_record_whose_supervisor_lives_is_never_acted_on() {
+    let (child, port, listener) = python_listener().await;
+    let start_ticks = process_start_ticks(child.pid()).expect("start ticks");
+    let mut supervisor = ChildGuard(
+        Command::new("sleep")
+            .arg("60")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("sleep runs"),
+    );
+    let supervisor_pid = supervisor.pid();
+    let record = OwnedRecord {
+        pid: child.pid(),
+        start_ticks,
+        port: Some(port),
+        program: "python3".to_owned(),
+        pgid: Some(child.pid()),
+        supervisor_pid: Some(supervisor_pid),
+        supervisor_start_ticks: process_start_ticks(supervisor_pid),
+    };
+    assert!(record.supervisor_lives());
+    assert_eq!(
+        classify_listener(&listener, Some(&record)),
+        ListenerKind::Unknown
+    );
+    // Same pid, another start time: a reused pid is not the supervisor.
+    let reused = OwnedRecord {
+        supervisor_start_ticks: record.supervisor_start_ticks.map(|ticks| ticks + 1),
+        ..record.clone()
+    };
+    assert!(!reused.supervisor_lives());
+    supervisor.0.kill().expect("kill the stand-in supervisor");
+    supervisor.0.wait().expect("reap it");
+    assert!(!record.supervisor_lives());
+    assert_eq!(
+        classify_listener(&listener, Some(&record)),
+        ListenerKind::OurOrphan
     );
 }
 
@@ -208,6 +254,9 @@ fn o1_owned_record_round_trips_and_rejects_garbage() {
         start_ticks: 987_654,
         port: Some(18789),
         program: "node".to_owned(),
+        pgid: None,
+        supervisor_pid: None,
+        supervisor_start_ticks: None,
     };
     write_owned_record(&path, &record).expect("written");
     assert_eq!(read_owned_record(&path).expect("read"), Some(record));

@@ -311,6 +311,9 @@ async fn o1_our_orphan_is_replaced() {
             start_ticks: gatewarden::orphan::process_start_ticks(orphan_pid).unwrap(),
             port: Some(port),
             program: "gatewarden-sim".into(),
+            pgid: None,
+            supervisor_pid: None,
+            supervisor_start_ticks: None,
         },
     )
     .unwrap();

@@ -132,6 +132,11 @@ async fn d4_a_gateway_busy_for_170_s_is_never_restarted() -> Result<(), String> 
         || format!("restarted a busy gateway: {after:?}"),
     )?;
     check(alive(pid), || "the busy gateway is gone".into())?;
+    let probe = after.recovery.last_probe.clone();
+    eprintln!(
+        "liveness-metric scenario=busy_170s restarts={} last_probe={probe:?}",
+        after.restarts_executed
+    );
     fixture.supervisor.send(Stop).await.expect("alive");
     Ok(())
 }
@@ -163,6 +168,11 @@ async fn d4_a_gateway_busy_past_the_deadline_is_restarted_once_after_a_failed_pr
     check(took <= deadline + probe + SLACK, || {
         format!("restarted only after {took:?}")
     })?;
+    eprintln!(
+        "liveness-metric scenario=busy_past_deadline decided_ms={} deadline_plus_probe_ms={}",
+        took.as_millis(),
+        (deadline + probe).as_millis()
+    );
     let status = fixture
         .wait_status(|status| {
             status.state == LifecycleState::Running && status.pid.is_some_and(|pid| pid != first)
@@ -205,6 +215,11 @@ async fn d3_a_frozen_soft_gateway_is_restarted_within_misses_plus_one_intervals(
     check(decided - began <= bound + SLACK, || {
         format!("restarted after {:?}, bound {bound:?}", decided - began)
     })?;
+    eprintln!(
+        "liveness-metric scenario=frozen_soft decided_ms={} bound_ms={}",
+        (decided - began).as_millis(),
+        bound.as_millis()
+    );
     let status = fixture
         .wait_status(|status| {
             status.state == LifecycleState::Running && status.pid.is_some_and(|pid| pid != first)
@@ -240,6 +255,11 @@ async fn d3_a_sigstopped_gateway_is_frozen_and_replaced() -> Result<(), String> 
     check(decided - began <= bound + SLACK, || {
         format!("restarted after {:?}, bound {bound:?}", decided - began)
     })?;
+    eprintln!(
+        "liveness-metric scenario=sigstop decided_ms={} bound_ms={}",
+        (decided - began).as_millis(),
+        bound.as_millis()
+    );
     fixture
         .wait_status(|status| {
             status.state == LifecycleState::Running && status.pid.is_some_and(|pid| pid != first)

@@ -12,7 +12,7 @@ use gatewarden::events::GatewayEvent;
 use gatewarden::profile::LaunchProfile;
 use gatewarden::supervisor::{GetDiagnostics, Reload, Restart, Start, Stop};
 use gatewarden_core::machine::{CommandOutcome, LifecycleState, Status};
-use supervisor_rules_common::init_tracing;
+use supervisor_rules_common::{init_tracing, LogCapture};
 use supervisor_support::{options, start, Fixture, WAIT};
 
 fn signal(pid: u32, signal: nix::sys::signal::Signal) {
@@ -148,9 +148,12 @@ async fn f3_an_old_runtime_fails_at_once_with_its_line_and_no_retry() {
 #[actix_rt::test]
 async fn f7_a_second_sigusr2_in_the_restart_window_is_no_error() {
     init_tracing();
+    let capture = LogCapture::default();
+    let _guard = capture.install();
     let state_dir = tempfile::tempdir().unwrap();
     // A long drain, so the reconnect lands in the restart window (the gateway-restarting refusal).
-    let options = options(&state_dir, &["--drain-ms", "1500"]);
+    let mut options = options(&state_dir, &["--drain-ms", "2500"]);
+    options.core.reconnect.base_delay_ms = 200;
     let mut fixture = start(options, state_dir);
     fixture.supervisor.send(Start).await.unwrap();
     let pid = fixture.status().await.pid.expect("pid");
@@ -170,6 +173,13 @@ async fn f7_a_second_sigusr2_in_the_restart_window_is_no_error() {
     assert_eq!(status.pid, Some(pid), "same process, restarted in place");
     let diagnostics = fixture.supervisor.send(GetDiagnostics).await.unwrap();
     assert_eq!(diagnostics.process_starts, 1, "{diagnostics:?}");
+    // The reconnect met the refusal (the drain is the sim's restart window) and waited it out.
+    assert!(
+        capture.count("gateway is restarting in place; connecting again") >= 1,
+        "the restart window was not hit: {:#?}",
+        capture.events()
+    );
+    assert_eq!(capture.count("start attempt"), 0, "no failed attempt");
     fixture.supervisor.send(Stop).await.unwrap();
 }
 

@@ -99,6 +99,8 @@ pub struct Options {
     /// Share this home (XDG folders) instead of the instance's own, so several instances see one
     /// registry (`gatewarden ls`).
     pub home: Option<PathBuf>,
+    /// Use this state directory instead of a fresh one under the instance's folder.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// A running `gatewarden run`, killed (with every gateway it was seen to own) when dropped.
@@ -124,7 +126,12 @@ impl Instance {
             .arg("--port")
             .arg(port.to_string())
             .arg("--state-dir")
-            .arg(dir.path().join("state"))
+            .arg(
+                options
+                    .state_dir
+                    .clone()
+                    .unwrap_or_else(|| dir.path().join("state")),
+            )
             .arg("--control")
             .arg(&control)
             .args(&options.args);
@@ -326,6 +333,39 @@ pub fn eventually(what: &str, condition: impl Fn() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
+/// Run `command` to its end, killing it (and failing) after `deadline`: a command that should
+/// refuse at once must not hang the test if it does not.
+pub fn run_bounded(mut command: Command, deadline: Duration) -> (Option<i32>, String) {
+    let mut child = KillOnDrop(
+        command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the command"),
+    );
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.0.try_wait().expect("try_wait") {
+            let mut text = String::new();
+            if let Some(mut stderr) = child.0.stderr.take() {
+                let _ = stderr.read_to_string(&mut text);
+            }
+            return (status.code(), text);
+        }
+        if started.elapsed() > deadline {
+            panic!("the command still ran after {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `/proc/<pid>/stat` field 22: the start time, which tells a process from a reused pid.
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// A child process killed when dropped (a panicking test still cleans up).
 pub struct KillOnDrop(pub Child);
 
@@ -334,4 +374,80 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A write lease held on a file (`fcntl(F_SETLEASE, F_WRLCK)`): until it is dropped (or the
+/// kernel's `lease-break-time`, 45 s by default, passes), anyone else's `open` of the file blocks
+/// in the kernel. An `execve` of the file opens it, so a spawn of it is stuck before `execve` as
+/// on a hung file system, with no special file system needed.
+pub struct WriteLease(File);
+
+impl WriteLease {
+    /// Takes the lease on `path` (a file nobody else has open). SIGIO, which the kernel sends the
+    /// holder when someone wants the file, is ignored in this process.
+    pub fn hold(path: &Path) -> WriteLease {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: setting a signal's disposition to ignore has no memory preconditions.
+        unsafe { libc::signal(libc::SIGIO, libc::SIG_IGN) };
+        let file = File::open(path).expect("open the file to lease");
+        // SAFETY: fcntl on a descriptor we own.
+        let taken = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, libc::F_WRLCK) };
+        assert_eq!(
+            taken,
+            0,
+            "cannot take a write lease: {}",
+            std::io::Error::last_os_error()
+        );
+        WriteLease(file)
+    }
+}
+
+/// `(state letter, parent pid, command name)` of `/proc/<pid>/stat`.
+pub fn stat_of(pid: u32) -> Option<(char, u32, String)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let name = stat.get(open + 1..close)?.to_string();
+    let mut rest = stat.get(close + 1..)?.split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let parent = rest.next()?.parse().ok()?;
+    Some((state, parent, name))
+}
+
+/// Children of `parent` that have not exec'd yet: they still carry the name of the thread that
+/// created them (`gatewarden-child`, cut to 15 bytes by the kernel).
+pub fn children_before_exec(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            matches!(stat_of(*pid), Some((state, ppid, name))
+                if ppid == parent && name == "gatewarden-chil" && state != 'Z')
+        })
+        .collect()
+}
+
+/// One control request over the socket, timed: (answer line, how long it took).
+pub fn control_request(path: &Path, request: &str) -> (String, Duration) {
+    use std::io::BufRead as _;
+    let started = Instant::now();
+    let mut stream = std::os::unix::net::UnixStream::connect(path).expect("connect control");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    stream
+        .write_all(format!("{request}\n").as_bytes())
+        .expect("send request");
+    let mut answer = String::new();
+    std::io::BufReader::new(stream)
+        .read_line(&mut answer)
+        .expect("read answer");
+    (answer, started.elapsed())
+}
+
+/// One timed HTTP GET: (status code, how long it took).
+pub fn timed_http_get(port: u16, path: &str) -> (u16, Duration) {
+    let started = Instant::now();
+    let (code, _) = http_get(port, path);
+    (code, started.elapsed())
 }

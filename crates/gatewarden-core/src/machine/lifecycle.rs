@@ -227,7 +227,8 @@ impl Lifecycle {
                 Some(state) => Transition(state),
                 None => Handled,
             },
-            Event::ProofOfLife { .. } => Handled,
+            // A trace outside a start flow (an in-place restart) has no metric to go to.
+            Event::ProofOfLife { .. } | Event::StartupTrace { .. } => Handled,
             other => {
                 context.log(
                     LogLevel::Debug,
@@ -385,6 +386,10 @@ impl Lifecycle {
                     Some(state) => Transition(state),
                     None => Handled,
                 }
+            }
+            Event::StartupTrace { phase, .. } => {
+                note_trace_phase(flow, phase.clone());
+                Handled
             }
             Event::ProcessExited { pid, code } if flow.replacing_hung => {
                 // F6: the gateway we terminated for sending no challenge; the attempt already
@@ -2321,7 +2326,7 @@ fn liveness_restart(core: &mut Core) -> Option<State> {
     match try_restart(core, LifecycleState::Running, None) {
         RestartAttempt::Began(state) => {
             core.liveness_restart = Some(RecoveryPhase::RestartExecuting);
-            Some(state)
+            Some(*state)
         }
         RestartAttempt::Suppressed { retry_after_ms } => {
             // D7: stays pending and runs once when the cooldown ends.
@@ -2652,8 +2657,8 @@ fn suppressed(core: &mut Core, retry_after_ms: u64, reply: Option<ReplyId>) {
 
 /// What asking for a restart did.
 enum RestartAttempt {
-    /// R4: the restart began (its stop half); the machine goes here.
-    Began(State),
+    /// R4: the restart began (its stop half); the machine goes here (boxed: a `State` is large).
+    Began(Box<State>),
     /// R1: deferred until the lifecycle settles.
     Deferred,
     /// R2: joined the restart in progress.
@@ -2725,7 +2730,7 @@ fn try_restart_settled(
             );
             core.restart_in_flight = true;
             core.waiters.restart.extend(reply);
-            RestartAttempt::Began(begin_stop(core, shown, AfterStop::Restart, None))
+            RestartAttempt::Began(Box::new(begin_stop(core, shown, AfterStop::Restart, None)))
         }
     }
 }
@@ -2737,7 +2742,7 @@ fn request_restart(
     reply: Option<ReplyId>,
 ) -> Option<State> {
     match try_restart(core, shown, reply) {
-        RestartAttempt::Began(state) => Some(state),
+        RestartAttempt::Began(state) => Some(*state),
         _ => None,
     }
 }

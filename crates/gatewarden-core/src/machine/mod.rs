@@ -198,7 +198,8 @@ impl LifecycleMachine {
             }
             Event::ProcessExited { pid, .. }
             | Event::StderrLine { pid, .. }
-            | Event::ProcessSampled { pid, .. } => {
+            | Event::ProcessSampled { pid, .. }
+            | Event::StartupTrace { pid, .. } => {
                 if self.core.owned_pid != Some(*pid) {
                     return Some(format!("pid {pid} is not the owned process"));
                 }

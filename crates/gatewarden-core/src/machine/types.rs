@@ -451,6 +451,14 @@ pub enum Event {
         /// What it saw.
         observation: StartObservation,
     },
+    /// L5 step 4: a phase of the gateway's startup trace (`OPENCLAW_GATEWAY_STARTUP_TRACE`),
+    /// read from its stdout (the server's phases) or stderr (the bootstrap's).
+    StartupTrace {
+        /// The process.
+        pid: u32,
+        /// The phase.
+        phase: crate::stderr::StartupPhase,
+    },
 }
 
 /// F6: what a readiness probe saw on the gateway's port.
@@ -492,6 +500,7 @@ impl Event {
             Event::ConfigDigestRead { .. } => "ConfigDigestRead".into(),
             Event::RestartWindow { .. } => "RestartWindow".into(),
             Event::StartObserved { .. } => "StartObserved".into(),
+            Event::StartupTrace { .. } => "StartupTrace".into(),
         }
     }
 }

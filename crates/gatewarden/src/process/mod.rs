@@ -8,10 +8,13 @@
 //!   ends — exit, [`Terminate`], [`ForceKill`], the actor stopping or being dropped — ends with
 //!   SIGKILL to that group, so the gateway's workers go with it. If the supervisor process itself is
 //!   killed, the kernel's parent-death signal (Linux) kills the gateway (T4 beyond).
-//! - **Always reaped.** The actor waits on the child for as long as it owns it, so no zombie stays.
-//!   On Linux a small thread per child waits for it (see [`spawn`](self)), so it is reaped even
-//!   after the actor has gone; elsewhere a killed child outliving the actor is handed to tokio's
-//!   orphan reaper, which reaps it while the runtime lives.
+//! - **Always reaped, never early.** A thread per child creates it, observes its exit and reaps it
+//!   (see `spawn`), even after the actor has gone. It reaps only once the actor has let go of the
+//!   child, so every signal the actor sends (to the gateway through its pidfd, to its group with
+//!   `killpg`) reaches the gateway's own processes, never a reused pid (K2).
+//! - **A spawn never blocks the actor (K3).** The child is created on its own thread; the actor
+//!   awaits it for at most [`ProcessActorConfig::spawn_timeout_ms`] and then kills a child stuck
+//!   before `execve` (stopped, or blocked on a hung file system) and reports it.
 //! - **Exit after output.** [`ProcessExited`] is sent after the output lines of that process were
 //!   delivered (waiting at most [`ProcessActorConfig::output_drain_ms`] for them, since a grandchild
 //!   can keep the pipes open), so the recipient of both sees the last stderr lines first (L7).
@@ -24,39 +27,44 @@
 //!
 //! # The thread that spawns matters
 //!
-//! Linux delivers the parent-death signal when the *thread* that forked the child exits, not the
-//! process. actix runs an actor on one arbiter thread for its whole life, so the gateway dies when
-//! that arbiter (or the whole supervisor) goes away — which is the intent. Do not run this actor on
-//! a thread that exits while the gateway should live.
+//! Linux delivers the parent-death signal when the *thread* that created the child exits, not the
+//! process. That thread is the child's own thread, which lives until the child is reaped, so the
+//! gateway dies with the supervisor process and never because some other thread ended.
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod leftovers;
 mod output;
 mod record;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod spawn;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[path = "spawn_fallback.rs"]
+mod spawn;
 
+use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::process::ExitStatus;
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-use std::process::Stdio;
 use std::time::Duration;
 
 use actix::prelude::*;
+use futures_util::future::Either;
 use nix::errno::Errno;
-use nix::sys::signal::{kill, killpg, Signal};
-use nix::unistd::Pid;
-use tokio::io::AsyncRead;
+use nix::sys::signal::Signal;
+use tokio::net::unix::pipe::Receiver;
 use tokio::sync::oneshot;
 
 use crate::launch::LaunchSpec;
 use crate::orphan::process_start_ticks;
 use output::StreamCapture;
+use spawn::{ChildHandle, Launch, LaunchExtras, Launched};
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub use leftovers::{end_leftovers, LeftoverReport};
 pub use record::{
     owned_record_path, read_owned_record, remove_owned_record, write_owned_record, OwnedRecord,
-    RecordError, OWNED_RECORD_FILE,
+    RecordError, OWNED_RECORD_FILE, STATE_MARKER_ENV,
 };
 
 /// Settings of the process actor. Every number has its default here, not in the code.
@@ -70,7 +78,12 @@ pub struct ProcessActorConfig {
     /// before publishing the exit (a grandchild may hold the pipes open forever).
     pub output_drain_ms: u64,
     /// O1: where the owned-gateway record ([`OWNED_RECORD_FILE`]) is written; `None` writes none.
+    /// K4: also the value of the [`STATE_MARKER_ENV`] variable every gateway gets.
     pub state_dir: Option<PathBuf>,
+    /// K3: a child that has not reached `execve` after this long (stopped, or blocked on a hung
+    /// file system) is killed and the spawn fails with [`ProcessError::SpawnStuck`]
+    /// (`start.spawn_timeout_ms`, 10 s).
+    pub spawn_timeout_ms: u64,
 }
 
 impl Default for ProcessActorConfig {
@@ -80,6 +93,7 @@ impl Default for ProcessActorConfig {
             output_queue_lines: 256,
             output_drain_ms: 500,
             state_dir: None,
+            spawn_timeout_ms: 10_000,
         }
     }
 }
@@ -93,6 +107,9 @@ pub enum ProcessError {
         /// The owned process.
         pid: u32,
     },
+    /// A spawn is still in progress; the actor never owns two.
+    #[error("a gateway spawn is already in progress")]
+    SpawnInProgress,
     /// The program could not be started (not found, not executable, bad working directory, ...).
     #[error(
         "could not start {} ({}): {source}",
@@ -107,6 +124,24 @@ pub enum ProcessError {
         /// The operating system's answer.
         source: io::Error,
     },
+    /// K3: the child did not reach `execve` in time (stopped, or blocked on a hung file system);
+    /// it was killed.
+    #[error(
+        "the gateway process{} did not start its program within {waited_ms} ms ({}); it was killed",
+        pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default(),
+        state.as_deref().unwrap_or("state unknown")
+    )]
+    SpawnStuck {
+        /// The stuck child, when it had run far enough to be named.
+        pid: Option<u32>,
+        /// How long it was waited for.
+        waited_ms: u64,
+        /// What `/proc` said about it (`stopped`, `sleeping`, ...).
+        state: Option<String>,
+    },
+    /// A stop or kill arrived while the spawn was in progress; the child was killed.
+    #[error("the spawn was cancelled by a stop")]
+    SpawnCancelled,
     /// The request needs an owned process and there is none.
     #[error("no gateway process is owned")]
     NoProcess,
@@ -120,6 +155,26 @@ pub enum ProcessError {
         /// The kernel's answer.
         source: Errno,
     },
+}
+
+/// The state letter of `/proc/<pid>/stat` in words.
+fn describe_state(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let state = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .next()?;
+    Some(
+        match state {
+            "T" | "t" => "stopped",
+            "D" => "blocked in the kernel (uninterruptible)",
+            "S" => "sleeping",
+            "R" => "running",
+            "Z" => "exited",
+            other => other,
+        }
+        .to_string(),
+    )
 }
 
 fn describe_attempt(program: &Path, cwd: Option<&Path>) -> String {
@@ -246,7 +301,17 @@ pub struct ProcessActor {
     output: Recipient<ProcessOutput>,
     exits: Recipient<ProcessExited>,
     owned: Option<OwnedChild>,
+    /// K3: a spawn whose child has not been handed over yet.
+    pending: Option<PendingSpawn>,
     generation: u64,
+}
+
+/// A spawn in progress. Dropping it ends the child (see [`Launch`]'s drop).
+struct PendingSpawn {
+    generation: u64,
+    launch: Launch,
+    /// Dropping it wakes the waiting `Spawn` handler: the spawn was cancelled.
+    cancel: oneshot::Sender<()>,
 }
 
 impl ProcessActor {
@@ -261,12 +326,14 @@ impl ProcessActor {
             output,
             exits,
             owned: None,
+            pending: None,
             generation: 0,
         }
     }
 
-    /// Runs when the wait future has reaped the child. It runs in the same poll as the reap, so no
-    /// message can observe a reaped pid as still owned (and signal a pid the kernel may reuse).
+    /// Runs when the child's exit was observed (not yet reaped). It runs in the same poll as the
+    /// observation; the child is reaped only when `owned` (and its [`ChildHandle`]) is dropped
+    /// here, after the last signal to its group.
     fn on_reaped(&mut self, generation: u64, status: io::Result<ExitStatus>) {
         let Some(mut owned) = self.owned.take_if(|owned| owned.generation == generation) else {
             return;
@@ -305,7 +372,8 @@ impl ProcessActor {
             stop_requested: owned.stop_requested,
             dropped_output_lines: 0,
         };
-        // Dropping the ownership SIGKILLs what is left of the group (workers) and removes the record.
+        // Dropping the ownership SIGKILLs what is left of the group (workers), removes the record,
+        // and only then lets the child's thread reap it.
         drop(owned);
 
         let exits = self.exits.clone();
@@ -332,7 +400,89 @@ impl ProcessActor {
             "gateway did not exit within the grace period; sending SIGKILL to its group"
         );
         owned.kill_sent = true;
-        signal_group(owned.pid, Signal::SIGKILL);
+        owned.signal_group(Signal::SIGKILL);
+    }
+
+    /// Ends a spawn in progress (stop, force-kill, actor stopping). True when there was one.
+    fn cancel_pending(&mut self, why: &str) -> bool {
+        let Some(pending) = self.pending.take() else {
+            return false;
+        };
+        tracing::info!(
+            pid = pending.launch.pid(),
+            "{why} while the gateway was being spawned; killing the new process"
+        );
+        pending.launch.abandon();
+        drop(pending.cancel);
+        true
+    }
+
+    /// Takes ownership of a child that reached `execve`.
+    fn adopt(
+        &mut self,
+        generation: u64,
+        launched: Launched,
+        display_argv: &[String],
+        ctx: &mut Context<Self>,
+    ) -> io::Result<SpawnedProcess> {
+        let Launched {
+            pid,
+            start_ticks,
+            stdout,
+            stderr,
+            handle,
+            exit,
+        } = launched;
+        tracing::info!(pid, argv = ?display_argv, pidfd = handle.uses_pidfd(), "gateway process spawned");
+        let record_path = self.config.state_dir.as_deref().map(owned_record_path);
+        // Until the output is captured the handle is already owned, so any early return still
+        // kills the group and lets the child be reaped.
+        let mut owned = OwnedChild {
+            pid,
+            generation,
+            stop_requested: false,
+            kill_sent: false,
+            terminate_waiters: Vec::new(),
+            record_path,
+            captures: Vec::new(),
+            handle: Some(handle),
+        };
+        let mut streams = Vec::with_capacity(2);
+        for (fd, stream) in [
+            (stdout, OutputStream::Stdout),
+            (stderr, OutputStream::Stderr),
+        ] {
+            streams.push((Receiver::from_owned_fd(fd)?, stream));
+        }
+        owned.captures = streams
+            .into_iter()
+            .map(|(receiver, stream)| {
+                output::capture(
+                    receiver,
+                    pid,
+                    stream,
+                    self.config.max_line_bytes,
+                    self.config.output_queue_lines,
+                    self.output.clone(),
+                )
+            })
+            .collect();
+        self.owned = Some(owned);
+        ctx.spawn(
+            async move {
+                exit.await.unwrap_or_else(|_| {
+                    Err(io::Error::other(
+                        "the child's thread ended without a status",
+                    ))
+                })
+            }
+            .into_actor(self)
+            .map(move |status, actor, _ctx| actor.on_reaped(generation, status)),
+        );
+        Ok(SpawnedProcess {
+            pid,
+            started_at_ticks: start_ticks,
+        })
     }
 }
 
@@ -365,6 +515,7 @@ impl Actor for ProcessActor {
     type Context = Context<Self>;
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.cancel_pending("the process actor stopped");
         if let Some(owned) = self.owned.take() {
             tracing::warn!(
                 pid = owned.pid,
@@ -374,8 +525,9 @@ impl Actor for ProcessActor {
     }
 }
 
-/// The ownership of one spawned child. Dropping it SIGKILLs the process group and removes the
-/// owned-gateway record: whichever way ownership ends, nothing is left running.
+/// The ownership of one spawned child. Dropping it SIGKILLs the process group, removes the
+/// owned-gateway record, and then lets the child be reaped: whichever way ownership ends, nothing
+/// is left running, and no signal ever targets a freed pid.
 struct OwnedChild {
     pid: u32,
     generation: u64,
@@ -384,13 +536,31 @@ struct OwnedChild {
     terminate_waiters: Vec<oneshot::Sender<TerminateOutcome>>,
     record_path: Option<PathBuf>,
     captures: Vec<StreamCapture>,
+    /// Released (dropped) last, in `Drop`, after the final group kill.
+    handle: Option<ChildHandle>,
+}
+
+impl OwnedChild {
+    /// Signals the whole process group (the gateway's workers share it and must not outlive it,
+    /// T4 beyond). The leader is not reaped while we hold its handle, so the group id is still
+    /// ours. A group that is already gone is not an error.
+    fn signal_group(&self, signal: Signal) {
+        let Some(handle) = &self.handle else {
+            return;
+        };
+        match handle.signal_group(signal as i32) {
+            Ok(()) => {}
+            Err(error) if error.raw_os_error() == Some(libc::ESRCH) => {}
+            Err(error) => {
+                tracing::warn!(pid = self.pid, %signal, %error, "could not signal the gateway's group")
+            }
+        }
+    }
 }
 
 impl Drop for OwnedChild {
     fn drop(&mut self) {
-        // After the leader is reaped its pid stays allocated while any group member lives (the
-        // kernel keeps the pgid), so this can only reach our own group's leftovers.
-        signal_group(self.pid, Signal::SIGKILL);
+        self.signal_group(Signal::SIGKILL);
         if let Some(path) = &self.record_path {
             match read_owned_record(path) {
                 Ok(Some(record)) if record.pid == self.pid => {
@@ -402,208 +572,170 @@ impl Drop for OwnedChild {
                 Err(error) => tracing::warn!(%error, "could not read the owned-gateway record"),
             }
         }
+        // Now the child's thread may reap it.
+        self.handle.take();
     }
 }
 
-/// Signals the whole process group led by `pid`. Why the group: the gateway's workers share it
-/// and must not outlive it (T4 beyond). A group that is already gone is not an error.
-fn signal_group(pid: u32, signal: Signal) {
-    let Ok(raw) = i32::try_from(pid) else {
-        return;
+/// The extras every spawn gets: the K4 marker in the environment and, with a state directory,
+/// the owned-gateway record written on the spawn thread right after `execve`.
+fn launch_extras(config: &ProcessActorConfig, spec: &LaunchSpec) -> LaunchExtras {
+    let Some(state_dir) = config.state_dir.clone() else {
+        return LaunchExtras {
+            extra_env: Vec::new(),
+            before_spawn: None,
+            after_exec: None,
+        };
     };
-    // pid 0 or 1 would address our own group or init: never.
-    if raw <= 1 {
-        return;
-    }
-    match killpg(Pid::from_raw(raw), signal) {
-        Ok(()) | Err(Errno::ESRCH) => {}
-        Err(error) => tracing::warn!(pid, %signal, %error, "could not signal the gateway's group"),
-    }
-}
-
-/// A started child, before anything waits for it.
-struct Started {
-    pid: u32,
-    stdout: Pin<Box<dyn AsyncRead + Send>>,
-    stderr: Pin<Box<dyn AsyncRead + Send>>,
-    waiter: Waiter,
-}
-
-/// What collects the exit status; started only after the pid has been used (start time read), so
-/// the pid cannot be reused in between.
-enum Waiter {
+    // K4, for embedders that do not run it before starting the supervisor (the CLI does): a
+    // no-op without a record, and off the actor thread either way.
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    Thread(u32),
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    Tokio(tokio::process::Child),
-}
-
-impl Waiter {
-    fn wait(self) -> Pin<Box<dyn std::future::Future<Output = io::Result<ExitStatus>>>> {
-        match self {
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            Waiter::Thread(pid) => {
-                let status = spawn::reap(pid);
-                Box::pin(async move {
-                    status.await.unwrap_or_else(|_| {
-                        Err(io::Error::other(
-                            "the waiting thread ended without a status",
-                        ))
-                    })
-                })
-            }
-            #[cfg(not(any(target_os = "linux", target_os = "android")))]
-            Waiter::Tokio(mut child) => Box::pin(async move { child.wait().await }),
-        }
-    }
-}
-
-/// Linux: the child sets its parent-death signal before exec, and no `fork` copies our memory
-/// for it ([`spawn`]).
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn start_child(spec: &LaunchSpec) -> io::Result<Started> {
-    let child = spawn::spawn(spec)?;
-    Ok(Started {
-        pid: child.pid,
-        stdout: Box::pin(child.stdout),
-        stderr: Box::pin(child.stderr),
-        waiter: Waiter::Thread(child.pid),
-    })
-}
-
-/// Elsewhere: no parent-death signal exists; the owned-gateway record lets the next supervisor
-/// find an orphan instead (O1).
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn start_child(spec: &LaunchSpec) -> io::Result<Started> {
-    let mut command = tokio::process::Command::new(spec.program());
-    command.args(spec.arguments());
-    if let Some(dir) = spec.working_dir() {
-        command.current_dir(dir);
-    }
-    for name in spec.env_removed() {
-        command.env_remove(name);
-    }
-    for (name, value) in spec.env_vars() {
-        command.env(name, value);
-    }
-    for (name, secret) in spec.secret_env_vars() {
-        // A3: the secret goes to the environment, which other users cannot read, never to argv.
-        command.env(name, secret.expose());
-    }
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group, so one killpg reaches the gateway and its workers and nothing of
-        // ours, and a Ctrl-C at the supervisor's terminal goes to the supervisor, which then stops
-        // the gateway in order (T4), instead of straight to the gateway.
-        .process_group(0)
-        // Ownership (and killing) is ours to manage, not the Child handle's.
-        .kill_on_drop(false);
-    let mut child = command.spawn()?;
-    let pid = child
-        .id()
-        .ok_or_else(|| io::Error::other("the child had no pid right after it was spawned"))?;
-    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err(io::Error::other("the child's output pipes are missing"));
+    let before_spawn: Option<Box<dyn FnOnce() + Send>> = {
+        let state_dir = state_dir.clone();
+        Some(Box::new(move || {
+            end_leftovers(&state_dir);
+        }))
     };
-    Ok(Started {
-        pid,
-        stdout: Box::pin(stdout),
-        stderr: Box::pin(stderr),
-        waiter: Waiter::Tokio(child),
-    })
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let before_spawn = None;
+    let port = spec.recorded_port();
+    let program = spec.program().to_string_lossy().into_owned();
+    let after_exec = move |pid: u32, start_ticks: Option<u64>| {
+        let Some(start_ticks) = start_ticks else {
+            tracing::warn!(
+                pid,
+                "no process start time; owned-gateway record not written"
+            );
+            return;
+        };
+        let supervisor = std::process::id();
+        let record = OwnedRecord {
+            pid,
+            start_ticks,
+            port,
+            program,
+            pgid: Some(pid),
+            supervisor_pid: Some(supervisor),
+            supervisor_start_ticks: process_start_ticks(supervisor),
+        };
+        if let Err(error) = write_owned_record(&owned_record_path(&state_dir), &record) {
+            tracing::warn!(%error, "could not write the owned-gateway record");
+        }
+    };
+    LaunchExtras {
+        extra_env: vec![(
+            OsString::from(STATE_MARKER_ENV),
+            config
+                .state_dir
+                .as_deref()
+                .map(|dir| dir.as_os_str().to_owned())
+                .unwrap_or_default(),
+        )],
+        before_spawn,
+        after_exec: Some(Box::new(after_exec)),
+    }
+}
+
+/// How a spawn in progress ended, as the `Spawn` handler sees it.
+enum SpawnWait {
+    Done(io::Result<Launched>),
+    Cancelled,
+    TimedOut,
 }
 
 impl Handler<Spawn> for ProcessActor {
-    type Result = MessageResult<Spawn>;
+    type Result = ResponseActFuture<Self, Result<SpawnedProcess, ProcessError>>;
 
-    fn handle(&mut self, Spawn(spec): Spawn, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, Spawn(spec): Spawn, _ctx: &mut Self::Context) -> Self::Result {
         if let Some(owned) = &self.owned {
-            return MessageResult(Err(ProcessError::AlreadyOwned { pid: owned.pid }));
+            let pid = owned.pid;
+            return Box::pin(fut::ready(Err(ProcessError::AlreadyOwned { pid })));
         }
-        let Started {
-            pid,
-            stdout,
-            stderr,
-            waiter,
-        } = match start_child(&spec) {
-            Ok(started) => started,
+        if self.pending.is_some() {
+            return Box::pin(fut::ready(Err(ProcessError::SpawnInProgress)));
+        }
+        let program = spec.program().to_owned();
+        let cwd = spec.working_dir().map(Path::to_owned);
+        let display_argv = spec.display_argv();
+        let extras = launch_extras(&self.config, &spec);
+        let mut launch = match spawn::launch(spec, extras) {
+            Ok(launch) => launch,
             Err(source) => {
-                return MessageResult(Err(ProcessError::SpawnFailed {
-                    program: spec.program().to_owned(),
-                    cwd: spec.working_dir().map(Path::to_owned),
+                return Box::pin(fut::ready(Err(ProcessError::SpawnFailed {
+                    program,
+                    cwd,
                     source,
-                }))
+                })))
             }
         };
-        // Read now, while the child cannot have been reaped yet (nothing waits on it yet).
-        let started_at_ticks = process_start_ticks(pid);
-        tracing::info!(pid, argv = ?spec.display_argv(), "gateway process spawned");
-
-        let captures = vec![
-            output::capture(
-                stdout,
-                pid,
-                OutputStream::Stdout,
-                self.config.max_line_bytes,
-                self.config.output_queue_lines,
-                self.output.clone(),
-            ),
-            output::capture(
-                stderr,
-                pid,
-                OutputStream::Stderr,
-                self.config.max_line_bytes,
-                self.config.output_queue_lines,
-                self.output.clone(),
-            ),
-        ];
-
-        let record_path = self.config.state_dir.as_deref().and_then(|dir| {
-            let path = owned_record_path(dir);
-            let Some(start_ticks) = started_at_ticks else {
-                tracing::warn!(
-                    pid,
-                    "no process start time; owned-gateway record not written"
-                );
-                return None;
-            };
-            let record = OwnedRecord {
-                pid,
-                start_ticks,
-                port: spec.recorded_port(),
-                program: spec.program().to_string_lossy().into_owned(),
-            };
-            match write_owned_record(&path, &record) {
-                Ok(()) => Some(path),
-                Err(error) => {
-                    tracing::warn!(%error, "could not write the owned-gateway record");
-                    None
-                }
-            }
-        });
-
         self.generation += 1;
         let generation = self.generation;
-        self.owned = Some(OwnedChild {
-            pid,
+        let (cancel, cancelled) = oneshot::channel::<()>();
+        // The result channel moves into the future; the launch (to abandon) stays with the actor.
+        let (_, placeholder) = oneshot::channel();
+        let result = std::mem::replace(&mut launch.result, placeholder);
+        self.pending = Some(PendingSpawn {
             generation,
-            stop_requested: false,
-            kill_sent: false,
-            terminate_waiters: Vec::new(),
-            record_path,
-            captures,
+            launch,
+            cancel,
         });
-        ctx.spawn(
-            waiter
-                .wait()
-                .into_actor(self)
-                .map(move |status, actor, _ctx| actor.on_reaped(generation, status)),
-        );
-        MessageResult(Ok(SpawnedProcess {
-            pid,
-            started_at_ticks,
+        let timeout = Duration::from_millis(self.config.spawn_timeout_ms);
+        let wait = async move {
+            let race = futures_util::future::select(result, cancelled);
+            match tokio::time::timeout(timeout, race).await {
+                Err(_) => SpawnWait::TimedOut,
+                Ok(Either::Left((Ok(outcome), _))) => SpawnWait::Done(outcome),
+                Ok(Either::Left((Err(_), _))) => SpawnWait::Done(Err(io::Error::other(
+                    "the spawn thread ended without an answer",
+                ))),
+                Ok(Either::Right(_)) => SpawnWait::Cancelled,
+            }
+        };
+        Box::pin(wait.into_actor(self).map(move |wait, actor, ctx| {
+            let pending = actor
+                .pending
+                .take_if(|pending| pending.generation == generation);
+            match wait {
+                SpawnWait::Done(Ok(launched)) => {
+                    if pending.is_none() {
+                        // Cancelled meanwhile: dropping `launched` kills and reaps it.
+                        return Err(ProcessError::SpawnCancelled);
+                    }
+                    actor
+                        .adopt(generation, launched, &display_argv, ctx)
+                        .map_err(|source| ProcessError::SpawnFailed {
+                            program,
+                            cwd,
+                            source,
+                        })
+                }
+                SpawnWait::Done(Err(source)) => Err(ProcessError::SpawnFailed {
+                    program,
+                    cwd,
+                    source,
+                }),
+                SpawnWait::Cancelled => Err(ProcessError::SpawnCancelled),
+                SpawnWait::TimedOut => {
+                    let Some(pending) = pending else {
+                        return Err(ProcessError::SpawnCancelled);
+                    };
+                    let pid = pending.launch.pid();
+                    let state = pid.and_then(describe_state);
+                    // Still before its hand-over: killed now, reaped by its thread. Handed over at
+                    // the last moment instead: the answer was dropped with this wait, so the
+                    // thread ends the child itself. Either way this attempt failed, in bounded time.
+                    if !pending.launch.abandon() {
+                        tracing::debug!(?pid, "the gateway started just as its spawn timed out");
+                    }
+                    let error = ProcessError::SpawnStuck {
+                        pid,
+                        waited_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                        state,
+                    };
+                    tracing::error!("{error}");
+                    Err(error)
+                }
+            }
         }))
     }
 }
@@ -613,6 +745,8 @@ impl Handler<Terminate> for ProcessActor {
 
     fn handle(&mut self, msg: Terminate, ctx: &mut Self::Context) -> Self::Result {
         let Some(owned) = self.owned.as_mut() else {
+            // Nothing has exec'd yet: there is nothing graceful to do, the new child just goes.
+            self.cancel_pending("stop requested");
             return Box::pin(async { TerminateReply::NoProcess });
         };
         let (reply, replied) = oneshot::channel();
@@ -626,7 +760,7 @@ impl Handler<Terminate> for ProcessActor {
                 grace_ms = msg.grace_ms,
                 "sending SIGTERM to the gateway's group"
             );
-            signal_group(owned.pid, Signal::SIGTERM);
+            owned.signal_group(Signal::SIGTERM);
         }
         let generation = owned.generation;
         ctx.run_later(Duration::from_millis(msg.grace_ms), move |actor, _ctx| {
@@ -645,13 +779,14 @@ impl Handler<ForceKill> for ProcessActor {
     type Result = MessageResult<ForceKill>;
 
     fn handle(&mut self, _msg: ForceKill, _ctx: &mut Self::Context) -> Self::Result {
+        let cancelled = self.cancel_pending("force-kill requested");
         let Some(owned) = self.owned.as_mut() else {
-            return MessageResult(false);
+            return MessageResult(cancelled);
         };
         tracing::warn!(pid = owned.pid, "force-killing the gateway's group");
         owned.stop_requested = true;
         owned.kill_sent = true;
-        signal_group(owned.pid, Signal::SIGKILL);
+        owned.signal_group(Signal::SIGKILL);
         MessageResult(true)
     }
 }
@@ -664,9 +799,16 @@ impl Handler<SendSignal> for ProcessActor {
             return MessageResult(Err(ProcessError::NoProcess));
         };
         let pid = owned.pid;
-        let result = i32::try_from(pid)
-            .map_err(|_| Errno::ESRCH)
-            .and_then(|raw| kill(Pid::from_raw(raw), signal))
+        // K2: through the pidfd; after the exit this is ESRCH, never a signal to a reused pid.
+        let result = owned
+            .handle
+            .as_ref()
+            .ok_or(Errno::ESRCH)
+            .and_then(|handle| {
+                handle
+                    .signal(signal as i32)
+                    .map_err(|error| Errno::from_raw(error.raw_os_error().unwrap_or(libc::EIO)))
+            })
             .map_err(|source| ProcessError::SignalFailed {
                 pid,
                 signal,

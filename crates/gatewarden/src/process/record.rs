@@ -11,6 +11,11 @@ use serde::{Deserialize, Serialize};
 /// The file name of the record inside the state directory.
 pub const OWNED_RECORD_FILE: &str = "gateway.pid.json";
 
+/// K4: the environment variable every spawned gateway gets, holding the state directory. Its
+/// processes (and their children, which inherit it) carry it, so a leftover of a dead supervisor
+/// can be told from an unrelated process that happens to sit in a reused process group.
+pub const STATE_MARKER_ENV: &str = "GATEWARDEN_STATE_MARKER";
+
 /// The gateway this supervisor spawned. Pid and start time together identify the process: a reused
 /// pid has another start time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +28,33 @@ pub struct OwnedRecord {
     pub port: Option<u16>,
     /// The program that was run (no arguments: they may hold secrets).
     pub program: String,
+    /// K4: the gateway's process group (its own pid: it leads its group). `None` in records
+    /// written before K4, which then only ever name the gateway itself.
+    #[serde(default)]
+    pub pgid: Option<u32>,
+    /// K1: the supervisor that spawned it. A record whose supervisor still lives is never acted
+    /// on (it is another supervisor's gateway, not an orphan).
+    #[serde(default)]
+    pub supervisor_pid: Option<u32>,
+    /// K1: that supervisor's start time in clock ticks since boot, so a reused pid does not pass
+    /// for it.
+    #[serde(default)]
+    pub supervisor_start_ticks: Option<u64>,
+}
+
+impl OwnedRecord {
+    /// K1: true while the supervisor that wrote this record still runs (same pid, same start
+    /// time) and is not this process. Such a record belongs to a live supervisor: never act on it.
+    pub fn supervisor_lives(&self) -> bool {
+        let Some(pid) = self.supervisor_pid else {
+            return false;
+        };
+        if pid == std::process::id() {
+            return false;
+        }
+        crate::orphan::process_is_running(pid)
+            && crate::orphan::process_start_ticks(pid) == self.supervisor_start_ticks
+    }
 }
 
 /// Why the record could not be read or written.

@@ -1,4 +1,4 @@
-//! Spawning the gateway on Linux without `fork`.
+//! Spawning the gateway on Linux without `fork`, on a thread of its own, with a pidfd.
 //!
 //! The child must set its parent-death signal itself, between its creation and `exec` (T4
 //! beyond). With std's `Command` that takes a `pre_exec` closure, and a `pre_exec` closure makes
@@ -9,20 +9,36 @@
 //!
 //! This module does what glibc's `posix_spawn` does, plus the parent-death signal: `clone` with
 //! `CLONE_VM | CLONE_VFORK` runs the child on a small stack of its own, in the supervisor's
-//! memory, until it calls `execve`; the supervisor's thread waits meanwhile. Nothing is copied, so
-//! the cost does not depend on the supervisor's size. Because the child shares the supervisor's
+//! memory, until it calls `execve`; the calling thread waits meanwhile. Nothing is copied, so the
+//! cost does not depend on the supervisor's size. Because the child shares the supervisor's
 //! memory, it runs only async-signal-safe system calls on data prepared beforehand: no
-//! allocation, no lock, no Rust code that could panic.
+//! allocation, no lock, no Rust code that could panic. Its stack has a guard page below it, so an
+//! overflow kills the child instead of writing over the heap.
+//!
+//! # K3: the thread that waits is never the actor's
+//!
+//! A child stopped (SIGSTOP) or blocked (an `execve` reading from a hung file system, a broken
+//! lease) before `execve` keeps the `CLONE_VFORK` caller suspended for as long as it stays so.
+//! Each child therefore gets a thread of its own, which clones it, then waits for its exit, then
+//! reaps it: the actor only awaits a channel, with a bound ([`Launch::abandon`] ends a stuck
+//! child). The thread lives exactly as long as the child, which is also what the parent-death
+//! signal needs: Linux sends it when the *thread* that created the child exits.
+//!
+//! # K2: a pidfd, and no reap before the owner lets go
+//!
+//! The child is created with `CLONE_PIDFD`, so a pidfd exists from the first instant; signals to
+//! the gateway go through it (`pidfd_send_signal`), and its exit is observed through it
+//! (`waitid(P_PIDFD, .., WEXITED | WNOWAIT)`), without reaping. The thread reaps only once the
+//! owner drops its [`ChildHandle`]: until then the exited gateway stays a zombie, its pid and
+//! process group id cannot be reused, and a `killpg` to its group (the workers) cannot reach a
+//! stranger. On a kernel without pidfds (before 5.2) the same thread protocol runs on the pid
+//! alone: the no-reap-before-release rule is what makes that safe, the pidfd is a second lock.
 //!
 //! What the child gets is what [`std::process::Command`] would give it: the program resolved on
 //! the child's `PATH`, the argument vector, the environment (inherited, then removals, then
 //! settings), the working directory, stdin on `/dev/null`, stdout and stderr on pipes, its own
 //! process group, default signal dispositions for every caught signal and for `SIGPIPE` (which
 //! Rust programs ignore), and an empty signal mask.
-//!
-//! The exit status is collected by a small thread per child, blocked in `waitpid` on that pid
-//! only, so the child is reaped even when its owner has gone (no zombie, no dependence on a
-//! runtime being alive).
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
@@ -31,8 +47,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 
-use tokio::net::unix::pipe::Receiver;
 use tokio::sync::oneshot;
 
 use crate::launch::LaunchSpec;
@@ -41,14 +58,330 @@ use crate::launch::LaunchSpec;
 /// own `posix_spawn` child manages with less.
 const CHILD_STACK_BYTES: usize = 64 * 1024;
 
-/// Stack of the thread that waits for one child.
-const REAPER_STACK_BYTES: usize = 64 * 1024;
+/// Stack of the thread that creates, waits for and reaps one child (it builds the argument and
+/// environment vectors, then mostly sleeps in system calls).
+const CHILD_THREAD_STACK_BYTES: usize = 256 * 1024;
 
-/// A spawned gateway: its pid and the reading ends of its output.
-pub(super) struct SpawnedChild {
+/// What runs after `execve`, handed over by the spawn thread.
+pub(super) struct Launched {
+    /// The child's pid (also its process group id).
     pub pid: u32,
-    pub stdout: Receiver,
-    pub stderr: Receiver,
+    /// Its start time (`/proc/<pid>/stat` field 22), read before anything could reap it.
+    pub start_ticks: Option<u64>,
+    /// Reading end of its stdout.
+    pub stdout: OwnedFd,
+    /// Reading end of its stderr.
+    pub stderr: OwnedFd,
+    /// Signals and the reap permission.
+    pub handle: ChildHandle,
+    /// Its exit status, once it has exited (observed without reaping it).
+    pub exit: oneshot::Receiver<io::Result<ExitStatus>>,
+}
+
+/// A spawn in progress: its outcome arrives on `result`; [`Launch::abandon`] ends it if it takes
+/// too long.
+pub(super) struct Launch {
+    /// The spawn thread's answer, once the child has exec'd (or failed before).
+    pub result: oneshot::Receiver<io::Result<Launched>>,
+    shared: Arc<Shared>,
+}
+
+/// What the spawn thread, the child and the actor share while the child has not exec'd.
+struct Shared {
+    /// Written by the child as its first act (it shares our memory), so a stuck child can be
+    /// named in the report.
+    pid: AtomicI32,
+    /// Written by the kernel during `clone` (`CLONE_PIDFD`); -1 until then or without pidfds.
+    pidfd: AtomicI32,
+    phase: Mutex<Phase>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// `clone` has not returned, or the thread has not handed the child over yet.
+    Starting,
+    /// Handed over: the owner's [`ChildHandle`] decides from now on.
+    HandedOver,
+    /// The owner gave up on it: the thread kills and reaps whatever the child became.
+    Abandoned,
+}
+
+impl Drop for Launch {
+    fn drop(&mut self) {
+        // Nobody will take the child any more: a spawn still in progress is ended, not leaked.
+        self.abandon();
+    }
+}
+
+impl Launch {
+    /// The child's pid, once it has run its first instruction.
+    pub fn pid(&self) -> Option<u32> {
+        u32::try_from(self.shared.pid.load(Ordering::SeqCst))
+            .ok()
+            .filter(|pid| *pid > 0)
+    }
+
+    /// Gives up on the spawn: SIGKILLs the child (stopped or blocked before `execve`, or just
+    /// past it) and lets its thread reap it. Returns false when the child was already handed over
+    /// ([`Launch::result`] then holds it, or is about to).
+    pub fn abandon(&self) -> bool {
+        let mut phase = self
+            .shared
+            .phase
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *phase != Phase::Starting {
+            return *phase == Phase::Abandoned;
+        }
+        *phase = Phase::Abandoned;
+        // Under the lock the thread can neither close the pidfd nor reap the child, so neither
+        // the descriptor nor the pid can name anything else here.
+        let pidfd = self.shared.pidfd.load(Ordering::SeqCst);
+        let pid = self.shared.pid.load(Ordering::SeqCst);
+        if pidfd >= 0 {
+            let _ = pidfd_send_signal(pidfd, libc::SIGKILL);
+        } else if pid > 1 {
+            // SAFETY: kill has no memory preconditions; pid is our unreaped child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        true
+    }
+}
+
+/// The owner's hold on a spawned child: signals go through its pidfd, and the child is not
+/// reaped (so neither its pid nor its process group id can be reused) until this is dropped.
+pub(super) struct ChildHandle {
+    pid: libc::pid_t,
+    pidfd: Option<Arc<OwnedFd>>,
+    /// Told on drop whether the child was reaped already; otherwise the thread reaps it.
+    release: mpsc::Sender<bool>,
+}
+
+impl Drop for ChildHandle {
+    fn drop(&mut self) {
+        // A child whose exit was observed is reaped right here, so that whoever saw the exit
+        // (ProcessExited) finds it gone from /proc; one still running (killed just now) is left
+        // to its thread, which waits.
+        let reaped = reap_now(self.pid, self.pidfd.as_deref());
+        let _ = self.release.send(reaped);
+    }
+}
+
+impl ChildHandle {
+    /// Sends `signal` to the child itself. After its exit this fails with `ESRCH`, whatever
+    /// process may have its pid by then (K2).
+    pub fn signal(&self, signal: libc::c_int) -> io::Result<()> {
+        match &self.pidfd {
+            Some(pidfd) => pidfd_send_signal(pidfd.as_raw_fd(), signal),
+            None => {
+                // No pidfd on this kernel: the pid is still safe, as the child cannot have been
+                // reaped while this handle lives.
+                // SAFETY: kill has no memory preconditions.
+                if unsafe { libc::kill(self.pid, signal) } == 0 {
+                    Ok(())
+                } else {
+                    Err(io::Error::last_os_error())
+                }
+            }
+        }
+    }
+
+    /// Sends `signal` to the child's whole process group (its workers too). Safe while this
+    /// handle lives: the unreaped leader keeps the group id allocated.
+    pub fn signal_group(&self, signal: libc::c_int) -> io::Result<()> {
+        // SAFETY: killpg has no memory preconditions; pid > 1 (checked at spawn).
+        if unsafe { libc::killpg(self.pid, signal) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// True when signals go through a pidfd (kernel 5.2 and later).
+    pub fn uses_pidfd(&self) -> bool {
+        self.pidfd.is_some()
+    }
+}
+
+/// Run on the spawn thread after `execve` with the child's pid and start time.
+pub(super) type AfterExec = Box<dyn FnOnce(u32, Option<u64>) + Send>;
+
+/// Extra facts the spawn thread needs besides the spec.
+pub(super) struct LaunchExtras {
+    /// Environment variables added last (the K4 state-dir marker).
+    pub extra_env: Vec<(OsString, OsString)>,
+    /// Run first, on the spawn thread (K4's leftover cleanup).
+    pub before_spawn: Option<Box<dyn FnOnce() + Send>>,
+    /// Run right after `execve`, before the child is handed over, on the spawn thread (so a slow
+    /// disk never stalls the actor): writes the owned-gateway record, say. Gets pid and start time.
+    pub after_exec: Option<AfterExec>,
+}
+
+/// Starts a spawn of `spec` on a thread of its own and returns at once.
+pub(super) fn launch(spec: LaunchSpec, extras: LaunchExtras) -> io::Result<Launch> {
+    let shared = Arc::new(Shared {
+        pid: AtomicI32::new(0),
+        pidfd: AtomicI32::new(-1),
+        phase: Mutex::new(Phase::Starting),
+    });
+    let (reply, result) = oneshot::channel();
+    let thread_shared = shared.clone();
+    std::thread::Builder::new()
+        .name("gatewarden-child".into())
+        .stack_size(CHILD_THREAD_STACK_BYTES)
+        .spawn(move || child_thread(&spec, extras, &thread_shared, reply))?;
+    Ok(Launch { result, shared })
+}
+
+/// The whole life of one child: create it, hand it over, observe its exit, reap it.
+fn child_thread(
+    spec: &LaunchSpec,
+    mut extras: LaunchExtras,
+    shared: &Shared,
+    reply: oneshot::Sender<io::Result<Launched>>,
+) {
+    if let Some(before_spawn) = extras.before_spawn.take() {
+        before_spawn();
+    }
+    let created = match create(spec, &extras.extra_env, shared) {
+        Ok(created) => created,
+        Err(error) => {
+            let _ = reply.send(Err(error));
+            return;
+        }
+    };
+    let Created {
+        pid,
+        pidfd,
+        stdout,
+        stderr,
+    } = created;
+    let pidfd = pidfd.map(Arc::new);
+    // Read now: nothing can reap the child before this thread does.
+    let start_ticks = crate::orphan::process_start_ticks(pid.unsigned_abs());
+    let abandoned =
+        *shared.phase.lock().unwrap_or_else(PoisonError::into_inner) == Phase::Abandoned;
+    if let (Some(after_exec), false) = (extras.after_exec, abandoned) {
+        after_exec(pid.unsigned_abs(), start_ticks);
+    }
+    let (release, released) = mpsc::channel::<bool>();
+    let (exit_sender, exit) = oneshot::channel();
+    let launched = Launched {
+        pid: pid.unsigned_abs(),
+        start_ticks,
+        stdout,
+        stderr,
+        handle: ChildHandle {
+            pid,
+            pidfd: pidfd.clone(),
+            release,
+        },
+        exit,
+    };
+    let handed_over = {
+        let mut phase = shared.phase.lock().unwrap_or_else(PoisonError::into_inner);
+        if *phase == Phase::Starting {
+            *phase = Phase::HandedOver;
+            true
+        } else {
+            false
+        }
+    };
+    // Abandoned, or nobody listens any more: the group goes, then the child is reaped.
+    if !handed_over {
+        end_unowned(launched, pidfd.as_deref(), &released);
+        return;
+    }
+    if let Err(Ok(launched)) = reply.send(Ok(launched)) {
+        end_unowned(launched, pidfd.as_deref(), &released);
+        return;
+    }
+    let status = wait_exit(pid, pidfd.as_deref(), true);
+    let _ = exit_sender.send(status);
+    // Blocks until the owner drops its handle.
+    if released.recv() != Ok(true) {
+        let _ = wait_exit(pid, pidfd.as_deref(), false);
+    }
+}
+
+/// A child that nobody owns: kill its group while the leader is unreaped, then reap it.
+fn end_unowned(launched: Launched, pidfd: Option<&OwnedFd>, released: &mpsc::Receiver<bool>) {
+    let _ = launched.handle.signal_group(libc::SIGKILL);
+    let _ = launched.handle.signal(libc::SIGKILL);
+    let pid = launched.handle.pid;
+    // The handle's drop tries a reap that cannot wait; this one waits for the SIGKILL to land.
+    drop(launched);
+    if released.recv() != Ok(true) {
+        let _ = wait_exit(pid, pidfd, false);
+    }
+}
+
+/// Reaps the child if it has exited, without waiting. True when it was reaped.
+fn reap_now(pid: libc::pid_t, pidfd: Option<&OwnedFd>) -> bool {
+    let (id_type, id) = match pidfd {
+        Some(fd) => (libc::P_PIDFD, fd.as_raw_fd().unsigned_abs()),
+        None => (libc::P_PID, pid.unsigned_abs()),
+    };
+    // SAFETY: info is a valid out-pointer; waitid on our own child. With WNOHANG and nothing to
+    // reap, the kernel leaves si_pid at 0.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let result = unsafe { libc::waitid(id_type, id, &mut info, libc::WEXITED | libc::WNOHANG) };
+    // SAFETY: si_pid is valid after waitid (0 when nothing was reaped).
+    result == 0 && unsafe { info.si_pid() } != 0
+}
+
+/// Waits for the child's exit through its pidfd (or its pid), reaping it unless `keep`.
+fn wait_exit(pid: libc::pid_t, pidfd: Option<&OwnedFd>, keep: bool) -> io::Result<ExitStatus> {
+    let (id_type, id) = match pidfd {
+        Some(fd) => (libc::P_PIDFD, fd.as_raw_fd().unsigned_abs()),
+        None => (libc::P_PID, pid.unsigned_abs()),
+    };
+    let options = libc::WEXITED | if keep { libc::WNOWAIT } else { 0 };
+    loop {
+        // SAFETY: info is a valid out-pointer; waitid on our own child.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        if unsafe { libc::waitid(id_type, id, &mut info, options) } == 0 {
+            // SAFETY: waitid filled in a SIGCHLD siginfo for this child.
+            let status = unsafe { info.si_status() };
+            let raw = match info.si_code {
+                libc::CLD_EXITED => (status & 0xff) << 8,
+                libc::CLD_DUMPED => (status & 0x7f) | 0x80,
+                _ => status & 0x7f,
+            };
+            return Ok(ExitStatus::from_raw(raw));
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+/// `pidfd_send_signal(2)`: the raw system call (glibc wraps it only since 2.36).
+fn pidfd_send_signal(pidfd: RawFd, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: no siginfo is passed (null), flags 0; the kernel checks the descriptor.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd,
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// A child that has exec'd.
+struct Created {
+    pid: libc::pid_t,
+    pidfd: Option<OwnedFd>,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
 }
 
 /// Which step of the child failed before `execve` (the errno is reported with it).
@@ -77,8 +410,9 @@ impl Step {
     }
 }
 
-/// Everything the child reads, prepared by the parent. The child writes only `failed_step` and
-/// `errno` (the parent reads them after the child has exec'd or exited: `CLONE_VFORK`).
+/// Everything the child reads, prepared by the parent. The child writes only `failed_step`,
+/// `errno` and its pid (the thread reads them after the child has exec'd or exited:
+/// `CLONE_VFORK`; the actor reads the pid through its atomic).
 #[repr(C)]
 struct ChildPlan {
     program: *const libc::c_char,
@@ -89,14 +423,22 @@ struct ChildPlan {
     stdout: RawFd,
     stderr: RawFd,
     parent: libc::pid_t,
+    own_pid: *const AtomicI32,
     failed_step: Option<Step>,
     errno: i32,
 }
 
-/// Spawns `spec` and returns its pid and output pipes. The child is not waited for: call
-/// [`reap`] once (after reading anything that needs the pid to still be the child's).
-pub(super) fn spawn(spec: &LaunchSpec) -> io::Result<SpawnedChild> {
-    let environment = child_environment(spec);
+/// Creates the child and returns once it has exec'd (or fails).
+fn create(
+    spec: &LaunchSpec,
+    extra_env: &[(OsString, OsString)],
+    shared: &Shared,
+) -> io::Result<Created> {
+    let mut environment = child_environment(spec);
+    for (name, value) in extra_env {
+        environment.retain(|(existing, _)| existing != name);
+        environment.push((name.clone(), value.clone()));
+    }
     let program = resolve_program(spec.program(), &environment)?;
     let program = c_string(program.as_os_str().as_bytes())?;
     let mut argv_strings = Vec::with_capacity(spec.arguments().len() + 1);
@@ -137,71 +479,92 @@ pub(super) fn spawn(spec: &LaunchSpec) -> io::Result<SpawnedChild> {
         stderr: stderr_write.as_raw_fd(),
         // SAFETY: getpid has no preconditions.
         parent: unsafe { libc::getpid() },
+        own_pid: &shared.pid,
         failed_step: None,
         errno: 0,
     };
-    let mut stack = vec![0u8; CHILD_STACK_BYTES];
-    let pid = clone_child(&mut plan, &mut stack)?;
+    let stack = GuardedStack::new(CHILD_STACK_BYTES)?;
+    let (pid, pidfd) = clone_child(&mut plan, &stack, &shared.pidfd)?;
     // The child has exec'd or exited: its copies of the descriptors are its own now.
     drop((stdin, stdout_write, stderr_write));
 
     if let Some(step) = plan.failed_step {
-        // It exited with 127 before exec; reap it here, it is not ours to report.
-        let _ = wait_for(pid);
+        // It exited with 127 before exec; reap it here, it is not ours to report. First make
+        // sure [`Launch::abandon`] can no longer use the descriptor or the pid we are about to
+        // free.
+        {
+            let _phase = shared.phase.lock().unwrap_or_else(PoisonError::into_inner);
+            shared.pidfd.store(-1, Ordering::SeqCst);
+            shared.pid.store(0, Ordering::SeqCst);
+        }
+        let _ = wait_exit(pid, pidfd.as_ref(), false);
         let error = io::Error::from_raw_os_error(plan.errno);
         return Err(io::Error::new(
             error.kind(),
             format!("{} failed: {error}", step.describe()),
         ));
     }
-    let stdout = Receiver::from_owned_fd(stdout_read)?;
-    let stderr = Receiver::from_owned_fd(stderr_read)?;
-    let pid = u32::try_from(pid).map_err(|_| io::Error::other("clone returned a negative pid"))?;
-    Ok(SpawnedChild {
+    if pid <= 1 {
+        return Err(io::Error::other("clone returned an impossible pid"));
+    }
+    Ok(Created {
         pid,
-        stdout,
-        stderr,
+        pidfd,
+        stdout: stdout_read,
+        stderr: stderr_read,
     })
 }
 
-/// Waits for `pid` on a thread of its own; the answer is its exit status. The thread reaps the
-/// child even when nobody awaits the answer any more.
-pub(super) fn reap(pid: u32) -> oneshot::Receiver<io::Result<ExitStatus>> {
-    let (sender, receiver) = oneshot::channel();
-    let spawned = std::thread::Builder::new()
-        .name(format!("gatewarden-reap-{pid}"))
-        .stack_size(REAPER_STACK_BYTES)
-        .spawn(move || {
-            let status = libc::pid_t::try_from(pid)
-                .map_err(|_| io::Error::other("pid out of range"))
-                .and_then(wait_for);
-            let _ = sender.send(status);
-        });
-    if let Err(error) = spawned {
-        // No thread: the child would become a zombie. Kill its group and reap it right here.
-        tracing::warn!(pid, %error, "no thread to wait for the gateway; killing it");
-        if let Ok(raw) = libc::pid_t::try_from(pid) {
-            // SAFETY: killpg has no memory preconditions; raw is a child we spawned (> 1).
-            unsafe { libc::killpg(raw, libc::SIGKILL) };
-            let _ = wait_for(raw);
-        }
-    }
-    receiver
+/// The child's stack: an anonymous mapping whose lowest page is inaccessible, so running off its
+/// end faults (and kills the child) instead of writing over whatever lies below.
+struct GuardedStack {
+    base: *mut libc::c_void,
+    len: usize,
+    page: usize,
 }
 
-/// Blocks until our child `pid` has exited and returns its status.
-fn wait_for(pid: libc::pid_t) -> io::Result<ExitStatus> {
-    loop {
-        let mut status = 0;
-        // SAFETY: status is a valid out-pointer; waitpid on our own child.
-        let reaped = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if reaped == pid {
-            return Ok(ExitStatus::from_raw(status));
+impl GuardedStack {
+    fn new(bytes: usize) -> io::Result<GuardedStack> {
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .ok()
+            .filter(|page| *page > 0)
+            .unwrap_or(4096);
+        let len = bytes.div_ceil(page) * page + page;
+        // SAFETY: a fresh private anonymous mapping; no existing memory is touched.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
         }
-        let error = io::Error::last_os_error();
-        if error.kind() != io::ErrorKind::Interrupted {
-            return Err(error);
+        let stack = GuardedStack { base, len, page };
+        // SAFETY: the first page of our own mapping.
+        if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } != 0 {
+            return Err(io::Error::last_os_error());
         }
+        Ok(stack)
+    }
+
+    /// The top of the stack (it grows down), 16-byte aligned.
+    fn top(&self) -> *mut libc::c_void {
+        let end = self.base as usize + self.len;
+        (end - end % 16) as *mut libc::c_void
+    }
+}
+
+impl Drop for GuardedStack {
+    fn drop(&mut self) {
+        let _ = self.page;
+        // SAFETY: unmaps exactly the mapping made in new(); the child no longer uses it.
+        unsafe { libc::munmap(self.base, self.len) };
     }
 }
 
@@ -301,8 +664,14 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(copy) })
 }
 
-/// Runs the child on `stack` and returns its pid once it has exec'd or exited.
-fn clone_child(plan: &mut ChildPlan, stack: &mut [u8]) -> io::Result<libc::pid_t> {
+/// Runs the child on `stack` and returns its pid (and pidfd, where the kernel gives one) once it
+/// has exec'd or exited. The kernel stores the pidfd in `pidfd_slot` before the child runs, so
+/// the actor can kill a child stuck before `execve` through it.
+fn clone_child(
+    plan: &mut ChildPlan,
+    stack: &GuardedStack,
+    pidfd_slot: &AtomicI32,
+) -> io::Result<(libc::pid_t, Option<OwnedFd>)> {
     // All signals blocked around the clone: a handler of ours must never run in the child, which
     // shares our memory. The child resets the handlers before it unblocks.
     // SAFETY: both sigsets are valid; sigfillset and pthread_sigmask only write them.
@@ -312,18 +681,17 @@ fn clone_child(plan: &mut ChildPlan, stack: &mut [u8]) -> io::Result<libc::pid_t
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
     }
-    // The stack grows down: pass its top, 16-byte aligned.
-    let top = stack.as_mut_ptr_range().end;
-    let top = top.wrapping_sub(top as usize % 16);
     // SAFETY: child_main only reads the plan (alive until clone returns, which with CLONE_VFORK
-    // is after the child's exec or exit) and writes its two result fields; the stack is ours and
-    // outlives the child's use of it for the same reason.
+    // is after the child's exec or exit) and writes its result fields; the stack is ours and
+    // outlives the child's use of it for the same reason; the kernel writes one int (the pidfd)
+    // to the slot, which outlives the call.
     let pid = unsafe {
         libc::clone(
             child_main,
-            top.cast(),
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            stack.top(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
             std::ptr::from_mut(plan).cast(),
+            pidfd_slot.as_ptr(),
         )
     };
     let error = io::Error::last_os_error();
@@ -334,7 +702,12 @@ fn clone_child(plan: &mut ChildPlan, stack: &mut [u8]) -> io::Result<libc::pid_t
     if pid < 0 {
         return Err(error);
     }
-    Ok(pid)
+    // Kernels before 5.2 ignore the unknown flag and leave the slot at -1: no pidfd (the thread
+    // protocol alone keeps the pid safe then).
+    let raw = pidfd_slot.load(Ordering::SeqCst);
+    // SAFETY: the kernel just created this descriptor for us; nobody else owns it.
+    let pidfd = (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw) });
+    Ok((pid, pidfd))
 }
 
 /// The child, until `execve`. Only system calls on the plan's prepared data: it shares the
@@ -345,6 +718,9 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     let plan = unsafe { &mut *arg.cast::<ChildPlan>() };
     // SAFETY: every call below is an async-signal-safe libc wrapper on valid arguments.
     unsafe {
+        // First, so that a child stuck in any later step can be named (and killed): a plain
+        // atomic store into the parent's memory, no lock.
+        (*plan.own_pid).store(libc::getpid(), Ordering::SeqCst);
         let fail = |plan: &mut ChildPlan, step: Step| -> libc::c_int {
             plan.failed_step = Some(step);
             plan.errno = *libc::__errno_location();

@@ -170,3 +170,56 @@ pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
     listener.local_addr().expect("local addr").port()
 }
+
+/// A write lease held on a file (`fcntl(F_SETLEASE, F_WRLCK)`): until it is dropped, or the
+/// kernel's `lease-break-time` (45 s by default) passes, anyone else's `open` of the file blocks
+/// in the kernel. An `execve` of the file opens it, so a spawn of it is stuck before `execve`
+/// exactly as on a hung file system, with no special file system needed.
+pub struct WriteLease(std::fs::File);
+
+impl WriteLease {
+    /// Takes the lease on `path` (a file nobody else has open). SIGIO, which the kernel sends the
+    /// holder when someone wants the file, is ignored in this process.
+    pub fn hold(path: &std::path::Path) -> WriteLease {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: setting a signal's disposition to ignore has no memory preconditions.
+        unsafe { libc::signal(libc::SIGIO, libc::SIG_IGN) };
+        let file = std::fs::File::open(path).expect("open the file to lease");
+        // SAFETY: fcntl on a descriptor we own.
+        let taken = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, libc::F_WRLCK) };
+        assert_eq!(
+            taken,
+            0,
+            "cannot take a write lease: {}",
+            std::io::Error::last_os_error()
+        );
+        WriteLease(file)
+    }
+}
+
+/// `(state letter, parent pid, command name)` of `/proc/<pid>/stat`.
+pub fn stat_of(pid: u32) -> Option<(char, u32, String)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let name = stat.get(open + 1..close)?.to_string();
+    let mut rest = stat.get(close + 1..)?.split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let parent = rest.next()?.parse().ok()?;
+    Some((state, parent, name))
+}
+
+/// Children of `parent` that have not exec'd yet: they still carry the name of the thread that
+/// created them (`gatewarden-child`, cut to 15 bytes by the kernel).
+pub fn children_before_exec(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            matches!(stat_of(*pid), Some((state, ppid, name))
+                if ppid == parent && name == "gatewarden-chil" && state != 'Z')
+        })
+        .collect()
+}
