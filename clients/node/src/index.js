@@ -371,9 +371,11 @@ export class GatewayManager extends EventEmitter {
     if (this.options.port !== undefined) args.push('--port', String(this.options.port));
     if (this.options.stateDir) args.push('--state-dir', this.options.stateDir);
     args.push(...(this.options.runArgs ?? []));
+    // GATEWARDEN_BIN is this client's; gatewarden refuses `GATEWARDEN_*` variables it does not know.
+    const { GATEWARDEN_BIN: _binary, ...inherited } = process.env;
     const child = spawn(this.binary, args, {
       stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, ...(this.options.env ?? {}) },
+      env: { ...inherited, ...(this.options.env ?? {}) },
     });
     this.child = child;
     this.stderrTail = [];
