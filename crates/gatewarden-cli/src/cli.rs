@@ -73,6 +73,20 @@ pub enum Command {
         #[arg(long, value_name = "MS")]
         timeout: Option<u64>,
     },
+    /// Follow the events of a running instance until it stops (Y1), one line each.
+    Events {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Print the protocol's JSON lines (docs/control-protocol.md) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the running instances (port, profile, state, pid, control socket).
+    Ls {
+        /// Print them as a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),

@@ -14,7 +14,7 @@ use gatewarden_core::machine::{CommandOutcome, LifecycleState};
 use crate::cli::{Cli, Command, ConfigCommand, RunArgs, TargetArgs};
 use crate::control::{self, ControlReply, ControlRequest, ControlResponse};
 use crate::instance::StatusReport;
-use crate::{config, console, launch, logging, run, UsageError};
+use crate::{config, console, discovery, events_stream, launch, logging, run, UsageError};
 
 /// How long `status` waits for an answer.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(15);
@@ -44,6 +44,8 @@ pub fn dispatch() -> anyhow::Result<ExitCode> {
             params,
             timeout,
         } => rpc(&target, method, params.as_deref(), timeout),
+        Command::Events { target, json } => events(&target, json),
+        Command::Ls { json } => ls(json),
         Command::Config(ConfigCommand::Print(args)) => config_print(&args),
         Command::Diagrams { out } => diagrams(&out),
     }
@@ -56,8 +58,78 @@ fn target_settings(target: &TargetArgs) -> anyhow::Result<(config::Settings, Pat
         ..RunArgs::default()
     };
     let settings = config::resolve(&args)?;
+    let named = target.port.is_some()
+        || target.control.is_some()
+        || target.state_dir.is_some()
+        || target.config.is_some()
+        || ["port", "control", "state_dir"]
+            .iter()
+            .any(|key| settings.origins.contains_key(*key));
+    if !named {
+        // Nothing says which instance: the only running one, whatever its port.
+        let live = discovery::live();
+        match live.as_slice() {
+            [] => {}
+            [only] => {
+                let path = only.record.control.clone();
+                return Ok((settings, path));
+            }
+            several => {
+                return Err(UsageError(format!(
+                    "{} gatewarden instances are running; say which with --port \
+                     (or --control):\n{}",
+                    several.len(),
+                    discovery::table(several).trim_end()
+                ))
+                .into())
+            }
+        }
+    }
+    if target.control.is_none() && target.state_dir.is_none() && target.port.is_some() {
+        // `--port` alone: the instance on that port, wherever its control socket is.
+        if let Some(record) = discovery::records()
+            .into_iter()
+            .find(|record| record.port == settings.core.port)
+        {
+            if record.control.exists() {
+                return Ok((settings, record.control));
+            }
+        }
+    }
     let path = settings.control_path();
     Ok((settings, path))
+}
+
+/// `gatewarden events`: follow the stream until the instance stops.
+fn events(target: &TargetArgs, json: bool) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let (_, path) = target_settings(target)?;
+    let stdout = std::io::stdout();
+    events_stream::follow(&path, |line, raw| {
+        let mut out = stdout.lock();
+        if json {
+            writeln!(out, "{raw}")?;
+        } else {
+            writeln!(out, "{}", events_stream::human_line(line))?;
+        }
+        // Line by line even into a pipe: a script follows events as they happen.
+        out.flush()?;
+        Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `gatewarden ls`.
+fn ls(json: bool) -> anyhow::Result<ExitCode> {
+    let live = discovery::live();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&live)?);
+    } else if live.is_empty() {
+        println!("no gatewarden instance is running (start one with `gatewarden run`)");
+    } else {
+        print!("{}", discovery::table(&live));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn ask(path: &Path, request: &ControlRequest, timeout: Duration) -> anyhow::Result<ControlReply> {

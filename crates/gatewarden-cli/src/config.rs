@@ -42,6 +42,7 @@ const CLI_KEYS: &[&str] = &[
     "http",
     "http_allow_remote",
     "token_file",
+    "event_queue",
     "control_plane",
 ];
 
@@ -91,6 +92,9 @@ pub struct CliConfig {
     pub http_allow_remote: bool,
     /// File holding the gateway token.
     pub token_file: Option<PathBuf>,
+    /// Y1: how many events each control-socket subscriber may fall behind before it loses the
+    /// oldest and reads a `lagged` line (default 1024, the library's `DEFAULT_EVENT_CAPACITY`).
+    pub event_queue: Option<usize>,
     /// Q1: budgets and timeouts of the control socket and the HTTP endpoint.
     pub control_plane: ControlPlaneConfig,
 }
@@ -676,6 +680,17 @@ pub fn render(settings: &Settings, token: &crate::launch::TokenSummary) -> anyho
     if let Some(path) = &settings.cli.token_file {
         top.insert("token_file".into(), text(path));
     }
+    top.insert(
+        "event_queue".into(),
+        Value::Integer(
+            settings
+                .cli
+                .event_queue
+                .unwrap_or(gatewarden::supervisor::DEFAULT_EVENT_CAPACITY)
+                .try_into()
+                .unwrap_or(i64::MAX),
+        ),
+    );
     let core = Value::try_from(&settings.core).context("cannot render the core configuration")?;
     let mut out =
         String::from("# gatewarden effective configuration (file < environment < flags)\n");

@@ -88,6 +88,10 @@ pub enum ControlRequest {
     Restart {},
     /// Reload the gateway's config.
     Reload {},
+    /// The protocol version and features (Y1; `events_stream`).
+    Hello {},
+    /// Keep the connection open and stream every event (Y1; `events_stream`).
+    Subscribe {},
     /// Call a gateway method.
     Rpc {
         /// The method.
@@ -126,6 +130,15 @@ pub enum ControlReply {
     Rpc {
         /// The payload.
         result: Value,
+    },
+    /// `hello`: what this server speaks.
+    Hello {
+        /// [`crate::events_stream::PROTOCOL_VERSION`].
+        protocol: u32,
+        /// [`crate::events_stream::FEATURES`].
+        features: Vec<String>,
+        /// The gatewarden version.
+        version: String,
     },
 }
 
@@ -356,6 +369,10 @@ async fn serve_connection(
                 line.pop();
             }
             match parse_request(&line) {
+                // Y1: the connection stays open and becomes an event stream.
+                Ok(ControlRequest::Subscribe {}) => {
+                    return crate::events_stream::serve(writer, instance).await
+                }
                 Ok(request) => {
                     let (budget, what) = match request {
                         ControlRequest::Rpc { .. } => (&budgets.rpcs, "RPCs"),
@@ -408,6 +425,18 @@ pub async fn handle(request: ControlRequest, instance: &Instance) -> ControlResp
             Ok(report) => ControlResponse::Ok(ControlReply::Status(Box::new(report))),
             Err(_) => gone(),
         },
+        ControlRequest::Hello {} => ControlResponse::Ok(ControlReply::Hello {
+            protocol: crate::events_stream::PROTOCOL_VERSION,
+            features: crate::events_stream::FEATURES
+                .iter()
+                .map(|feature| feature.to_string())
+                .collect(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }),
+        ControlRequest::Subscribe {} => ControlResponse::Error(ControlError::new(
+            ControlErrorKind::BadRequest,
+            "subscribe is only served on a control connection of its own",
+        )),
         ControlRequest::Start {} => command(supervisor.send(Start).await),
         ControlRequest::Restart {} => command(supervisor.send(Restart).await),
         ControlRequest::Reload {} => command(supervisor.send(Reload).await),
@@ -445,13 +474,10 @@ pub async fn handle(request: ControlRequest, instance: &Instance) -> ControlResp
 // Client.
 // ---------------------------------------------------------------------------------------------
 
-/// Send one request to the instance behind `path` and wait up to `timeout` for the answer.
-pub fn request(
-    path: &Path,
-    request: &ControlRequest,
-    timeout: Duration,
-) -> anyhow::Result<ControlResponse> {
-    let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|error| {
+/// Connect to the control socket at `path`, with an error that says what to do when nobody is
+/// there.
+pub fn connect(path: &Path) -> anyhow::Result<std::os::unix::net::UnixStream> {
+    std::os::unix::net::UnixStream::connect(path).map_err(|error| {
         let why = match error.kind() {
             std::io::ErrorKind::NotFound => "it does not exist".to_string(),
             std::io::ErrorKind::ConnectionRefused => "nobody answers: a stale socket".to_string(),
@@ -465,7 +491,16 @@ pub fn request(
              start one with `gatewarden run`, or pass the same --port / --control it uses",
             path.display()
         )
-    })?;
+    })
+}
+
+/// Send one request to the instance behind `path` and wait up to `timeout` for the answer.
+pub fn request(
+    path: &Path,
+    request: &ControlRequest,
+    timeout: Duration,
+) -> anyhow::Result<ControlResponse> {
+    let mut stream = connect(path)?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
     stream.set_read_timeout(Some(timeout))?;
     let mut line = serde_json::to_vec(request)?;

@@ -39,6 +39,8 @@ pub struct Instance {
     pub gave_up: RefCell<Option<String>>,
     /// F8: woken when the supervisor gives up (`run --exit-on-failure` leaves then).
     pub gave_up_notice: Notify,
+    /// Y1: the open event streams, ended with a final line when the instance exits.
+    pub streams: crate::events_stream::Streams,
     /// K4: processes a dead predecessor left in its gateway's group, ended at this start.
     pub leftovers_ended: Vec<u32>,
     /// Q1: the latest status and when it was taken; `/healthz` and `/readyz` answer from it
@@ -156,6 +158,7 @@ impl Instance {
             exit_requested: Notify::new(),
             gave_up: RefCell::new(None),
             gave_up_notice: Notify::new(),
+            streams: crate::events_stream::Streams::default(),
             leftovers_ended: Vec::new(),
             latest: RefCell::new(None),
         }

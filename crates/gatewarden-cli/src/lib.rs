@@ -10,6 +10,8 @@
 //!   token and the default paths.
 //! - `run`: `gatewarden run`: the actix system, signals, the live status area.
 //! - `control`: the local control socket protocol (one JSON line each way), its server and client.
+//! - `discovery`: the registry of running instances (`gatewarden ls`, port-less commands).
+//! - `events_stream`: Y1, the control socket's event stream and `hello`.
 //! - `http`: `/healthz`, `/readyz` and `/metrics`.
 //! - `notify`: `sd_notify` for systemd's `Type=notify` and watchdog.
 //! - [`console`] and `logging`: log lines above a status area that is redrawn in place.
@@ -26,6 +28,8 @@ pub mod commands;
 mod config;
 pub mod console;
 mod control;
+mod discovery;
+mod events_stream;
 pub mod fuzzing;
 mod http;
 mod instance;

@@ -32,7 +32,7 @@ use crate::config::{ControlPlaneConfig, ProfileKind};
 use crate::instance::Instance;
 use crate::launch::TokenOrigin;
 use crate::notify::Notifier;
-use crate::{config, console, control, http, launch, notify};
+use crate::{config, console, control, discovery, http, launch, notify};
 
 /// How often the status area is redrawn when nothing happens (the uptime ticks).
 const AREA_REFRESH: Duration = Duration::from_secs(1);
@@ -51,6 +51,8 @@ struct Plan {
     token: Option<Secret>,
     token_origin: TokenOrigin,
     live_area: bool,
+    /// Y1: the per-subscriber event queue.
+    event_queue: Option<usize>,
     /// F8: leave non-zero after a give-up.
     exit_on_failure: bool,
     /// The gateway's own config file (for the `gateway.auth.token` hint).
@@ -90,6 +92,7 @@ pub fn run(args: &RunArgs, format: LogFormat) -> anyhow::Result<ExitCode> {
         token_origin,
         live_area: format == LogFormat::Text && console::enable_live_area(),
         exit_on_failure: args.exit_on_failure,
+        event_queue: settings.cli.event_queue,
         gateway_config: profile_config_path(&settings),
         next_hint: next_hint(std::io::stderr().is_terminal(), format, &args.target),
         leftovers,
@@ -104,6 +107,20 @@ pub fn run(args: &RunArgs, format: LogFormat) -> anyhow::Result<ExitCode> {
 async fn supervise(plan: Plan) -> anyhow::Result<ExitCode> {
     // Everything that can fail for a reason a person can fix is set up before the gateway starts.
     let control_socket = control::bind(&plan.control_path)?;
+    // Discovery (`gatewarden ls`, port-less client commands); removed again on a normal exit.
+    let _registration = match discovery::register(&discovery::InstanceRecord {
+        port: plan.core.port,
+        profile: plan.profile_kind,
+        pid: std::process::id(),
+        control: plan.control_path.clone(),
+        state_dir: plan.state_dir.clone(),
+    }) {
+        Ok(registration) => Some(registration),
+        Err(error) => {
+            tracing::warn!("cannot record this instance for `gatewarden ls`: {error:#}");
+            None
+        }
+    };
     let http_listener = match plan.http {
         Some(address) => Some(http::bind(address).await?),
         None => None,
@@ -118,6 +135,9 @@ async fn supervise(plan: Plan) -> anyhow::Result<ExitCode> {
     let mut options = SupervisorOptions::new(plan.profile.clone(), plan.state_dir.clone());
     options.core = plan.core.clone();
     options.token = plan.token.clone();
+    if let Some(queue) = plan.event_queue {
+        options.event_capacity = queue;
+    }
     let origin = Instant::now();
     let supervisor = GatewaySupervisor::start(options);
     let mut instance = Instance::new(supervisor.clone(), plan.profile_kind, origin);
@@ -193,11 +213,17 @@ async fn supervise(plan: Plan) -> anyhow::Result<ExitCode> {
         &first_start_done,
     )
     .await;
+    // Y1: every subscriber reads the last events and an `end` line before the process exits.
+    instance.streams.close(STREAM_END_GRACE).await;
     for task in tasks {
         task.abort();
     }
     code
 }
+
+/// How long an exiting instance waits for its event streams to deliver their last lines (a
+/// subscriber that stopped reading is not waited for longer).
+const STREAM_END_GRACE: Duration = Duration::from_secs(2);
 
 /// Start the gateway, wait for a quit request, stop it.
 async fn supervise_until_quit(
@@ -514,7 +540,9 @@ impl Handler<GatewayEvent> for EventWatcher {
             }
             GatewayEvent::RawMessage(_)
             | GatewayEvent::ChannelStatus(_)
-            | GatewayEvent::ChatMessage(_) => {}
+            | GatewayEvent::ChatMessage(_)
+            | GatewayEvent::StartupMetric { .. }
+            | GatewayEvent::ReconnectMetric { .. } => {}
         }
         self.refresh.notify_one();
     }

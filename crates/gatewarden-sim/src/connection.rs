@@ -764,6 +764,7 @@ impl Connection {
         let mut ending = None;
         let mut after_reply: Option<Message> = None;
         let mut flood = None;
+        let mut event = None;
         let mut notice = None;
         let flags = &self.shared.flags;
         match fault {
@@ -800,6 +801,13 @@ impl Connection {
             }
             Fault::Malformed(kind) => after_reply = Some(malformed_message(kind)),
             Fault::EventFlood { count, pad_bytes } => flood = Some((count, pad_bytes)),
+            Fault::Event {
+                name,
+                payload,
+                count,
+                interval_ms,
+                stamp,
+            } => event = Some((name, payload, count, interval_ms, stamp)),
             Fault::IgnoreSigterm { enabled } => {
                 flags.ignore_sigterm.store(enabled, Ordering::Relaxed)
             }
@@ -844,6 +852,29 @@ impl Connection {
         if let Some(message) = after_reply {
             if let Some(ending) = feed(socket, message).await {
                 return Some(ending);
+            }
+        }
+        if let Some((name, mut payload, count, interval_ms, stamp)) = event {
+            for n in 0..count {
+                if n > 0 && interval_ms > 0 {
+                    sleep(Duration::from_millis(interval_ms)).await;
+                }
+                if stamp {
+                    if let Some(object) = payload.as_object_mut() {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|since| since.as_micros() as u64)
+                            .unwrap_or(0);
+                        object.insert("sentAtUs".into(), json!(now));
+                        object.insert("n".into(), json!(n));
+                    }
+                }
+                if let Some(ending) = self.send_event(socket, &name, &payload).await {
+                    return Some(ending);
+                }
+                if socket.flush().await.is_err() {
+                    return Some(Ending::Gone);
+                }
             }
         }
         if let Some((count, pad_bytes)) = flood {

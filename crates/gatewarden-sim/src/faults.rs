@@ -135,6 +135,21 @@ pub enum Fault {
         /// Padding bytes in each payload.
         pad_bytes: usize,
     },
+    /// Send one gateway event `name` with `payload` on this connection, after the reply (a
+    /// `chat` event for a client's `chat:message`, say).
+    Event {
+        /// The event name.
+        name: String,
+        /// Its payload.
+        payload: Value,
+        /// How many times (default 1, at most [`MAX_FLOOD_COUNT`]).
+        count: u64,
+        /// Pause between two of them (default 0).
+        interval_ms: u64,
+        /// Add `sentAtUs` (Unix microseconds when sent) to an object payload, for latency
+        /// measurements.
+        stamp: bool,
+    },
     /// Turn SIGTERM ignoring on or off.
     IgnoreSigterm {
         /// New state.
@@ -286,6 +301,31 @@ pub fn parse(params: Option<&Value>) -> Result<Fault, String> {
                 .filter(|bytes| *bytes <= MAX_PAYLOAD_BYTES)
                 .ok_or("bytes too large")?;
             Ok(Fault::EventFlood { count, pad_bytes })
+        }
+        "event" => {
+            let name = params
+                .get("event")
+                .and_then(Value::as_str)
+                .filter(|name| !name.is_empty())
+                .ok_or("event needs an \"event\" name")?;
+            let count = number("count", 1)?;
+            if count > MAX_FLOOD_COUNT {
+                return Err(format!("count above {MAX_FLOOD_COUNT}"));
+            }
+            let interval_ms = number("intervalMs", 0)?;
+            if interval_ms > MAX_BLOCK_MS {
+                return Err(format!("intervalMs above {MAX_BLOCK_MS}"));
+            }
+            Ok(Fault::Event {
+                name: name.to_string(),
+                payload: params.get("payload").cloned().unwrap_or(Value::Null),
+                count,
+                interval_ms,
+                stamp: params
+                    .get("stamp")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+            })
         }
         "ignore-sigterm" => Ok(Fault::IgnoreSigterm { enabled: enabled() }),
         "spawn-grandchild" | "spawn" => {
@@ -517,6 +557,24 @@ mod tests {
             parse(Some(&json!({"kind": "restart"}))).unwrap(),
             Fault::Restart
         );
+    }
+
+    #[test]
+    fn event_fault_names_an_event() {
+        assert_eq!(
+            parse(Some(
+                &json!({"kind": "event", "event": "chat", "payload": {"text": "hi"}})
+            ))
+            .unwrap(),
+            Fault::Event {
+                name: "chat".into(),
+                payload: json!({"text": "hi"}),
+                count: 1,
+                interval_ms: 0,
+                stamp: false,
+            }
+        );
+        assert!(parse(Some(&json!({"kind": "event"}))).is_err());
     }
 
     #[test]

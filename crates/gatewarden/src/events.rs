@@ -3,6 +3,7 @@
 use actix::Message;
 use gatewarden_core::liveness::{LivenessClass, RecoveryPhase};
 use gatewarden_core::machine::Status;
+use gatewarden_core::stderr::StartupPhase;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -56,5 +57,37 @@ pub enum GatewayEvent {
     GaveUp {
         /// Why (the status error).
         reason: String,
+    },
+    /// N3: a start reached `running`; how long each stage took.
+    StartupMetric {
+        /// Start requested → spawn done.
+        config_prep_ms: u64,
+        /// Spawn → ready.
+        spawn_to_ready_ms: u64,
+        /// Ready → handshake done.
+        ready_to_connect_ms: u64,
+        /// Start requested → running.
+        total_ms: u64,
+        /// The gateway's own startup trace, per phase (empty when it printed none).
+        phases: Vec<StartupPhase>,
+        /// The slowest phase of the trace.
+        slowest: Option<StartupPhase>,
+    },
+    /// N4: one reconnect attempt ended.
+    ReconnectMetric {
+        /// Whether the attempt reached `running`.
+        success: bool,
+        /// Attempt number.
+        attempt: u32,
+        /// Maximum attempts.
+        max_attempts: u32,
+        /// Delay before it.
+        delay_ms: u64,
+        /// Why it failed.
+        error: Option<String>,
+        /// Attempts since the supervisor started.
+        attempts_total: u64,
+        /// Successes since the supervisor started.
+        successes_total: u64,
     },
 }

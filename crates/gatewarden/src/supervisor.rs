@@ -908,7 +908,16 @@ impl Supervisor {
                     slowest = slowest.as_ref().map_or("", |phase| phase.name.as_str()),
                     slowest_ms = slowest.as_ref().map_or(0, |phase| phase.duration_ms),
                     "[metric] gateway.startup"
-                )
+                );
+                // Subscribers (the control socket's event stream, Y1) hear it too.
+                self.publish(GatewayEvent::StartupMetric {
+                    config_prep_ms,
+                    spawn_to_ready_ms,
+                    ready_to_connect_ms,
+                    total_ms,
+                    phases,
+                    slowest,
+                });
             }
             Notice::ReconnectMetric {
                 success,
@@ -918,16 +927,27 @@ impl Supervisor {
                 error,
                 attempts_total,
                 successes_total,
-            } => tracing::info!(
-                success,
-                attempt,
-                max_attempts,
-                delay_ms,
-                error = error.as_deref().unwrap_or(""),
-                attempts_total,
-                successes_total,
-                "[metric] gateway.reconnect"
-            ),
+            } => {
+                tracing::info!(
+                    success,
+                    attempt,
+                    max_attempts,
+                    delay_ms,
+                    error = error.as_deref().unwrap_or(""),
+                    attempts_total,
+                    successes_total,
+                    "[metric] gateway.reconnect"
+                );
+                self.publish(GatewayEvent::ReconnectMetric {
+                    success,
+                    attempt,
+                    max_attempts,
+                    delay_ms,
+                    error,
+                    attempts_total,
+                    successes_total,
+                });
+            }
             Notice::RestartSuppressed {
                 retry_after_ms,
                 executed_total,

@@ -96,6 +96,9 @@ pub struct Options {
     pub http: bool,
     /// A custom gateway command (after `--`).
     pub command: Vec<String>,
+    /// Share this home (XDG folders) instead of the instance's own, so several instances see one
+    /// registry (`gatewarden ls`).
+    pub home: Option<PathBuf>,
     /// Use this state directory instead of a fresh one under the instance's folder.
     pub state_dir: Option<PathBuf>,
 }
@@ -117,7 +120,7 @@ impl Instance {
         let port = free_port();
         let control = dir.path().join("ctl").join("gw.sock");
         let http_port = options.http.then(free_port);
-        let mut command = command(dir.path());
+        let mut command = command(options.home.as_deref().unwrap_or(dir.path()));
         command
             .arg("run")
             .arg("--port")
