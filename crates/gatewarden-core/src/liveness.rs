@@ -383,6 +383,11 @@ impl LivenessTracker {
         LivenessAction::Wait
     }
 
+    /// D1: the last evidence of life (or the handshake, or the end of a supervisor stall).
+    pub fn last_evidence_at(&self) -> u64 {
+        self.last_evidence_at
+    }
+
     /// D4: when a silent gateway is probed.
     pub fn deadline_at(&self) -> u64 {
         self.last_evidence_at.saturating_add(self.deadline_ms)

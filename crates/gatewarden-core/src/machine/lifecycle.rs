@@ -2128,11 +2128,7 @@ fn evaluate_liveness(core: &mut Core, run: &mut RunState) -> Option<State> {
     match run.liveness.decide(now, owned) {
         LivenessAction::Wait | LivenessAction::ProbeFailed | LivenessAction::SampleNow => None,
         LivenessAction::Probe(purpose) => {
-            let silent_for = now.saturating_sub(
-                run.liveness
-                    .deadline_at()
-                    .saturating_sub(core.config.liveness.deadline_ms),
-            );
+            let silent_for = now.saturating_sub(run.liveness.last_evidence_at());
             core.log(
                 LogLevel::Warn,
                 format!(

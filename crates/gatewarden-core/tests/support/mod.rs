@@ -213,15 +213,6 @@ impl Harness {
         self.now += ms;
     }
 
-    /// The times at which effects matching `predicate` were emitted is not kept; this counts
-    /// them in the effects since `from` (an index into `all`).
-    pub fn count_since(&self, from: usize, predicate: impl Fn(&Effect) -> bool) -> usize {
-        self.all[from..]
-            .iter()
-            .filter(|effect| predicate(effect))
-            .count()
-    }
-
     pub fn epoch(&self) -> u64 {
         self.machine.epoch()
     }
