@@ -272,6 +272,7 @@ impl LivenessTracker {
         self.class = LivenessClass::Alive;
         self.baseline = None;
         self.restart_decided = false;
+        self.stall_verdict = None;
     }
 
     /// H1 + D6: the heartbeat timer fired. Judges the outstanding ping (evidence only: D1) and
@@ -326,7 +327,9 @@ impl LivenessTracker {
             } else {
                 LivenessClass::Busy
             };
-            self.stall_verdict = Some(frozen);
+            // One comparison, not a mode: frozen restarts (at the next decision); busy leaves
+            // the gateway to the usual rules.
+            self.stall_verdict = frozen.then_some(true);
             self.baseline = Some(sample);
             return;
         }

@@ -7,7 +7,7 @@ use gatewarden_core::config::{ForeignGatewayPolicy, SupervisorConfig};
 use gatewarden_core::error::StartFailure;
 use gatewarden_core::machine::{
     Command, CommandOutcome, Effect, Event, ExternalShutdownOutcome, Handshake, LifecycleState,
-    Listener, Notice, PortProbe, ReadySource, StartObservation, TimerKind,
+    Listener, LogLevel, Notice, PortProbe, ReadySource, StartObservation, TimerKind,
 };
 use gatewarden_core::reload_policy::{ReloadMode, ReloadPolicy};
 use gatewarden_core::rpc::RpcError;
@@ -1095,6 +1095,37 @@ fn p3_signal_error_falls_back_to_restart() {
         outcome: Err("ESRCH".into()),
     });
     assert!(harness.terminate_pid().is_some());
+}
+
+/// Found by the model test: a reload whose fallback restart the governor suppresses tells its
+/// caller so (R3), not "deferred": nothing would ever run a deferred restart here.
+#[test]
+fn p3_a_fallback_restart_suppressed_by_the_governor_answers_suppressed() {
+    let mut config = SupervisorConfig::default();
+    config.reconnect.jitter = 0.0;
+    config.restart.cooldown_ms = 60_000;
+    let mut harness = Harness::new(config);
+    let pid = harness.start_to_running();
+    harness.command(Command::Restart);
+    harness.exit(pid, 143);
+    harness.probe_free();
+    harness.spawned();
+    harness.ready();
+    harness.handshake();
+    harness.advance(10_000);
+    let reply = harness.command(Command::Reload { policy: hybrid() });
+    let epoch = harness.epoch();
+    harness.send(Event::SignalSent {
+        epoch,
+        outcome: Err("EPERM".into()),
+    });
+    assert_eq!(
+        harness.reply_of(reply),
+        Some(&CommandOutcome::Suppressed {
+            retry_after_ms: 50_000
+        })
+    );
+    assert_eq!(harness.machine.deferred_restart_since(), None);
 }
 
 #[test]
@@ -2568,4 +2599,51 @@ fn f5_replacement_skips_the_doctor_on_a_config_it_already_saw() {
     harness.ready();
     harness.handshake();
     assert_eq!(harness.state(), LifecycleState::Running);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Q2: log levels of normal operation
+// ---------------------------------------------------------------------------------------------
+
+/// The level of the first log line containing `needle` among all effects so far.
+fn level_of(harness: &Harness, needle: &str) -> Option<LogLevel> {
+    harness.all.iter().find_map(|effect| match effect {
+        Effect::Log { level, message } if message.contains(needle) => Some(*level),
+        _ => None,
+    })
+}
+
+#[test]
+fn q2_an_announced_close_and_its_reconnect_are_info() {
+    let mut harness = Harness::quiet();
+    harness.start_to_running();
+    let epoch = harness.epoch();
+    harness.send(Event::ShutdownAnnounced {
+        epoch,
+        restart_expected_ms: Some(1_500),
+    });
+    harness.socket_closed(1012);
+    assert_eq!(
+        level_of(&harness, "gateway socket closed"),
+        Some(LogLevel::Info)
+    );
+    assert_eq!(
+        level_of(&harness, "scheduling gateway reconnect"),
+        Some(LogLevel::Info)
+    );
+}
+
+#[test]
+fn q2_an_unannounced_close_is_a_warning() {
+    let mut harness = Harness::quiet();
+    harness.start_to_running();
+    harness.socket_closed(1006);
+    assert_eq!(
+        level_of(&harness, "gateway socket closed"),
+        Some(LogLevel::Warn)
+    );
+    assert_eq!(
+        level_of(&harness, "scheduling gateway reconnect"),
+        Some(LogLevel::Warn)
+    );
 }

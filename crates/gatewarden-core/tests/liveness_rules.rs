@@ -7,7 +7,9 @@ mod support;
 
 use gatewarden_core::config::SupervisorConfig;
 use gatewarden_core::health::{HealthReason, HealthState, RpcFailureKind};
-use gatewarden_core::liveness::{LivenessClass, ProcessRunState, ProcessSample, RecoveryPhase};
+use gatewarden_core::liveness::{
+    LivenessClass, ProbeOutcome, ProcessRunState, ProcessSample, RecoveryPhase,
+};
 use gatewarden_core::machine::{
     Command, CommandOutcome, Effect, Event, LifecycleState, Listener, Notice, PortProbe, TimerKind,
 };
@@ -489,6 +491,36 @@ fn d6_a_stall_whose_probe_fails_spares_a_gateway_that_ran_across_it() {
     assert_eq!(terminates(&harness), 1);
 }
 
+/// Found while teaching the model test D6: the stall verdict is one comparison, not a mode. After a stall
+/// whose probe failed on a gateway that ran across it (busy), the gateway answering again and
+/// then idling between answers must be judged as usual, not as "no progress since the pause".
+#[test]
+fn d6_the_stall_verdict_is_one_sample_and_later_evidence_is_judged_as_usual() {
+    let mut harness = Harness::quiet();
+    harness.cpu = Some(busy());
+    harness.probes = ProbeMode::Answer(15);
+    harness.start_to_running();
+    harness.advance(INTERVAL + 10);
+    harness.probes = ProbeMode::Fail;
+    harness.pause(90_000);
+    harness.advance(5_001);
+    assert_eq!(terminates(&harness), 0, "busy across the pause");
+    // It answers again and from now on idles (no CPU) between its answers: alive, not frozen.
+    harness.cpu = Some(frozen());
+    harness.probes = ProbeMode::Answer(15);
+    for _ in 0..6 {
+        let epoch = harness.epoch();
+        harness.send(Event::ProofOfLife { epoch });
+        harness.advance(INTERVAL);
+    }
+    assert_eq!(
+        terminates(&harness),
+        0,
+        "an answering idle gateway was restarted"
+    );
+    assert_eq!(harness.state(), LifecycleState::Running);
+}
+
 // ---------------------------------------------------------------------------------------------
 // D7: a suppressed liveness restart stays pending
 // ---------------------------------------------------------------------------------------------
@@ -569,6 +601,58 @@ fn d7_evidence_of_life_calls_off_a_pending_liveness_restart() {
         .contains(&TimerKind::LivenessRestart));
     harness.advance(300_000);
     assert_eq!(terminates(&harness), 1, "called off");
+}
+
+/// Found while teaching the model test D7: a core probe answered while a liveness restart waits for the
+/// cooldown is evidence of life too; the pending restart is called off and health recovers.
+#[test]
+fn d7_a_probe_answer_calls_off_a_pending_liveness_restart() {
+    let mut config = SupervisorConfig::default();
+    config.reconnect.jitter = 0.0;
+    config.restart.cooldown_ms = 400_000;
+    let mut harness = Harness::new(config);
+    let first = frozen_running(&mut harness);
+    harness.command(Command::Restart);
+    harness.exit(first, 143);
+    harness.probe_free();
+    harness.spawned();
+    harness.ready();
+    harness.handshake();
+    // A stall probe goes out and stays unanswered; meanwhile the frozen gateway reaches the
+    // miss threshold and its restart is suppressed by the cooldown.
+    harness.probes = ProbeMode::Ignore;
+    harness.advance(INTERVAL + 10);
+    harness.pause(90_000);
+    harness.advance(1);
+    let (epoch, probe) = harness
+        .all
+        .iter()
+        .rev()
+        .find_map(|effect| match effect {
+            Effect::SendProbe { epoch, probe, .. } => Some((*epoch, *probe)),
+            _ => None,
+        })
+        .expect("the stall probe");
+    harness.advance(4 * INTERVAL);
+    assert_eq!(
+        harness.machine.recovery().phase,
+        RecoveryPhase::RestartPending
+    );
+    harness.send(Event::ProbeFinished {
+        epoch,
+        probe,
+        outcome: ProbeOutcome::Succeeded,
+    });
+    assert_eq!(harness.machine.recovery().phase, RecoveryPhase::Watching);
+    assert_ne!(
+        harness.machine.health(harness.now).state,
+        HealthState::Unresponsive
+    );
+    assert!(!harness
+        .machine
+        .armed_timers()
+        .contains(&TimerKind::LivenessRestart));
+    assert_eq!(terminates(&harness), 1, "only the user's restart");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
 //! Model-based property test of the lifecycle machine (S1, E1, L1–L8, T1–T6, R1–R7, P3–P5, N1–N3,
-//! M1), with `proptest-state-machine`.
+//! M1, and the liveness rules H1, D1–D4, D6, D7, H6), with `proptest-state-machine`.
 //!
 //! The **reference model** ([`Model`]) is an independent, plain-Rust rendering of BEHAVIOUR.md for
-//! a noise-free configuration (no jitter, no stable-run timer, no intensity limit, heartbeat /
-//! health / ready probe / liveness deadline so far away they never fire, reconnect.max_attempts = 3). It never
-//! calls the statig machine. The **system under test** ([`Sut`]) is the real [`LifecycleMachine`]
+//! a noise-free configuration (no jitter, no stable-run timer, no intensity limit, health check
+//! and ready probe so far away they never fire, reconnect.max_attempts = 2). It never calls the
+//! statig machine, and its liveness view ([`Lv`]) shares no code with `LivenessTracker`. The **system under test** ([`Sut`]) is the real [`LifecycleMachine`]
 //! with a harness that plays the actor layer: it keeps the armed timers, the outstanding
 //! asynchronous request (probe, spawn, readiness, handshake, signal, terminate), the live
 //! processes, and a `PendingRpcs` table for RPCs.
@@ -18,8 +18,18 @@
 //! - Linux only, no orphans, no external gateway, no stderr lines (so the L6 doctor repair is never
 //!   chosen), no startup-window answer, no spawn failure: those paths are covered by
 //!   `lifecycle_rules.rs`; here they would multiply the model without exercising new interleavings.
-//! - Heartbeat (H1–H3), health checks (H4), the ready probe (G2) and the liveness deadline (D4) never fire (intervals of
-//!   10^12 ms): they are timers whose presence is compared, not their firing.
+//! - Liveness runs for real: heartbeat ticks every 10 s (a ping unanswered by the next tick is
+//!   missed), the harness answers each process sample from the gateway's behaviour (`Behave`:
+//!   idle, busy, stopped) and each core probe as the sequence says (`ProbeOk`, `ProbeRefused`,
+//!   `ProbeFail`), and `Pause` stalls the supervisor itself. Compared at every step: pings,
+//!   samples and probes sent, the liveness class, the recovery phase and deadline, and the H6
+//!   health state with its reasons; D3/D4/D6 restarts and D7 pending restarts show in the
+//!   lifecycle comparison. The restart cooldown (40 s) is longer than a D3 decision takes, so
+//!   D7 is reached. Not modelled: the external gateway (D5, no external attach here), tick
+//!   silence (no `tickIntervalMs` in the handshake), RPC failure accounting (RPCs bypass the
+//!   machine); `liveness_rules.rs` covers those.
+//! - Health checks (H4) and the ready probe (G2) never fire (intervals of 10^12 ms): they are
+//!   timers whose presence is compared, not their firing.
 //! - Revision 2 failures: F5's in-place bound and the progress timer (F6) are timers whose
 //!   presence is compared (10^12 ms); an announced restart's reload deadline is no earlier than
 //!   F5's bound, and an expired one replaces the gateway (F5); F9 (a reload and a deferred restart
@@ -40,6 +50,10 @@ use std::sync::OnceLock;
 
 use gatewarden_core::config::SupervisorConfig;
 use gatewarden_core::error::StartFailure;
+use gatewarden_core::health::{HealthReason, HealthState};
+use gatewarden_core::liveness::{
+    LivenessClass, ProbeOutcome, ProbePurpose, ProcessRunState, ProcessSample, RecoveryPhase,
+};
 use gatewarden_core::machine::{
     Command, CommandOutcome, Effect, Event, Handshake, LifecycleMachine, LifecycleState, Listener,
     LogLevel, PortProbe, ReadySource, TimerKind,
@@ -57,7 +71,7 @@ use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMac
 const NEVER_MS: u64 = 1_000_000_000_000;
 const MAX_RECONNECT: u32 = 2;
 const MAX_START_ATTEMPTS: u32 = 3;
-const COOLDOWN_MS: u64 = 2_500;
+const COOLDOWN_MS: u64 = 40_000;
 const RESTART_DEBOUNCE_MS: u64 = 2_000;
 const RELOAD_DEBOUNCE_MS: u64 = 1_200;
 const RECENT_CONNECT_MS: u64 = 8_000;
@@ -68,6 +82,18 @@ const START_RETRY_MS: u64 = 1_000;
 const RPC_TIMEOUT_MS: u64 = 30_000;
 const START_NOW: u64 = 1_000;
 const GIVE_UP: &str = "Failed to reconnect after maximum attempts";
+/// H1: a ping every 10 s; one unanswered by the next tick is missed.
+const HEARTBEAT_MS: u64 = 10_000;
+/// D3: a frozen gateway is restarted at this many consecutive misses.
+const MAX_MISSES: u32 = 2;
+/// D4: a busy or unclassifiable silent gateway is probed this long after the last evidence.
+const LIVENESS_DEADLINE_MS: u64 = 45_000;
+/// D6: a tick later than max(2 × interval, 5 s) after the previous one is a supervisor stall.
+const STALL_MS: u64 = 20_000;
+/// D2: event-loop CPU progress across a silent window that counts as busy.
+const BUSY_CPU_MIN_MS: u64 = 10;
+/// D2: the CPU a busy gateway burns between two samples (the harness's process).
+const BUSY_CPU_PER_SAMPLE_MS: u64 = 50;
 
 fn model_config() -> SupervisorConfig {
     let mut config = SupervisorConfig::default();
@@ -77,10 +103,16 @@ fn model_config() -> SupervisorConfig {
     config.reconnect.max_attempts = MAX_RECONNECT;
     config.reconnect.base_delay_ms = 1_000;
     config.reconnect.max_delay_ms = 30_000;
-    config.heartbeat.interval_ms = NEVER_MS;
+    config.heartbeat.interval_ms = HEARTBEAT_MS;
+    config.heartbeat.timeout_ms = HEARTBEAT_MS;
+    config.heartbeat.max_misses = MAX_MISSES;
     config.heartbeat.health_check_interval_ms = NEVER_MS;
     config.ready.probe_schedule_ms = vec![NEVER_MS];
-    config.liveness.deadline_ms = NEVER_MS;
+    config.liveness.deadline_ms = LIVENESS_DEADLINE_MS;
+    config.liveness.stall_factor = 2;
+    config.liveness.stall_min_ms = 5_000;
+    config.liveness.busy_cpu_min_ms = BUSY_CPU_MIN_MS;
+    config.liveness.process_evidence = true;
     config.restart.cooldown_ms = COOLDOWN_MS;
     config.restart.debounce_ms = RESTART_DEBOUNCE_MS;
     config.reload.recent_connect_skip_ms = RECENT_CONNECT_MS;
@@ -175,6 +207,26 @@ enum Tr {
     StaleFailure,
     /// Advance the clock, firing due timers and RPC deadlines in order.
     Advance(u64),
+    /// D2: from now on the owned gateway process idles (sleeping, no CPU: silent means frozen),
+    /// burns CPU (busy) or is stopped (SIGSTOP).
+    Behave(Proc),
+    /// D4/D6: the core probe in flight gets a reply.
+    ProbeOk,
+    /// D4/D6: the core probe in flight gets an error reply (still evidence of life).
+    ProbeRefused,
+    /// D4/D6: the core probe in flight gets no answer (time-out, socket gone).
+    ProbeFail,
+    /// D6: the supervisor itself is paused this long (SIGSTOP, VM pause): nothing fires until it
+    /// resumes, then every due timer fires late.
+    Pause(u64),
+}
+
+/// D2: how the owned gateway process behaves (what a `/proc` sample shows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proc {
+    Idle,
+    Busy,
+    Stopped,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -295,6 +347,72 @@ enum MEvent {
     ReadySignal,
     Signal(bool),
     Timer(TimerKind),
+    /// D4/D6: the core probe ended (`Some(true)` reply, `Some(false)` error reply, `None` no
+    /// answer).
+    ProbeDone(Option<bool>),
+}
+
+/// D1–D7: the reference view of one connection's liveness (the model's own rendering of the
+/// rules; it shares no code with `LivenessTracker`).
+#[derive(Debug, Clone)]
+struct Lv {
+    /// D1: the last evidence of life (or the handshake, or the end of a supervisor stall).
+    evidence_at: u64,
+    /// D6: when the last heartbeat tick was handled.
+    tick_at: u64,
+    /// H1: the ping sent at the last tick, not answered yet.
+    ping_at: Option<u64>,
+    /// H1: consecutive misses (silent: at least one).
+    misses: u32,
+    /// H5: the misses diagnostics report.
+    diag_misses: u32,
+    /// D2: a process sample arrived on this connection.
+    sampled: bool,
+    /// D2: the CPU time of the previous sample of this silent window.
+    baseline: Option<u64>,
+    class: LivenessClass,
+    /// D4/D6: the core probe in flight (purpose, sent at).
+    probe: Option<(ProbePurpose, u64)>,
+    /// A liveness restart was decided; no evidence of life since.
+    decided: bool,
+    /// D6: a failed stall probe asks the next sample for a verdict (`Some(false)`); the verdict
+    /// `Some(true)` (frozen across the pause) restarts.
+    verdict: Option<bool>,
+}
+
+impl Lv {
+    fn new(now: u64) -> Self {
+        Lv {
+            evidence_at: now,
+            tick_at: now,
+            ping_at: None,
+            misses: 0,
+            diag_misses: 0,
+            sampled: false,
+            baseline: None,
+            class: LivenessClass::Alive,
+            probe: None,
+            decided: false,
+            verdict: None,
+        }
+    }
+
+    /// D1: evidence of life.
+    fn alive(&mut self, now: u64) {
+        self.evidence_at = self.evidence_at.max(now);
+        self.ping_at = None;
+        self.misses = 0;
+        self.diag_misses = 0;
+        self.class = LivenessClass::Alive;
+        self.baseline = None;
+        self.decided = false;
+        self.verdict = None;
+    }
+
+    fn silent(&self) -> bool {
+        // No tick interval is advertised in the model's handshake: silence is a missed ping.
+        self.misses > 0
+    }
 }
 
 #[derive(Clone)]
@@ -340,6 +458,19 @@ struct Model {
     in_place: bool,
     /// F5: a replacement spawn follows the owned gateway's exit (`true`: it ends a restart).
     replacement: Option<bool>,
+    /// D1–D7: the liveness view of the connection, while running.
+    lv: Option<Lv>,
+    /// H6/D7: a liveness restart pending (cooldown, deferral) or executing.
+    lrestart: Option<RecoveryPhase>,
+    /// D2: the owned process's behaviour and its CPU time so far.
+    proc_mode: Proc,
+    cpu: u64,
+    /// Predictions for the last step: core probes sent, process samples asked for, pings sent.
+    probes_sent: u32,
+    samples_asked: u32,
+    pings_sent: u32,
+    /// D6 verdicts reached so far (for the generator's reach test).
+    stall_verdicts: u64,
 }
 
 impl std::fmt::Debug for Model {
@@ -383,6 +514,14 @@ impl Model {
             armed_during_stop: BTreeSet::new(),
             in_place: false,
             replacement: None,
+            lv: None,
+            lrestart: None,
+            proc_mode: Proc::Idle,
+            cpu: 0,
+            probes_sent: 0,
+            samples_asked: 0,
+            pings_sent: 0,
+            stall_verdicts: 0,
         }
     }
 
@@ -461,18 +600,22 @@ impl Model {
                 TimerKind::HealthCheck,
                 TimerKind::ReadyProbe,
                 TimerKind::LivenessDeadline,
+                TimerKind::LivenessRestart,
             ] {
                 self.timers.remove(&timer);
             }
+            // The liveness view belongs to the connection.
+            self.lv = None;
         }
         if was_reconnecting {
             self.timers.remove(&TimerKind::Reconnect);
         }
         match self.leaf.clone() {
             Leaf::Running => {
-                self.arm(TimerKind::Heartbeat, NEVER_MS);
+                self.arm(TimerKind::Heartbeat, HEARTBEAT_MS);
                 self.arm(TimerKind::HealthCheck, NEVER_MS);
-                self.arm(TimerKind::LivenessDeadline, NEVER_MS);
+                self.arm(TimerKind::LivenessDeadline, LIVENESS_DEADLINE_MS);
+                self.lv = Some(Lv::new(self.now));
                 if !self.ready {
                     self.arm(TimerKind::ReadyProbe, NEVER_MS);
                 }
@@ -596,6 +739,8 @@ impl Model {
 
     fn finish_start_failed(&mut self, message: Option<String>, auth: bool) {
         let (_, kind, _, _) = self.starting_parts();
+        // H6: a liveness restart whose start failed is over.
+        self.lrestart = None;
         self.error = Some(message);
         self.flow_ended = true;
         let starts = std::mem::take(&mut self.w_start);
@@ -650,6 +795,8 @@ impl Model {
         self.connected_at = Some(now);
         self.error = None;
         self.flow_ended = true;
+        // H6: a new connection: the liveness restart (if any) is over.
+        self.lrestart = None;
         if own {
             self.end_in_place();
         }
@@ -682,6 +829,10 @@ impl Model {
     // ---- stop ---------------------------------------------------------------------------------
 
     fn begin_stop(&mut self, shown: LifecycleState, then: Then, reply: Option<u64>) {
+        if then != Then::Restart {
+            // H6: only the restart itself carries a liveness restart on.
+            self.lrestart = None;
+        }
         self.epoch += 1;
         self.auto = false;
         self.timers.clear();
@@ -770,6 +921,9 @@ impl Model {
         let result = self.request_restart_now(shown, reply);
         if self.restart_in_flight {
             self.w_restart.extend(reload_waiters);
+        } else if let RestartResult::Suppressed(retry) = result {
+            // F9/R3: the superseded reload's callers hear the restart's outcome.
+            self.reply_all(reload_waiters, Out::Suppressed(retry));
         } else {
             self.reply_all(reload_waiters, Out::Failed);
         }
@@ -915,6 +1069,257 @@ impl Model {
         }
     }
 
+    // ---- liveness (D1–D7, H6) -------------------------------------------------------------------
+
+    fn lv(&mut self) -> &mut Lv {
+        self.lv.as_mut().expect("liveness view while running")
+    }
+
+    /// H1 + D6: a heartbeat tick while running.
+    fn lv_tick(&mut self) {
+        let now = self.now;
+        self.arm(TimerKind::Heartbeat, HEARTBEAT_MS);
+        self.pings_sent += 1;
+        let lv = self.lv();
+        let gap = now - lv.tick_at;
+        lv.tick_at = now;
+        if gap > STALL_MS {
+            // D6: we were paused, not the gateway: the silence window is discarded; a probe
+            // decides and nothing is restarted on this tick.
+            lv.evidence_at = lv.evidence_at.max(now);
+            lv.misses = 0;
+            lv.diag_misses = 0;
+            lv.verdict = None;
+            lv.ping_at = Some(now);
+            self.lv_probe(ProbePurpose::Stall);
+            return;
+        }
+        if lv.ping_at.is_some_and(|sent| now - sent >= HEARTBEAT_MS) {
+            lv.misses += 1;
+            lv.diag_misses = lv.misses;
+        }
+        lv.ping_at = Some(now);
+        if !lv.sampled && lv.silent() {
+            // D2: without process evidence, silence counts as busy.
+            lv.class = LivenessClass::Busy;
+        }
+        let epoch = self.epoch;
+        // D2: only our own live process is read (not after T6 killed it). The sample is asked
+        // for before the decision; its answer comes after it.
+        let owned = self.owned.is_some();
+        if owned {
+            self.samples_asked += 1;
+        }
+        self.lv_decide();
+        if owned && self.epoch == epoch && self.lv.is_some() {
+            self.lv_sample();
+        }
+    }
+
+    /// D2: what `/proc` shows of the owned process now (the harness's process, in step).
+    fn read_process(&mut self) -> (bool, u64) {
+        if self.proc_mode == Proc::Busy {
+            self.cpu += BUSY_CPU_PER_SAMPLE_MS;
+        }
+        (self.proc_mode == Proc::Stopped, self.cpu)
+    }
+
+    /// D2: a process sample arrived.
+    fn lv_sample(&mut self) {
+        let (stopped, cpu) = self.read_process();
+        if self.lv().verdict == Some(false) {
+            self.stall_verdicts += 1;
+        }
+        let lv = self.lv();
+        lv.sampled = true;
+        let progressed = lv
+            .baseline
+            .is_some_and(|baseline| cpu.saturating_sub(baseline) >= BUSY_CPU_MIN_MS);
+        if lv.verdict == Some(false) {
+            // D6: did the event loop run across the pause?
+            let frozen = stopped || !progressed;
+            lv.class = if frozen {
+                LivenessClass::Frozen
+            } else {
+                LivenessClass::Busy
+            };
+            // One comparison: frozen restarts; busy leaves the gateway to D3/D4.
+            lv.verdict = frozen.then_some(true);
+        } else if !lv.silent() {
+            lv.class = LivenessClass::Alive;
+        } else if stopped || (lv.baseline.is_some() && !progressed) {
+            lv.class = LivenessClass::Frozen;
+        } else if lv.baseline.is_some() || lv.class == LivenessClass::Alive {
+            lv.class = LivenessClass::Busy;
+        }
+        lv.baseline = Some(cpu);
+        self.lv_decide();
+    }
+
+    /// D3/D4/D6: what the evidence allows now.
+    fn lv_decide(&mut self) {
+        let now = self.now;
+        // D3/D6 restart only a gateway we own (D5; T6 may have killed ours).
+        let owned = self.owned.is_some();
+        let lv = self.lv();
+        if lv.decided {
+            return;
+        }
+        if lv.verdict == Some(true) {
+            lv.verdict = None;
+            if owned {
+                lv.decided = true;
+                self.lv_restart();
+                return;
+            }
+        }
+        if owned && lv.class == LivenessClass::Frozen && lv.misses >= MAX_MISSES && lv.silent() {
+            lv.decided = true;
+            self.lv_restart();
+            return;
+        }
+        if now >= lv.evidence_at + LIVENESS_DEADLINE_MS {
+            self.lv_probe(ProbePurpose::Deadline);
+        }
+    }
+
+    /// D4/D6: one core probe at a time.
+    fn lv_probe(&mut self, purpose: ProbePurpose) {
+        let now = self.now;
+        let lv = self.lv();
+        if lv.probe.is_none() {
+            lv.probe = Some((purpose, now));
+            self.probes_sent += 1;
+        }
+    }
+
+    /// D3/D4/D7: restart through R1 and the governor.
+    fn lv_restart(&mut self) {
+        if !self.auto {
+            return;
+        }
+        self.lrestart = Some(RecoveryPhase::RestartPending);
+        match self.request_restart(LifecycleState::Running, None) {
+            RestartResult::Started => self.lrestart = Some(RecoveryPhase::RestartExecuting),
+            RestartResult::Suppressed(retry) => {
+                // D7: pending until the cooldown ends.
+                self.arm(TimerKind::LivenessRestart, retry.max(1));
+            }
+            RestartResult::Deferred | RestartResult::Joined => {}
+        }
+    }
+
+    /// D1/D7: evidence of life; a pending liveness restart is called off.
+    fn lv_alive(&mut self) {
+        let now = self.now;
+        let lv = self.lv();
+        let was_decided = lv.decided;
+        lv.alive(now);
+        if was_decided && self.lrestart == Some(RecoveryPhase::RestartPending) {
+            self.timers.remove(&TimerKind::LivenessRestart);
+            self.lrestart = None;
+        }
+    }
+
+    /// D4/D6: the core probe ended.
+    fn lv_probe_done(&mut self, answer: Option<bool>) {
+        let lv = self.lv();
+        let Some((purpose, sent_at)) = lv.probe.take() else {
+            return;
+        };
+        if answer.is_some() {
+            self.lv_alive();
+            return;
+        }
+        if lv.evidence_at > sent_at || lv.decided {
+            return;
+        }
+        if purpose == ProbePurpose::Stall {
+            // D6: a failed stall probe restarts nothing by itself; one sample compared with the
+            // last before the pause decides (without process evidence, the D4 deadline does).
+            if lv.sampled {
+                lv.verdict = Some(false);
+                if self.owned.is_some() {
+                    self.samples_asked += 1;
+                    self.lv_sample();
+                }
+            }
+            return;
+        }
+        lv.decided = true;
+        self.lv_restart();
+    }
+
+    fn lv_timer(&mut self, timer: TimerKind) {
+        match timer {
+            TimerKind::Heartbeat => self.lv_tick(),
+            TimerKind::LivenessDeadline => {
+                let now = self.now;
+                let deadline = self.lv().evidence_at + LIVENESS_DEADLINE_MS;
+                if now < deadline {
+                    self.arm(TimerKind::LivenessDeadline, deadline - now);
+                } else {
+                    self.arm(TimerKind::LivenessDeadline, LIVENESS_DEADLINE_MS);
+                    self.lv_decide();
+                }
+            }
+            TimerKind::LivenessRestart => {
+                if self.lv().decided {
+                    self.lv_restart();
+                }
+            }
+            _ => unreachable!("not a liveness timer"),
+        }
+    }
+
+    /// H6: the recovery phase and the liveness class the machine should report.
+    fn recovery(&self) -> (RecoveryPhase, LivenessClass) {
+        match (&self.lv, self.lrestart) {
+            (_, Some(phase)) => (
+                phase,
+                self.lv.as_ref().map_or(LivenessClass::Alive, |lv| lv.class),
+            ),
+            (Some(lv), None) if lv.probe.is_some() => (RecoveryPhase::Verifying, lv.class),
+            (Some(lv), None) => (RecoveryPhase::Watching, lv.class),
+            (None, None) => (RecoveryPhase::Watching, LivenessClass::Alive),
+        }
+    }
+
+    /// H6: the health state and its reasons.
+    fn health(&self) -> (HealthState, BTreeSet<String>) {
+        let (phase, class) = self.recovery();
+        let mut reasons = BTreeSet::new();
+        let mut reason = |r: HealthReason| reasons.insert(format!("{r:?}"));
+        let state = if self.lrestart.is_some() {
+            reason(HealthReason::GatewayUnresponsive);
+            HealthState::Unresponsive
+        } else if self.public() != LifecycleState::Running {
+            reason(if self.public() == LifecycleState::Error {
+                HealthReason::GatewayError
+            } else {
+                HealthReason::GatewayNotRunning
+            });
+            HealthState::Degraded
+        } else {
+            let misses = self.lv.as_ref().map_or(0, |lv| lv.diag_misses);
+            if misses > 0 {
+                reason(HealthReason::GatewayDegraded);
+            }
+            if class == LivenessClass::Busy {
+                reason(HealthReason::Busy);
+            }
+            if phase == RecoveryPhase::Verifying {
+                reason(HealthReason::Verifying);
+                HealthState::Verifying
+            } else if misses > 0 || class == LivenessClass::Busy {
+                HealthState::Degraded
+            } else {
+                HealthState::Healthy
+            }
+        };
+        (state, reasons)
+    }
+
     // ---- dispatch -----------------------------------------------------------------------------
 
     fn handle(&mut self, event: MEvent) {
@@ -976,6 +1381,9 @@ impl Model {
             }
             MEvent::Spawned => {
                 self.process_generation += 1;
+                // D2: a fresh process: idle, no CPU yet.
+                self.proc_mode = Proc::Idle;
+                self.cpu = 0;
                 self.owned = Some(self.process_generation);
                 let (_, _, attempt, _) = self.starting_parts();
                 self.set_step(Step::Ready, false, attempt);
@@ -1084,7 +1492,8 @@ impl Model {
                     );
                 }
             }
-            MEvent::ProofOfLife => {}
+            MEvent::ProofOfLife => self.lv_alive(),
+            MEvent::ProbeDone(answer) => self.lv_probe_done(answer),
             MEvent::ReadySignal => {
                 if !self.ready {
                     self.ready = true;
@@ -1100,6 +1509,16 @@ impl Model {
                 }
             }
             MEvent::Timer(timer) => match self.leaf.clone() {
+                Leaf::Running
+                    if matches!(
+                        timer,
+                        TimerKind::Heartbeat
+                            | TimerKind::LivenessDeadline
+                            | TimerKind::LivenessRestart
+                    ) =>
+                {
+                    self.lv_timer(timer)
+                }
                 Leaf::Starting {
                     step: Step::RetryWait,
                     attempt,
@@ -1274,6 +1693,9 @@ impl Model {
         self.spawned = false;
         self.terminated = false;
         self.stop_completed = false;
+        self.probes_sent = 0;
+        self.samples_asked = 0;
+        self.pings_sent = 0;
         let running = self.leaf == Leaf::Running;
         match tr {
             Tr::Cmd(cmd) => {
@@ -1333,6 +1755,21 @@ impl Model {
                 }
             }
             Tr::Advance(ms) => self.advance(ms),
+            Tr::Pause(ms) => {
+                self.now += ms;
+                self.advance(0);
+            }
+            Tr::Behave(mode) if self.owned.is_some() => self.proc_mode = mode,
+            Tr::ProbeOk | Tr::ProbeRefused | Tr::ProbeFail
+                if self.lv.as_ref().is_some_and(|lv| lv.probe.is_some()) =>
+            {
+                let answer = match tr {
+                    Tr::ProbeOk => Some(true),
+                    Tr::ProbeRefused => Some(false),
+                    _ => None,
+                };
+                self.handle(MEvent::ProbeDone(answer));
+            }
             // StaleFailure and inapplicable answers: nothing happens.
             _ => {}
         }
@@ -1455,10 +1892,21 @@ impl ReferenceStateMachine for Reference {
                 items.push((3, Tr::SocketClose(1006)));
                 items.push((3, Tr::SocketClose(1012)));
                 items.push((2, Tr::ShutdownAnnounced));
-                items.push((2, Tr::ProofOfLife));
+                items.push((4, Tr::ProofOfLife));
                 items.push((1, Tr::ReadySignal));
                 items.push((1, Tr::Rpc));
                 items.push((3, Tr::Advance(8_000)));
+                items.push((2, Tr::Advance(HEARTBEAT_MS)));
+                items.push((1, Tr::Advance(LIVENESS_DEADLINE_MS)));
+                items.push((2, Tr::Pause(STALL_MS + 5_000)));
+                items.push((1, Tr::Behave(Proc::Idle)));
+                items.push((2, Tr::Behave(Proc::Busy)));
+                items.push((1, Tr::Behave(Proc::Stopped)));
+                if state.lv.as_ref().is_some_and(|lv| lv.probe.is_some()) {
+                    items.push((8, Tr::ProbeOk));
+                    items.push((2, Tr::ProbeRefused));
+                    items.push((8, Tr::ProbeFail));
+                }
             }
             _ => {}
         }
@@ -1528,6 +1976,14 @@ struct Sut {
     deferred_executions: u64,
     violations: Vec<String>,
     trace: Vec<(u64, Option<Tr>, Option<Event>)>,
+    /// D4/D6: the last core probe sent (epoch, id), until answered.
+    probe_request: Option<(u64, u64)>,
+    /// D2: the live process's behaviour and CPU time (read by the answers to `SampleProcess`).
+    proc_mode: Proc,
+    cpu: u64,
+    step_probes: u32,
+    step_samples: u32,
+    step_pings: u32,
 }
 
 impl Sut {
@@ -1555,6 +2011,12 @@ impl Sut {
             deferred_executions: 0,
             violations: Vec::new(),
             trace: Vec::new(),
+            probe_request: None,
+            proc_mode: Proc::Idle,
+            cpu: 0,
+            step_probes: 0,
+            step_samples: 0,
+            step_pings: 0,
         }
     }
 
@@ -1572,8 +2034,26 @@ impl Sut {
         self.trace.push((self.now, None, Some(event.clone())));
         let effects = self.machine.handle(self.now, event);
         let mut exits = Vec::new();
+        let mut samples = Vec::new();
         for effect in effects {
             match &effect {
+                Effect::SendPing => self.step_pings += 1,
+                Effect::SendProbe { epoch, probe, .. } => {
+                    if self.probe_request.is_some_and(|(e, _)| e == *epoch) {
+                        self.violations
+                            .push("D4: a second core probe while one is in flight".into());
+                    }
+                    self.probe_request = Some((*epoch, *probe));
+                    self.step_probes += 1;
+                }
+                Effect::SampleProcess { epoch, pid } => {
+                    if self.alive != Some(*pid) {
+                        self.violations
+                            .push(format!("D2: sample of pid {pid}, which is not ours"));
+                    }
+                    self.step_samples += 1;
+                    samples.push((*epoch, *pid));
+                }
                 Effect::ArmTimer {
                     timer,
                     generation,
@@ -1658,6 +2138,23 @@ impl Sut {
                 _ => {}
             }
         }
+        for (epoch, pid) in samples {
+            // The evidence reader answers each sample after the event that asked for it.
+            let sample = (self.alive == Some(pid)).then(|| {
+                if self.proc_mode == Proc::Busy {
+                    self.cpu += BUSY_CPU_PER_SAMPLE_MS;
+                }
+                ProcessSample {
+                    state: match self.proc_mode {
+                        Proc::Idle => ProcessRunState::Sleeping,
+                        Proc::Busy => ProcessRunState::Running,
+                        Proc::Stopped => ProcessRunState::Stopped,
+                    },
+                    cpu_ms: self.cpu,
+                }
+            });
+            self.send(Event::ProcessSampled { epoch, pid, sample });
+        }
         for pid in exits {
             self.send(Event::ProcessExited {
                 pid,
@@ -1704,6 +2201,9 @@ impl Sut {
         self.step_spawn = false;
         self.step_terminate = false;
         self.step_stop_completed = false;
+        self.step_probes = 0;
+        self.step_samples = 0;
+        self.step_pings = 0;
         self.trace.push((self.now, Some(tr), None));
         let epoch = self.machine.epoch();
         let connected = self.machine.is_connected();
@@ -1779,6 +2279,8 @@ impl Sut {
                     self.next_pid += 1;
                     let pid = self.next_pid;
                     self.alive = Some(pid);
+                    self.proc_mode = Proc::Idle;
+                    self.cpu = 0;
                     self.send(Event::ProcessSpawned { epoch, pid });
                 }
             }
@@ -1880,6 +2382,34 @@ impl Sut {
                 }
             }
             Tr::Advance(ms) => self.advance(ms),
+            Tr::Pause(ms) => {
+                // The supervisor was paused: the clock moved, nothing fired; now all fires late.
+                self.now += ms;
+                self.advance(0);
+            }
+            Tr::Behave(mode) => {
+                if self.alive.is_some() {
+                    self.proc_mode = mode;
+                }
+            }
+            Tr::ProbeOk | Tr::ProbeRefused | Tr::ProbeFail => {
+                if let Some((epoch, probe)) = self.probe_request.take() {
+                    let outcome = match tr {
+                        Tr::ProbeOk => ProbeOutcome::Succeeded,
+                        Tr::ProbeRefused => ProbeOutcome::Refused {
+                            message: "busy".into(),
+                        },
+                        _ => ProbeOutcome::Failed {
+                            reason: "timed out after 5000 ms".into(),
+                        },
+                    };
+                    self.send(Event::ProbeFinished {
+                        epoch,
+                        probe,
+                        outcome,
+                    });
+                }
+            }
         }
     }
 
@@ -2006,6 +2536,34 @@ fn compare(sut: &Sut, model: &Model) -> Result<(), String> {
     let pending: BTreeSet<u64> = sut.pending_rpc_ids.clone();
     let model_pending: BTreeSet<u64> = model.rpcs.keys().copied().collect();
     same!("pending RPCs", pending, model_pending);
+    same!("H1 pings sent this step", sut.step_pings, model.pings_sent);
+    same!(
+        "D2 process samples asked this step",
+        sut.step_samples,
+        model.samples_asked
+    );
+    same!(
+        "D4/D6 core probes sent this step",
+        sut.step_probes,
+        model.probes_sent
+    );
+    let recovery = machine.recovery();
+    let (phase, class) = model.recovery();
+    same!("H6 recovery phase", recovery.phase, phase);
+    same!("D2 liveness class", recovery.liveness, class);
+    same!(
+        "D4 deadline",
+        recovery.deadline_at_ms,
+        model
+            .lv
+            .as_ref()
+            .map(|lv| lv.evidence_at + LIVENESS_DEADLINE_MS)
+    );
+    let health = machine.health(sut.now);
+    let (state, reasons) = model.health();
+    same!("H6 health state", health.state, state);
+    let actual: BTreeSet<String> = health.reasons.iter().map(|r| format!("{r:?}")).collect();
+    same!("H6 health reasons", actual, reasons);
     if diffs.is_empty() {
         Ok(())
     } else {
@@ -2134,10 +2692,10 @@ prop_state_machine! {
         .. Config::default()
     })]
 
-    /// S1, E1, L1–L8, T1–T6, R1–R7, P3–P5, N1–N3, M1: random command / gateway / time sequences
-    /// against the independent reference model.
+    /// S1, E1, L1–L8, T1–T6, R1–R7, P3–P5, N1–N3, M1, D1–D4, D6, D7, H6: random command /
+    /// gateway / process / time sequences against the independent reference model.
     #[test]
-    fn s1_e1_l_t_r_p_n_lifecycle_matches_reference_model(sequential SEQUENCE => LifecycleModelTest);
+    fn s1_e1_l_t_r_p_n_d_h6_lifecycle_matches_reference_model(sequential SEQUENCE => LifecycleModelTest);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2208,6 +2766,40 @@ fn p4_model_replay_reload_through_in_place_restart() {
     assert_eq!(sut.machine.status(sut.now).state, LifecycleState::Running);
 }
 
+#[test]
+fn d3_model_replay_a_stopped_gateway_is_restarted_at_the_miss_threshold() {
+    let mut script = TO_RUNNING.to_vec();
+    script.extend([Tr::Behave(Proc::Stopped), Tr::Advance(3 * HEARTBEAT_MS)]);
+    let (sut, model) = replay(&script);
+    assert_eq!(model.lrestart, Some(RecoveryPhase::RestartExecuting));
+    assert!(sut.trace.iter().any(|(_, _, event)| matches!(
+        event,
+        Some(Event::TimerFired {
+            timer: TimerKind::Heartbeat,
+            ..
+        })
+    )));
+    assert_eq!(sut.machine.leaf(), "stopping");
+}
+
+#[test]
+fn d6_model_replay_a_stall_with_a_failed_probe_spares_a_busy_gateway() {
+    let mut script = TO_RUNNING.to_vec();
+    script.extend([
+        Tr::Behave(Proc::Busy),
+        Tr::Advance(HEARTBEAT_MS),
+        Tr::Pause(STALL_MS + 5_000),
+        Tr::ProbeFail,
+        Tr::ProofOfLife,
+        Tr::Behave(Proc::Idle),
+        Tr::Advance(HEARTBEAT_MS),
+    ]);
+    let (sut, model) = replay(&script);
+    assert_eq!(model.stall_verdicts, 1);
+    assert_eq!(sut.machine.state(), LifecycleState::Running);
+    assert_eq!(sut.machine.recovery().liveness, LivenessClass::Alive);
+}
+
 /// The generator is only as good as what it reaches: the random sequences must get through
 /// every situation the invariants are about (give-up, in-place reload, deferred and joined
 /// restarts, pending RPCs). Run with `--nocapture` to see the counts.
@@ -2259,6 +2851,18 @@ fn s1_generated_sequences_reach_every_lifecycle_situation() {
             if !model.rpcs.is_empty() {
                 *seen.entry("rpc pending".into()).or_default() += 1;
             }
+            if let Some(phase) = model.lrestart {
+                *seen.entry(format!("liveness {phase:?}")).or_default() += 1;
+            }
+            if let Some(lv) = &model.lv {
+                *seen.entry(format!("class {:?}", lv.class)).or_default() += 1;
+                if let Some((purpose, _)) = lv.probe {
+                    *seen.entry(format!("probe {purpose:?}")).or_default() += 1;
+                }
+            }
+            if model.stall_verdicts > 0 {
+                *seen.entry("stall verdict".into()).or_default() += 1;
+            }
             *seen
                 .entry(format!("attempts {}", model.attempts))
                 .or_default() += 1;
@@ -2276,6 +2880,13 @@ fn s1_generated_sequences_reach_every_lifecycle_situation() {
         "rpc pending",
         "leaf Running",
         "leaf Reconnecting",
+        "liveness RestartPending",
+        "liveness RestartExecuting",
+        "class Busy",
+        "class Frozen",
+        "probe Deadline",
+        "probe Stall",
+        "stall verdict",
     ] {
         assert!(
             seen.contains_key(situation),

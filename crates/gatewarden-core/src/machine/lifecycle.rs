@@ -2078,7 +2078,9 @@ fn heartbeat_tick(core: &mut Core, run: &mut RunState) -> Option<State> {
     core.push(Effect::SendPing);
     if let Some(gap_ms) = tick.stalled {
         // D6: the supervisor itself was paused (SIGSTOP, cgroup freeze, VM pause, swap). Nothing is
-        // restarted on this tick; a probe decides.
+        // restarted on this tick; a probe decides. The silence window is discarded, so are the
+        // misses health reports from it.
+        core.diagnostics.clear_heartbeat_misses();
         core.log(
             LogLevel::Warn,
             format!(
@@ -2110,8 +2112,14 @@ fn proof_of_life(core: &mut Core, run: &mut RunState) {
     let was_decided = run.liveness.restart_decided();
     run.liveness.record_alive(now);
     core.diagnostics.record_alive(now);
-    if was_decided && core.liveness_restart == Some(RecoveryPhase::RestartPending) {
-        // D7: evidence of life arrived before the suppressed restart could run.
+    if was_decided {
+        call_off_liveness_restart(core);
+    }
+}
+
+/// D7: evidence of life arrived before a suppressed liveness restart could run.
+fn call_off_liveness_restart(core: &mut Core) {
+    if core.liveness_restart == Some(RecoveryPhase::RestartPending) {
         core.cancel(TimerKind::LivenessRestart);
         core.liveness_restart = None;
         core.log(
@@ -2237,13 +2245,21 @@ fn probe_finished(
         }
         return None;
     }
-    let purpose = run.liveness.probe_in_flight().map(|probe| probe.purpose);
+    let purpose = run
+        .liveness
+        .probe_in_flight()
+        .filter(|probe| probe.id == id)
+        .map(|probe| probe.purpose);
+    let was_decided = run.liveness.restart_decided();
     let action = run.liveness.probe_finished(id, outcome, now);
     match (outcome, purpose) {
         (_, None) => return None,
         (ProbeOutcome::Failed { .. }, _) => {}
         (_, Some(purpose)) => {
             core.diagnostics.record_alive(now);
+            if was_decided {
+                call_off_liveness_restart(core);
+            }
             core.log(
                 LogLevel::Info,
                 format!("core probe ({purpose:?}) answered: the gateway is alive; no restart"),
@@ -2366,11 +2382,20 @@ fn socket_closed(core: &mut Core, code: Option<u16>) -> State {
     });
     core.stable_run = ran_stable(core);
     core.clear_connection();
+    // Q2: a close the gateway announced (1012, or after its `shutdown` event with a restart
+    // expected) is normal operation; only an unannounced one is a warning.
+    let announced = code == Some(1012) || core.in_place_since.is_some();
+    let level = if announced {
+        LogLevel::Info
+    } else {
+        LogLevel::Warn
+    };
     core.log(
-        LogLevel::Warn,
+        level,
         format!(
-            "gateway socket closed (code={})",
-            code.map_or("none".into(), |code| code.to_string())
+            "gateway socket closed (code={}{})",
+            code.map_or("none".into(), |code| code.to_string()),
+            if announced { ", announced restart" } else { "" }
         ),
     );
     if code == Some(1012) {
@@ -2381,7 +2406,7 @@ fn socket_closed(core: &mut Core, code: Option<u16>) -> State {
         // Windows: the exit handler reconnects; reconnecting here too would race it.
         return State::stopped();
     }
-    ask_reconnect(core).unwrap_or_else(State::stopped)
+    ask_reconnect_logged(core, level).unwrap_or_else(State::stopped)
 }
 
 /// N5: did the run that just ended last long enough to count as stable?
@@ -2450,6 +2475,11 @@ fn record_exit(core: &mut Core, pid: u32, code: Option<i32>) {
 /// N2/N5: ask for a reconnect. `None` when nothing changes (auto-reconnect off, or a timer is
 /// already set); otherwise the next state (`reconnecting`, or `failed` when giving up).
 fn ask_reconnect(core: &mut Core) -> Option<State> {
+    ask_reconnect_logged(core, LogLevel::Warn)
+}
+
+/// N2 with the level of the "scheduling" line (Q2: INFO after an announced close).
+fn ask_reconnect_logged(core: &mut Core, level: LogLevel) -> Option<State> {
     let timer_set = core.is_armed(TimerKind::Reconnect);
     let decision = core.reconnect.decide(
         core.auto_reconnect,
@@ -2491,7 +2521,7 @@ fn ask_reconnect(core: &mut Core) -> Option<State> {
         ReconnectDecision::Schedule { delay_ms, attempt } => {
             core.reconnect_attempts = attempt;
             core.log(
-                LogLevel::Warn,
+                level,
                 format!(
                     "scheduling gateway reconnect attempt {attempt}/{} in {delay_ms}ms",
                     core.config.reconnect.max_attempts
@@ -2858,14 +2888,20 @@ fn reload_fallback(core: &mut Core) -> Option<State> {
     core.cancel(TimerKind::ReloadCheck);
     core.cancel(TimerKind::ReloadDeadline);
     let shown = core.shown_state;
-    let next = request_restart(core, shown, None);
-    // The restart's outcome is what the reload's callers get.
+    let attempt = try_restart(core, shown, None);
+    // The restart's outcome is what the reload's callers get: a suppressed restart is not a
+    // deferred one (nothing would ever run it).
     if core.restart_in_flight {
         core.waiters.restart.extend(waiters);
+    } else if let RestartAttempt::Suppressed { retry_after_ms } = attempt {
+        core.reply_all(waiters, CommandOutcome::Suppressed { retry_after_ms });
     } else {
         core.reply_all(waiters, CommandOutcome::Deferred);
     }
-    next
+    match attempt {
+        RestartAttempt::Began(state) => Some(*state),
+        _ => None,
+    }
 }
 
 /// P3: after the signal, a gateway still running with the signalled pid applied the reload in
