@@ -355,8 +355,8 @@ fn next_hint(stderr_is_terminal: bool, format: LogFormat, target: &TargetArgs) -
         add("--control", path.display().to_string());
     }
     Some(format!(
-        "next, in another terminal: gatewarden status{flags} · gatewarden rpc echo '{{}}'{flags} · \
-         gatewarden stop{flags} (Ctrl-C here also stops)"
+        "next, in another terminal: gatewarden status{flags} · gatewarden events{flags} · \
+         gatewarden rpc echo '{{}}'{flags} · gatewarden stop{flags} (Ctrl-C here also stops)"
     ))
 }
 
@@ -610,6 +610,7 @@ mod tests {
         let hint = next_hint(true, LogFormat::Text, &target).expect("a terminal gets the hint");
         for command in [
             "gatewarden status",
+            "gatewarden events",
             "gatewarden rpc echo '{}'",
             "gatewarden stop",
         ] {

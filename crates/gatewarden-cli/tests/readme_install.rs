@@ -1,7 +1,8 @@
 //! The README, followed from a fresh install: its `runnable=install` line (`cargo install … &&
 //! gatewarden run`) is run into an empty `--root`, then, with only that root's `bin` added to
 //! `PATH`, the README's runnable client commands (status, rpc, restart, reload, stop) against
-//! that `gatewarden run`, then Ctrl-C, which must stop it cleanly and leave no gateway behind.
+//! that `gatewarden run` while `gatewarden events --json` follows it from a third "terminal",
+//! then Ctrl-C, which must stop it cleanly, end the event stream, and leave no gateway behind.
 //!
 //! The install command is the README's, with four additions that change where and how it builds,
 //! not what it installs: `--root <temp dir>` (never the user's `~/.cargo/bin`), `--offline`
@@ -175,6 +176,30 @@ fn readme_install_then_run_status_rpc_stop_from_a_fresh_root() {
     };
     let gateway = running["pid"].as_u64().expect("gateway pid") as u32;
 
+    // The README's `gatewarden events --json`, following the instance from its own "terminal".
+    let events_log = root.join("events.log");
+    let mut events = KillGroupOnDrop(
+        command("gatewarden", root, &bin, port)
+            .args(["events", "--json"])
+            .stdout(File::create(&events_log).expect("events log"))
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("gatewarden events from the installed root"),
+    );
+    let event_lines = || -> Vec<Value> {
+        std::fs::read_to_string(&events_log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    };
+    support::eventually("gatewarden events to print its snapshot", || {
+        event_lines()
+            .first()
+            .is_some_and(|first| first["kind"] == "snapshot")
+    });
+
     // 3. The README's client commands, as written, in another "terminal".
     let clients = readme_blocks("runnable");
     assert!(
@@ -214,6 +239,37 @@ fn readme_install_then_run_status_rpc_stop_from_a_fresh_root() {
     support::eventually("the first gateway to be gone", || {
         !support::is_alive(gateway)
     });
+
+    // The event stream saw what the commands did and ended with the instance.
+    let started = Instant::now();
+    let events_exit = loop {
+        if let Some(exit) = events.0.try_wait().expect("try_wait") {
+            break exit;
+        }
+        assert!(
+            started.elapsed() < support::DEADLINE,
+            "gatewarden events did not end with the instance"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(events_exit.success(), "gatewarden events: {events_exit:?}");
+    let lines = event_lines();
+    let states: Vec<&str> = lines
+        .iter()
+        .filter(|line| line["kind"] == "status")
+        .filter_map(|line| line["status"]["state"].as_str())
+        .collect();
+    assert!(
+        states.contains(&"starting") && states.contains(&"stopped"),
+        "the restart and stop were streamed: {states:?}"
+    );
+    assert!(
+        lines
+            .last()
+            .is_some_and(|last| last["end"] == "instanceStopped"),
+        "the stream ends with the instance: {:?}",
+        lines.last()
+    );
 }
 
 /// `gatewarden run` and its process group, killed if the test ends early.
