@@ -338,6 +338,18 @@ fn assert_reason_printed_once_at_the_end(stderr: &str, reason: &str, hint: &str)
         repeated.is_empty(),
         "the CLI's log repeats the reason: {repeated:?}"
     );
+    // The library's record names the final failure once ("gateway start failed"); the attempt
+    // that ended the start is a DEBUG detail, earlier retried attempts are their own failures.
+    let library: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("gatewarden::") && line.contains(reason))
+        .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
+        .filter(|line| !line.contains("recovery: Retry") && !line.contains("recovery: Repair"))
+        .collect();
+    assert!(
+        library.len() <= 1,
+        "the library logs the final failure more than once: {library:?}"
+    );
     let last_error = stderr
         .lines()
         .position(|line| line.starts_with("gatewarden: error: the gateway did not start:"))

@@ -1516,8 +1516,15 @@ fn step_failed(core: &mut Core, flow: &mut StartFlow, failure: StartFailure) -> 
         // A start that fails without a word from the gateway names what was seen instead.
         reason = Some(format!("seen: {}", seen_summary(flow)));
     }
+    // When this attempt ends the start, "gateway start failed" says so next, with the reason:
+    // the attempt line is then a detail (each failure printed once: README, docs/cli.md).
+    let level = if choice.recovery == Recovery::Fail {
+        LogLevel::Debug
+    } else {
+        LogLevel::Warn
+    };
     core.log(
-        LogLevel::Warn,
+        level,
         format!(
             "gateway start attempt {}/{} failed: {failure}{}; recovery: {:?}",
             flow.attempt,

@@ -725,7 +725,8 @@ impl ConnectionActor {
                 });
             }
             HandshakeOutcome::Failed(failure) => {
-                tracing::warn!(epoch, %failure, "gateway handshake failed");
+                // The machine logs what the failure means (a retried attempt or the failed start).
+                tracing::debug!(epoch, %failure, "gateway handshake failed");
                 self.report(ConnectionReport::HandshakeFailed { epoch, failure });
             }
         }
