@@ -5,7 +5,7 @@
 //!
 //! ---
 //!
-#![doc = include_str!("../../../docs/spec/BEHAVIOUR.md")]
+#![doc = include_str!("../spec/BEHAVIOUR.md")]
 // The spec is written as text and quotes placeholders like "<reason>"; rendered, they read as
 // unknown HTML tags (and are hidden, as on any Markdown page). The spec is shared and not edited here.
 #![allow(rustdoc::invalid_html_tags)]
