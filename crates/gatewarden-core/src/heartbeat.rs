@@ -336,6 +336,17 @@ mod tests {
         tracker.set_tick_interval(Some(30_000));
         assert_eq!(tracker.silence_deadline(), None);
         assert_eq!(tracker.check_silence(10_000_000), None);
+        // A gateway advertising `tickIntervalMs: 0` sends no ticks: no silence rule either.
+        let mut tracker = tracker_with_tick_interval(Some(0));
+        assert_eq!(tracker.silence_deadline(), None);
+        assert!(!tracker.is_silent_at(10_000_000));
+        assert_eq!(tracker.check_silence(10_000_000), None);
+    }
+
+    fn tracker_with_tick_interval(interval: Option<u64>) -> HeartbeatTracker {
+        let mut tracker = tracker();
+        tracker.set_tick_interval(interval);
+        tracker
     }
 
     #[test]

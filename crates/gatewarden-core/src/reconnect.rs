@@ -365,6 +365,45 @@ mod tests {
         assert!(saw_different, "jitter 0.2 never changed a delay");
     }
 
+    /// Q3 rejects such a config, but the policy must not depend on that: a jitter that is not a
+    /// finite positive number means none, and one above 1 is capped at 1 (never a negative or
+    /// an infinite delay).
+    #[test]
+    fn n5_a_non_finite_or_non_positive_jitter_is_no_jitter_and_above_one_is_capped() {
+        for jitter in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.5, 0.0] {
+            let config = ReconnectConfig {
+                jitter,
+                max_attempts: 100,
+                intensity_max_restarts: 0,
+                ..ReconnectConfig::default()
+            };
+            assert_eq!(
+                schedule_delays(&mut ReconnectSchedule::new(&config), 6),
+                vec![1_000, 2_000, 4_000, 8_000, 16_000, 30_000],
+                "jitter {jitter}"
+            );
+        }
+        let config = ReconnectConfig {
+            jitter: 7.0,
+            max_attempts: 1_000,
+            intensity_max_restarts: 0,
+            ..ReconnectConfig::default()
+        };
+        let mut schedule = ReconnectSchedule::new(&config);
+        let mut saw_different = false;
+        for attempts in 0..200 {
+            let base = schedule.delay_for_attempt(attempts);
+            let ReconnectDecision::Schedule { delay_ms, .. } =
+                schedule.decide(true, false, attempts, false, 0)
+            else {
+                panic!("expected a schedule");
+            };
+            assert!(delay_ms <= base * 2, "{delay_ms} > 2 × {base}");
+            saw_different |= delay_ms != base;
+        }
+        assert!(saw_different, "a capped jitter still jitters");
+    }
+
     #[test]
     fn n5_stable_run_restarts_at_once_and_resets_the_count() {
         let mut schedule = ReconnectSchedule::new(&ReconnectConfig::default());
