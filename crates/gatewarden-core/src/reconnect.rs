@@ -342,27 +342,37 @@ mod tests {
         );
     }
 
-    #[test]
-    fn n5_jitter_stays_within_the_configured_fraction() {
+    /// 200 scheduled delays with `jitter`, each with the un-jittered delay of its attempt.
+    fn jittered_delays(jitter: f64) -> Vec<(u64, u64)> {
         let config = ReconnectConfig {
+            jitter,
             max_attempts: 1_000,
             intensity_max_restarts: 0,
             ..ReconnectConfig::default()
         };
         let mut schedule = ReconnectSchedule::new(&config);
-        let mut saw_different = false;
-        for attempts in 0..200 {
-            let base = schedule.delay_for_attempt(attempts) as f64;
-            let ReconnectDecision::Schedule { delay_ms, .. } =
-                schedule.decide(true, false, attempts, false, 0)
-            else {
-                panic!("expected a schedule");
-            };
-            let delay = delay_ms as f64;
+        (0..200)
+            .map(|attempts| {
+                let base = schedule.delay_for_attempt(attempts);
+                match schedule.decide(true, false, attempts, false, 0) {
+                    ReconnectDecision::Schedule { delay_ms, .. } => (base, delay_ms),
+                    other => panic!("expected a schedule, got {other:?}"),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn n5_jitter_stays_within_the_configured_fraction() {
+        let delays = jittered_delays(ReconnectConfig::default().jitter);
+        for (base, delay) in &delays {
+            let (base, delay) = (*base as f64, *delay as f64);
             assert!(delay >= (base * 0.8).floor() && delay <= (base * 1.2).ceil());
-            saw_different |= delay_ms != base as u64;
         }
-        assert!(saw_different, "jitter 0.2 never changed a delay");
+        assert!(
+            delays.iter().any(|(base, delay)| base != delay),
+            "jitter 0.2 never changed a delay"
+        );
     }
 
     /// Q3 rejects such a config, but the policy must not depend on that: a jitter that is not a
@@ -383,25 +393,14 @@ mod tests {
                 "jitter {jitter}"
             );
         }
-        let config = ReconnectConfig {
-            jitter: 7.0,
-            max_attempts: 1_000,
-            intensity_max_restarts: 0,
-            ..ReconnectConfig::default()
-        };
-        let mut schedule = ReconnectSchedule::new(&config);
-        let mut saw_different = false;
-        for attempts in 0..200 {
-            let base = schedule.delay_for_attempt(attempts);
-            let ReconnectDecision::Schedule { delay_ms, .. } =
-                schedule.decide(true, false, attempts, false, 0)
-            else {
-                panic!("expected a schedule");
-            };
-            assert!(delay_ms <= base * 2, "{delay_ms} > 2 × {base}");
-            saw_different |= delay_ms != base;
+        let delays = jittered_delays(7.0);
+        for (base, delay) in &delays {
+            assert!(delay <= &(base * 2), "{delay} > 2 × {base}");
         }
-        assert!(saw_different, "a capped jitter still jitters");
+        assert!(
+            delays.iter().any(|(base, delay)| base != delay),
+            "a capped jitter still jitters"
+        );
     }
 
     #[test]

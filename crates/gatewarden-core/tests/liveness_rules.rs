@@ -531,21 +531,26 @@ fn frozen_running(harness: &mut Harness) -> u32 {
     harness.start_to_running()
 }
 
-#[test]
-fn d7_a_liveness_restart_suppressed_by_the_cooldown_runs_when_it_ends() {
+/// A frozen gateway, running again after a user restart that started a `cooldown_ms` cooldown
+/// (longer than a liveness decision takes, so the decision lands inside it).
+fn frozen_after_a_user_restart(cooldown_ms: u64) -> Harness {
     let mut config = SupervisorConfig::default();
     config.reconnect.jitter = 0.0;
-    // A cooldown longer than the time to decide, so the decision lands inside it.
-    config.restart.cooldown_ms = 200_000;
+    config.restart.cooldown_ms = cooldown_ms;
     let mut harness = Harness::new(config);
     let first = frozen_running(&mut harness);
-    // A user restart now starts the cooldown.
     harness.command(Command::Restart);
     harness.exit(first, 143);
     harness.probe_free();
     harness.spawned();
     harness.ready();
     harness.handshake();
+    harness
+}
+
+#[test]
+fn d7_a_liveness_restart_suppressed_by_the_cooldown_runs_when_it_ends() {
+    let mut harness = frozen_after_a_user_restart(200_000);
     let restarted_at = harness.now;
     assert_eq!(terminates(&harness), 1);
     harness.advance(4 * INTERVAL);
@@ -573,17 +578,7 @@ fn d7_a_liveness_restart_suppressed_by_the_cooldown_runs_when_it_ends() {
 
 #[test]
 fn d7_evidence_of_life_calls_off_a_pending_liveness_restart() {
-    let mut config = SupervisorConfig::default();
-    config.reconnect.jitter = 0.0;
-    config.restart.cooldown_ms = 200_000;
-    let mut harness = Harness::new(config);
-    let first = frozen_running(&mut harness);
-    harness.command(Command::Restart);
-    harness.exit(first, 143);
-    harness.probe_free();
-    harness.spawned();
-    harness.ready();
-    harness.handshake();
+    let mut harness = frozen_after_a_user_restart(200_000);
     harness.advance(4 * INTERVAL);
     assert_eq!(
         harness.machine.recovery().phase,
@@ -607,17 +602,7 @@ fn d7_evidence_of_life_calls_off_a_pending_liveness_restart() {
 /// cooldown is evidence of life too; the pending restart is called off and health recovers.
 #[test]
 fn d7_a_probe_answer_calls_off_a_pending_liveness_restart() {
-    let mut config = SupervisorConfig::default();
-    config.reconnect.jitter = 0.0;
-    config.restart.cooldown_ms = 400_000;
-    let mut harness = Harness::new(config);
-    let first = frozen_running(&mut harness);
-    harness.command(Command::Restart);
-    harness.exit(first, 143);
-    harness.probe_free();
-    harness.spawned();
-    harness.ready();
-    harness.handshake();
+    let mut harness = frozen_after_a_user_restart(400_000);
     // A stall probe goes out and stays unanswered; meanwhile the frozen gateway reaches the
     // miss threshold and its restart is suppressed by the cooldown.
     harness.probes = ProbeMode::Ignore;
