@@ -535,6 +535,10 @@ mod tests {
         diagnostics.record_channel_status(3_000, true);
         let recovered = summary(running(&diagnostics), 3_000);
         assert_eq!(recovered.state, HealthState::Healthy);
+        // A failure in the same millisecond as a success is not newer than it.
+        diagnostics.record_channel_status(3_000, false);
+        let same_instant = summary(running(&diagnostics), 3_000);
+        assert_eq!(same_instant.state, HealthState::Healthy);
     }
 
     #[test]
