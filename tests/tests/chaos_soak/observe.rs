@@ -195,7 +195,7 @@ impl Drop for Sampler {
 }
 
 /// Does the environment of `pid` hold `marker` (a `NAME=value` entry)?
-fn environ_has(pid: u32, marker: &[u8]) -> bool {
+pub fn environ_has(pid: u32, marker: &[u8]) -> bool {
     std::fs::read(format!("/proc/{pid}/environ"))
         .map(|environ| {
             environ
