@@ -145,3 +145,56 @@ async fn a1_a_hung_identity_file_read_never_stalls_the_supervisor() {
     let _ = fixture.supervisor.send(gatewarden::supervisor::Stop).await;
     fixture.wait_state(LifecycleState::Stopped).await;
 }
+
+/// P1 + issue 23: the gateway config (the reload policy) is read on the blocking pool. With the
+/// config a FIFO nobody writes, a `reload` waits for the read, but the supervisor answers
+/// `status` all along; once the read returns (end of file: no policy, the defaults), the reload
+/// is answered.
+#[actix_rt::test]
+async fn p1_a_hung_config_file_read_never_stalls_the_supervisor() {
+    const HUNG_FOR: Duration = Duration::from_millis(1_500);
+    let state_dir = tempfile::tempdir().expect("temp dir");
+    let mut options = options(&state_dir, &[]);
+    // Every reload reads the file (no cached policy).
+    options.core.reload.policy_cache_ms = 0;
+    // A reload right after the connect is not skipped.
+    options.core.reload.recent_connect_skip_ms = 0;
+    let config = options.profile.gateway_config_path(state_dir.path());
+    let mut fixture = start(options, state_dir);
+    let _ = fixture.supervisor.send(gatewarden::supervisor::Start).await;
+    fixture.wait_state(LifecycleState::Running).await;
+
+    let _ = std::fs::remove_file(&config);
+    std::fs::create_dir_all(config.parent().expect("config folder")).expect("config folder");
+    make_fifo(&config);
+    let release = FifoRelease::after(config.clone(), HUNG_FOR);
+    let reload = actix_rt::spawn(fixture.supervisor.send(gatewarden::supervisor::Reload));
+
+    let began = Instant::now();
+    let mut worst = Duration::ZERO;
+    let mut last_answer = Instant::now();
+    while began.elapsed() < HUNG_FOR {
+        let _ = fixture.supervisor.send(GetStatus).await.expect("alive");
+        worst = worst.max(last_answer.elapsed());
+        last_answer = Instant::now();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("longest gap between status answers with the config file hung: {worst:?}");
+    assert!(
+        !reload.is_finished(),
+        "the reload did not wait for the config read (the test does not test what it says)"
+    );
+    assert!(
+        worst < Duration::from_millis(250),
+        "{worst:?} between two status answers (20 ms apart) while the config file hung"
+    );
+    let outcome = tokio::time::timeout(WAIT, reload)
+        .await
+        .expect("the reload is answered once the read returns")
+        .expect("task")
+        .expect("alive");
+    eprintln!("reload after the hung read: {outcome:?}");
+    drop(release);
+    let _ = fixture.supervisor.send(gatewarden::supervisor::Stop).await;
+    fixture.wait_state(LifecycleState::Stopped).await;
+}
