@@ -42,8 +42,25 @@ use crate::schedule::Rng;
 /// The stuck-spawn bound of the pair's supervisor (`start.spawn_timeout_ms`): short, so a round
 /// costs about a second, and far above a normal spawn on a busy machine.
 const SPAWN_TIMEOUT_MS: u64 = 1_000;
-/// Retry delay of a failed start attempt (`start.retry_delay_ms`).
-const RETRY_DELAY_MS: u64 = 100;
+/// The pair's supervisor settings besides the defaults, as `GATEWARDEN_*` overrides: the stuck
+/// spawn bound, and (as for the in-process pairs) a short reconnect backoff and restart cooldown
+/// with the give-up limits out of reach, so faults in a row cost a second each rather than the
+/// default backoff's 30 s, and every fault must end in `running` again.
+const SUPERVISOR_ENV: &[(&str, &str)] = &[
+    // SPAWN_TIMEOUT_MS.
+    ("GATEWARDEN_START__SPAWN_TIMEOUT_MS", "1000"),
+    ("GATEWARDEN_START__RETRY_DELAY_MS", "100"),
+    ("GATEWARDEN_RECONNECT__BASE_DELAY_MS", "20"),
+    ("GATEWARDEN_RECONNECT__MAX_DELAY_MS", "400"),
+    ("GATEWARDEN_RECONNECT__MAX_ATTEMPTS", "30"),
+    ("GATEWARDEN_RECONNECT__STABLE_UPTIME_MS", "300"),
+    ("GATEWARDEN_RECONNECT__INTENSITY_MAX_RESTARTS", "50"),
+    ("GATEWARDEN_RECONNECT__INTENSITY_WINDOW_MS", "5000"),
+    ("GATEWARDEN_RESTART__COOLDOWN_MS", "100"),
+];
+/// After each fault the gateway runs this long, past the stable uptime above, so the next fault
+/// counts as isolated and the attempt count cannot climb without bound.
+const SETTLE_AFTER_FAULT: Duration = Duration::from_millis(400);
 /// How long the first gateway is watched after a second supervisor was refused (the bug this
 /// guards against killed it within 5 s; the refused process has exited by then, so nothing of it
 /// is left to act later).
@@ -88,7 +105,8 @@ pub struct CliFigures {
     pub gateways_seen: usize,
     pub duplicates: usize,
     pub leak_checks: u64,
-    pub max_recovery: Duration,
+    /// The longest fault of each kind, from its injection to `running` again.
+    pub slowest_by_kind: BTreeMap<&'static str, Duration>,
     pub elapsed: Duration,
 }
 
@@ -258,14 +276,7 @@ impl CliPair {
             .arg("--http")
             .arg(format!("127.0.0.1:{}", self.http_port))
             .env("GATEWARDEN_SIM_BIN", &self.script)
-            .env(
-                "GATEWARDEN_START__SPAWN_TIMEOUT_MS",
-                SPAWN_TIMEOUT_MS.to_string(),
-            )
-            .env(
-                "GATEWARDEN_START__RETRY_DELAY_MS",
-                RETRY_DELAY_MS.to_string(),
-            )
+            .envs(SUPERVISOR_ENV.iter().copied())
             .stdout(stdout)
             .stderr(file)
             // Its own group, so the end of the soak can kill it and anything left in it.
@@ -353,7 +364,8 @@ impl CliPair {
                 _ => self.kill_and_restart(&mut outcome.figures),
             };
             *outcome.figures.faults_by_kind.entry(fault).or_default() += 1;
-            outcome.figures.max_recovery = outcome.figures.max_recovery.max(began.elapsed());
+            let slowest = outcome.figures.slowest_by_kind.entry(fault).or_default();
+            *slowest = (*slowest).max(began.elapsed());
             let result = result.and_then(|()| self.check_one_group(&mut outcome.figures));
             if let Err(error) = result {
                 outcome
@@ -366,6 +378,7 @@ impl CliPair {
                 outcome.failures.extend(violations);
                 return;
             }
+            std::thread::sleep(SETTLE_AFTER_FAULT);
         }
     }
 
@@ -799,7 +812,7 @@ impl Watcher {
                         let present: std::collections::HashSet<u32> =
                             listed.iter().copied().collect();
                         known.retain(|pid, _| present.contains(pid));
-                        let mut alive = Vec::new();
+                        let mut alive: Vec<(u32, u32)> = Vec::new();
                         for pid in listed {
                             let gateway = match known.get(&pid) {
                                 Some(gateway) => *gateway,
@@ -814,18 +827,34 @@ impl Watcher {
                             if gateway {
                                 if let Some(stat) = observe::read_stat(pid) {
                                     if !stat.exited() {
-                                        alive.push(pid);
-                                        seen.insert((pid, stat.start_ticks));
+                                        alive.push((pid, stat.ppid));
                                     }
                                 }
+                            }
+                        }
+                        // A gateway's own fork (the simulator starting its grandchild, before that
+                        // child's exec) shows the gateway's command line for a moment: a process
+                        // whose parent is a gateway of the pair is part of that gateway.
+                        let pids: Vec<u32> = alive.iter().map(|(pid, _)| *pid).collect();
+                        let alive: Vec<u32> = alive
+                            .iter()
+                            .filter(|(_, parent)| !pids.contains(parent))
+                            .map(|(pid, _)| *pid)
+                            .collect();
+                        for pid in &alive {
+                            if let Some(stat) = observe::read_stat(*pid) {
+                                seen.insert((*pid, stat.start_ticks));
                             }
                         }
                         watched.samples += 1;
                         watched.max_alive = watched.max_alive.max(alive.len());
                         if alive.len() > 1 && watched.violations.len() < 100 {
+                            let described: Vec<String> =
+                                alive.iter().map(|pid| describe(*pid)).collect();
                             watched.violations.push(format!(
-                                "cli pair: {} gateways alive at once on port {port}: {alive:?}",
-                                alive.len()
+                                "cli pair: {} gateways alive at once on port {port}: {}",
+                                alive.len(),
+                                described.join("; ")
                             ));
                         }
                         std::thread::sleep(WATCH_PERIOD);
@@ -854,6 +883,20 @@ impl Drop for Watcher {
     fn drop(&mut self) {
         self.finish();
     }
+}
+
+/// `pid` as a failure message names it: its `/proc` stat line and command line.
+fn describe(pid: u32) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
+        .unwrap_or_default();
+    let stat: String = stat
+        .split_whitespace()
+        .take(8)
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!("{pid} [{stat}] {cmdline}")
 }
 
 /// Is `pid` a gateway on `port`? `None` while it cannot tell yet: a child of `gatewarden`

@@ -1700,13 +1700,16 @@ fn report(run: &Run, figures: &Figures) {
         );
         println!(
             "    /proc samples {} (every 5 ms); most live gateways at once {}; gateway \
-             processes seen {}; duplicates {}; leak checks {}; slowest fault {} ms",
+             processes seen {}; duplicates {}; leak checks {}; slowest fault of each kind {:?}",
             cli.watcher_samples,
             cli.max_alive,
             cli.gateways_seen,
             cli.duplicates,
             cli.leak_checks,
-            cli.max_recovery.as_millis()
+            cli.slowest_by_kind
+                .iter()
+                .map(|(kind, took)| format!("{kind}: {} ms", took.as_millis()))
+                .collect::<Vec<_>>()
         );
     }
     println!(
