@@ -76,8 +76,10 @@ const PROBE_FAIL_AFTER: Duration = Duration::from_millis(1_000);
 const PROBE_TARGET: Duration = Duration::from_millis(100);
 /// The prober's period.
 const PROBE_PERIOD: Duration = Duration::from_millis(50);
-/// The `/proc` watcher's period.
-const WATCH_PERIOD: Duration = Duration::from_millis(5);
+/// The `/proc` watcher's period: a duplicate gateway lives for seconds (until a heartbeat or an
+/// orphan scan finds it), and listing `/proc` more often costs the machine the in-process pairs
+/// share.
+const WATCH_PERIOD: Duration = Duration::from_millis(10);
 /// Kinds of the figures (and of `--only`).
 pub const STOP_BEFORE_EXEC: &str = "cli: stop before exec";
 pub const SECOND_SUPERVISOR: &str = "cli: second supervisor";
@@ -90,6 +92,8 @@ pub struct CliFigures {
     pub faults_by_kind: BTreeMap<&'static str, u64>,
     pub supervisors_started: u64,
     pub stuck_spawns_reported: u64,
+    /// Stuck spawns a newer start flow cancelled before the bound (killed and logged too).
+    pub stuck_spawns_cancelled: u64,
     /// The longest a stopped-before-exec child lived after its SIGSTOP.
     pub max_stuck_ms: u64,
     pub refusals: u64,
@@ -429,18 +433,41 @@ impl CliPair {
         })?;
         let lived = stopped_at.elapsed();
         figures.max_stuck_ms = figures.max_stuck_ms.max(lived.as_millis() as u64);
+        // Reported either as stuck (the spawn bound passed), or as cancelled when a newer flow
+        // of the machine superseded that start first (the killed gateway's connection loss can
+        // arrive after the spawn began): bounded and logged with its pid either way.
         let reported =
             format!("(pid {child}) did not start its program within {SPAWN_TIMEOUT_MS} ms");
-        wait_until(Duration::from_secs(5), || {
-            self.log().contains(&reported).then_some(())
+        let cancelled = format!("pid={child}");
+        let stuck = wait_until(Duration::from_secs(5), || {
+            let log = self.log();
+            if log.contains(&reported) {
+                return Some(true);
+            }
+            log.lines()
+                .any(|line| {
+                    line.contains(&cancelled)
+                        && line.contains("while the gateway was being spawned; killing")
+                })
+                .then_some(false)
         })
         .ok_or_else(|| {
+            let log = self.log();
+            let related: Vec<&str> = log
+                .lines()
+                .filter(|line| line.contains(&child.to_string()) || line.contains("did not start"))
+                .collect();
             format!(
-                "the stuck spawn of {child} was not reported ({reported:?})\n{}",
-                tail(&self.log())
+                "the stuck spawn of {child} was not reported ({reported:?}); lines naming it:\n{}\n{}",
+                related.join("\n"),
+                tail(&log)
             )
         })?;
-        figures.stuck_spawns_reported += 1;
+        if stuck {
+            figures.stuck_spawns_reported += 1;
+        } else {
+            figures.stuck_spawns_cancelled += 1;
+        }
         self.wait_running(Some(gateway))?;
         Ok(())
     }
@@ -966,16 +993,26 @@ fn is_child_of(pid: u32, parent: u32) -> bool {
 }
 
 /// Children of `parent` that have not exec'd yet: they still carry the name of the thread that
-/// created them (`gatewarden-child`, cut to 15 bytes by the kernel).
+/// created them (`gatewarden-child`, cut to 15 bytes by the kernel). Read from the `children`
+/// lists of `parent`'s threads (a child belongs to the thread that cloned it), not from a scan
+/// of all of `/proc`, which this is polled for.
 fn children_before_exec(parent: u32) -> Vec<u32> {
-    observe::all_processes()
-        .into_iter()
-        .filter(|stat| !stat.exited() && is_child_of(stat.pid, parent))
-        .filter(|stat| {
-            std::fs::read_to_string(format!("/proc/{}/comm", stat.pid))
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|pid| pid.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .filter(|pid| is_child_of(*pid, parent))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
                 .is_ok_and(|comm| comm.trim_end() == "gatewarden-chil")
         })
-        .map(|stat| stat.pid)
         .collect()
 }
 

@@ -1679,11 +1679,13 @@ fn report(run: &Run, figures: &Figures) {
     if let Some(cli) = &figures.cli {
         println!(
             "  process pair (gatewarden run, {:.1} s): supervisors started {}; stuck spawns \
-             ended and reported {} (longest stopped before exec {} ms); second supervisors \
-             refused {}; leftovers ended after a SIGKILL {}; bystanders left alone {}",
+             ended and reported {} (+ {} cancelled by a newer start; longest stopped before exec \
+             {} ms); second supervisors refused {}; leftovers ended after a SIGKILL {}; \
+             bystanders left alone {}",
             cli.elapsed.as_secs_f64(),
             cli.supervisors_started,
             cli.stuck_spawns_reported,
+            cli.stuck_spawns_cancelled,
             cli.max_stuck_ms,
             cli.refusals,
             cli.leftovers_ended,
@@ -1699,7 +1701,7 @@ fn report(run: &Run, figures: &Figures) {
             cli.probes_over_target
         );
         println!(
-            "    /proc samples {} (every 5 ms); most live gateways at once {}; gateway \
+            "    /proc samples {} (every 10 ms); most live gateways at once {}; gateway \
              processes seen {}; duplicates {}; leak checks {}; slowest fault of each kind {:?}",
             cli.watcher_samples,
             cli.max_alive,
