@@ -914,8 +914,10 @@ async fn inject(run: &Rc<Run>, pair: &Rc<Pair>, fault: &Fault, rng: &mut Rng) ->
                 run.busy_restarted.set(run.busy_restarted.get() + 1);
                 run.fail(format!(
                     "pair {}: a gateway busy for {ms} ms (below the {} ms liveness deadline) was \
-                     restarted: {change}",
-                    pair.index, run.deadline_ms
+                     restarted: {change}; faults before: {}",
+                    pair.index,
+                    run.deadline_ms,
+                    recent_faults(pair)
                 ));
             }
             Injected::Applied
@@ -939,8 +941,9 @@ async fn inject(run: &Rc<Run>, pair: &Rc<Pair>, fault: &Fault, rng: &mut Rng) ->
                 run.pause_restarts.set(run.pause_restarts.get() + 1);
                 run.fail(format!(
                     "pair {}: a supervisor paused for {ms} ms restarted its healthy gateway: \
-                     {change}",
-                    pair.index
+                     {change}; faults before: {}",
+                    pair.index,
+                    recent_faults(pair)
                 ));
             }
             Injected::Applied
@@ -961,6 +964,12 @@ async fn inject(run: &Rc<Run>, pair: &Rc<Pair>, fault: &Fault, rng: &mut Rng) ->
             Injected::Applied
         }
     }
+}
+
+/// The last few faults of a pair (the one being checked is not recorded yet), for a failure.
+fn recent_faults(pair: &Pair) -> String {
+    let history = pair.history.borrow();
+    history[history.len().saturating_sub(4)..].join(", ")
 }
 
 /// The gateway's pid and the restart and spawn counts, while it runs: what a false liveness
@@ -1189,7 +1198,13 @@ async fn drive_pair(run: Rc<Run>, pair: Rc<Pair>, faults: u64, mut rng: Rng) {
         if run.failed() {
             return;
         }
-        if fault.may_burst() && burst + 1 < MAX_BURST && rng.percent(20) {
+        // D4/D6 checks compare the gateway before and after their fault, so they never follow a
+        // burst: a crash, hang or close still playing out would be taken for their restart.
+        let next_checks_liveness = matches!(
+            schedule::next_fault(&mut rng.clone()),
+            Fault::Busy { .. } | Fault::SupervisorPause { .. }
+        );
+        if fault.may_burst() && !next_checks_liveness && burst + 1 < MAX_BURST && rng.percent(20) {
             burst += 1;
             run.bursts.set(run.bursts.get() + 1);
             tokio::time::sleep(Duration::from_millis(rng.range(0, 80))).await;
