@@ -42,19 +42,32 @@ pub fn sim_binary() -> PathBuf {
     if let Some(bin) = std::env::var_os("GATEWARDEN_SIM_BIN").filter(|v| !v.is_empty()) {
         return PathBuf::from(bin);
     }
+    built_binary("gatewarden-sim", "gatewarden-sim")
+}
+
+/// The `gatewarden` CLI binary next to this test binary (`<target>/<profile>/gatewarden`),
+/// rebuilt first with `cargo build -p gatewarden-cli` so it is never stale (cargo cannot make a
+/// test depend on another package's binary).
+pub fn gatewarden_binary() -> PathBuf {
+    built_binary("gatewarden-cli", "gatewarden")
+}
+
+/// `<target>/<profile>/<binary>` after `cargo build -p <package>` into the same target dir and
+/// profile as this test binary; an existing binary is used when cargo cannot run.
+fn built_binary(package: &str, binary: &str) -> PathBuf {
     // <target>/<profile>/deps/<test binary>
     let exe = std::env::current_exe().expect("current_exe");
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("test binary lives in <target>/<profile>/deps");
-    let bin = profile_dir.join("gatewarden-sim");
+    let bin = profile_dir.join(binary);
     let profile = profile_dir.file_name().and_then(|n| n.to_str());
     let target_dir = profile_dir.parent().expect("target dir");
     let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     build
         .current_dir(repo_root())
-        .args(["build", "--quiet", "-p", "gatewarden-sim", "--target-dir"])
+        .args(["build", "--quiet", "-p", package, "--target-dir"])
         .arg(target_dir);
     match profile {
         Some("debug") => {}
@@ -69,9 +82,11 @@ pub fn sim_binary() -> PathBuf {
     match build.status() {
         Ok(status) if status.success() => {}
         Ok(status) if bin.is_file() => {
-            eprintln!("note: `cargo build -p gatewarden-sim` failed ({status}); using the existing binary")
+            eprintln!(
+                "note: `cargo build -p {package}` failed ({status}); using the existing binary"
+            )
         }
-        Ok(status) => panic!("`cargo build -p gatewarden-sim` failed ({status})"),
+        Ok(status) => panic!("`cargo build -p {package}` failed ({status})"),
         Err(error) if bin.is_file() => {
             eprintln!(
                 "note: cannot run cargo ({error}); using the existing {}",

@@ -671,12 +671,15 @@ impl Supervisor {
                 );
             }
             Effect::RunDoctorRepair { epoch, timeout_ms } => {
-                let spec = self.options.profile.doctor_spec(&self.options.state_dir);
+                let profile = self.options.profile.clone();
+                let state_dir = self.options.state_dir.clone();
                 self.run(
                     async move {
+                        // Building the spec may look for the simulator on disk: off this thread.
+                        let spec = off_actor_thread(move || profile.doctor_spec(&state_dir)).await;
                         let outcome = match spec {
                             Ok(spec) => run_doctor(spec, timeout_ms).await,
-                            Err(error) => Err(error.to_string()),
+                            Err(error) => Err(error),
                         };
                         Event::RepairFinished { epoch, outcome }
                     },
@@ -822,22 +825,26 @@ impl Supervisor {
     }
 
     fn spawn_process(&mut self, epoch: u64, port: u16, ctx: &mut Context<Self>) {
-        let spec = self.options.profile.launch_spec(
-            port,
-            self.options.token.as_ref(),
-            &self.options.state_dir,
-        );
         let process = self.process.clone();
         let profile = self.options.profile.clone();
+        let token = self.options.token.clone();
+        let state_dir = self.options.state_dir.clone();
         self.run(
             async move {
                 let failure = |message: String| Event::StepFailed {
                     epoch,
                     failure: gatewarden_core::error::StartFailure::SpawnFailed { message },
                 };
+                // X1: building the spec may look for the simulator on disk (candidates next to
+                // the executable and on PATH): on the blocking pool, never on this thread.
+                let spec = {
+                    let profile = profile.clone();
+                    off_actor_thread(move || profile.launch_spec(port, token.as_ref(), &state_dir))
+                        .await
+                };
                 let spec = match spec {
                     Ok(spec) => spec,
-                    Err(error) => return failure(error.to_string()),
+                    Err(error) => return failure(error),
                 };
                 if let Err(error) = profile.check_runtime().await {
                     // F3: refused before spawning; the machine decides (no retry).
@@ -1157,6 +1164,21 @@ fn something_listens(port: u16) -> bool {
     ]
     .iter()
     .any(|address| TcpStream::connect_timeout(address, bound).is_ok())
+}
+
+/// Runs `work` (file-system lookups) on the blocking pool, so a slow disk never stalls the
+/// supervisor's thread (issue 23); a panic of `work` becomes an error of the same type.
+async fn off_actor_thread<T, E>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, String>
+where
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(|error| error.to_string()),
+        Err(error) => Err(format!("the lookup on the blocking pool failed: {error}")),
+    }
 }
 
 /// L6: run the doctor repair with a time limit, logging its output.

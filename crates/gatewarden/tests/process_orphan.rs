@@ -269,3 +269,89 @@ fn o1_owned_record_round_trips_and_rejects_garbage() {
         Err(RecordError::Invalid { .. })
     ));
 }
+
+/// A `sleep 300` in process group `group` (0: a group of its own), with the K4 state-directory
+/// marker in its environment when `marker` is given.
+fn group_member(group: i32, marker: Option<&std::path::Path>) -> ChildGuard {
+    use std::os::unix::process::CommandExt as _;
+    let mut sleep = Command::new("sleep");
+    sleep
+        .arg("300")
+        .stdin(Stdio::null())
+        .env_remove(gatewarden::process::STATE_MARKER_ENV)
+        .process_group(group);
+    if let Some(state_dir) = marker {
+        sleep.env(gatewarden::process::STATE_MARKER_ENV, state_dir);
+    }
+    ChildGuard(sleep.spawn().expect("sleep runs"))
+}
+
+/// K4 (and K1 for the cleanup): of the recorded gateway's process group, only members that carry
+/// this state directory's marker *and* started no earlier than the recorded gateway are ended;
+/// an older marked member (a reused group id), an unmarked one and the leader are left alone and
+/// reported. While the record's supervisor lives, nothing at all is touched.
+#[test]
+fn k4_only_marked_members_started_after_the_gateway_are_ended() {
+    use gatewarden::orphan::process_is_running;
+    use gatewarden::process::end_leftovers;
+    let state = tempfile::tempdir().expect("temp dir");
+    let state_dir = state.path();
+    let leader = group_member(0, Some(state_dir));
+    let group = leader.pid() as i32;
+    let older_marked = group_member(group, Some(state_dir));
+    let unmarked = group_member(group, None);
+    // Start times count in clock ticks (10 ms): the next member must start a tick later.
+    let older_ticks = process_start_ticks(older_marked.pid()).expect("ticks");
+    let mut newer_marked = group_member(group, Some(state_dir));
+    while process_start_ticks(newer_marked.pid()).expect("ticks") <= older_ticks {
+        drop(newer_marked);
+        std::thread::sleep(Duration::from_millis(20));
+        newer_marked = group_member(group, Some(state_dir));
+    }
+    let gateway_ticks = process_start_ticks(newer_marked.pid()).expect("ticks");
+    let stand_in_supervisor = group_member(0, None);
+    let record = OwnedRecord {
+        pid: leader.pid(),
+        // The recorded gateway started with the newest member: every other one is older.
+        start_ticks: gateway_ticks,
+        port: None,
+        program: "sleep".to_owned(),
+        pgid: Some(leader.pid()),
+        supervisor_pid: Some(stand_in_supervisor.pid()),
+        supervisor_start_ticks: process_start_ticks(stand_in_supervisor.pid()),
+    };
+    let record_path = gatewarden::process::owned_record_path(state_dir);
+    write_owned_record(&record_path, &record).expect("record written");
+
+    // K1: the record's supervisor lives: nothing examined, nothing signalled, record kept.
+    let report = end_leftovers(state_dir);
+    assert!(report.supervisor_alive, "{report:?}");
+    assert!(report.ended.is_empty() && report.left_alone.is_empty());
+    for member in [&leader, &older_marked, &unmarked, &newer_marked] {
+        assert!(process_is_running(member.pid()));
+    }
+    assert!(read_owned_record(&record_path).expect("read").is_some());
+
+    // The supervisor died: only the marked member started after the gateway is ended.
+    drop(stand_in_supervisor);
+    let report = end_leftovers(state_dir);
+    assert_eq!(report.ended, vec![newer_marked.pid()], "{report:?}");
+    assert!(report.survivors.is_empty(), "{report:?}");
+    let mut left_alone = report.left_alone.clone();
+    left_alone.sort_unstable();
+    let mut expected = vec![leader.pid(), older_marked.pid(), unmarked.pid()];
+    expected.sort_unstable();
+    assert_eq!(left_alone, expected, "{report:?}");
+    assert!(!process_is_running(newer_marked.pid()));
+    for member in [&leader, &older_marked, &unmarked] {
+        assert!(
+            process_is_running(member.pid()),
+            "{} was signalled",
+            member.pid()
+        );
+    }
+    assert!(
+        read_owned_record(&record_path).expect("read").is_none(),
+        "the stale record is removed"
+    );
+}

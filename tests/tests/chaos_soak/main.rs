@@ -11,12 +11,20 @@
 //!   within a bound derived from the configuration ([`convergence_bound`]);
 //! - open file descriptors back to the baseline after the final stop; no panic anywhere.
 //!
+//! Beside the in-process pairs, one supervisor runs as a process of its own (`gatewarden run`
+//! from the CLI binary, [`cli_pair`]) and takes the faults an in-process supervisor cannot:
+//! a spawn stopped before exec (K3), a second supervisor on its state directory (K1), and a
+//! SIGKILL of the supervisor followed by a restart (K4), under the same checks (one gateway at a
+//! time, nothing leaked, no unrelated process signalled, the control plane answers).
+//!
 //! `cargo test -p gatewarden-tests --test chaos_soak` runs the bounded soak (CI: 320 faults);
 //! `-- --long` runs 10 000; `-- --seed N` replays a schedule (the seed is printed first and again
-//! with any failure); `-- --faults N`, `-- --pairs N` size the run. The seed fixes the sequence
+//! with any failure); `-- --faults N`, `-- --pairs N` size the run; `-- --cli-rounds N` sets the
+//! rounds of each process-pair fault (3 by default, 30 with `--long`). The seed fixes the sequence
 //! of faults and their parameters for every pair; real time and the machine decide the rest.
 //! See docs/RELIABILITY.md.
 
+mod cli_pair;
 mod observe;
 mod schedule;
 
@@ -66,6 +74,11 @@ const LEFTOVER_SETTLE: Duration = Duration::from_secs(2);
 const FD_SETTLE: Duration = Duration::from_secs(5);
 /// A burst injects at most this many faults before waiting for convergence.
 const MAX_BURST: u32 = 3;
+/// Rounds of each fault of the process pair (stop before exec, second supervisor, supervisor
+/// SIGKILL + restart) in the bounded soak and in `--long`: each round costs a few seconds of
+/// the process pair's own thread, which runs beside the in-process pairs.
+const CI_CLI_ROUNDS: u64 = 3;
+const LONG_CLI_ROUNDS: u64 = 30;
 
 static PANICKED: AtomicBool = AtomicBool::new(false);
 
@@ -79,6 +92,8 @@ struct Options {
     pairs: usize,
     seed: u64,
     long: bool,
+    /// Rounds of each fault of the process pair.
+    cli_rounds: u64,
     /// Only faults whose kind contains this (to study one kind; the schedule skips the others).
     only: Option<String>,
 }
@@ -92,6 +107,7 @@ fn parse_args() -> Option<Options> {
         .and_then(|text| text.parse().ok());
     let mut faults = None;
     let mut pairs = None;
+    let mut cli_rounds = None;
     let mut only = None;
     let mut args = std::env::args().skip(1);
     let number = |value: Option<String>, flag: &str| -> u64 {
@@ -109,6 +125,9 @@ fn parse_args() -> Option<Options> {
             "--seed" => seed = Some(number(inline.or_else(|| args.next()), "--seed")),
             "--faults" => faults = Some(number(inline.or_else(|| args.next()), "--faults")),
             "--pairs" => pairs = Some(number(inline.or_else(|| args.next()), "--pairs") as usize),
+            "--cli-rounds" => {
+                cli_rounds = Some(number(inline.or_else(|| args.next()), "--cli-rounds"))
+            }
             "--only" => only = inline.or_else(|| args.next()),
             "--list" => {
                 println!("chaos_soak: test");
@@ -143,14 +162,24 @@ fn parse_args() -> Option<Options> {
             .max(1),
         seed,
         long,
+        cli_rounds: cli_rounds.unwrap_or(if long { LONG_CLI_ROUNDS } else { CI_CLI_ROUNDS }),
         only,
     })
 }
 
 fn replay_command(options: &Options) -> String {
     format!(
-        "cargo test -p gatewarden-tests --test chaos_soak -- --seed {} --faults {} --pairs {}",
-        options.seed, options.faults, options.pairs
+        "cargo test -p gatewarden-tests --test chaos_soak -- --seed {} --faults {} --pairs {} \
+         --cli-rounds {}{}",
+        options.seed,
+        options.faults,
+        options.pairs,
+        options.cli_rounds,
+        options
+            .only
+            .as_ref()
+            .map(|only| format!(" --only '{only}'"))
+            .unwrap_or_default()
     )
 }
 
@@ -885,8 +914,10 @@ async fn inject(run: &Rc<Run>, pair: &Rc<Pair>, fault: &Fault, rng: &mut Rng) ->
                 run.busy_restarted.set(run.busy_restarted.get() + 1);
                 run.fail(format!(
                     "pair {}: a gateway busy for {ms} ms (below the {} ms liveness deadline) was \
-                     restarted: {change}",
-                    pair.index, run.deadline_ms
+                     restarted: {change}; faults before: {}",
+                    pair.index,
+                    run.deadline_ms,
+                    recent_faults(pair)
                 ));
             }
             Injected::Applied
@@ -910,8 +941,9 @@ async fn inject(run: &Rc<Run>, pair: &Rc<Pair>, fault: &Fault, rng: &mut Rng) ->
                 run.pause_restarts.set(run.pause_restarts.get() + 1);
                 run.fail(format!(
                     "pair {}: a supervisor paused for {ms} ms restarted its healthy gateway: \
-                     {change}",
-                    pair.index
+                     {change}; faults before: {}",
+                    pair.index,
+                    recent_faults(pair)
                 ));
             }
             Injected::Applied
@@ -932,6 +964,12 @@ async fn inject(run: &Rc<Run>, pair: &Rc<Pair>, fault: &Fault, rng: &mut Rng) ->
             Injected::Applied
         }
     }
+}
+
+/// The last few faults of a pair (the one being checked is not recorded yet), for a failure.
+fn recent_faults(pair: &Pair) -> String {
+    let history = pair.history.borrow();
+    history[history.len().saturating_sub(4)..].join(", ")
 }
 
 /// The gateway's pid and the restart and spawn counts, while it runs: what a false liveness
@@ -1160,7 +1198,13 @@ async fn drive_pair(run: Rc<Run>, pair: Rc<Pair>, faults: u64, mut rng: Rng) {
         if run.failed() {
             return;
         }
-        if fault.may_burst() && burst + 1 < MAX_BURST && rng.percent(20) {
+        // D4/D6 checks compare the gateway before and after their fault, so they never follow a
+        // burst: a crash, hang or close still playing out would be taken for their restart.
+        let next_checks_liveness = matches!(
+            schedule::next_fault(&mut rng.clone()),
+            Fault::Busy { .. } | Fault::SupervisorPause { .. }
+        );
+        if fault.may_burst() && !next_checks_liveness && burst + 1 < MAX_BURST && rng.percent(20) {
             burst += 1;
             run.bursts.set(run.bursts.get() + 1);
             tokio::time::sleep(Duration::from_millis(rng.range(0, 80))).await;
@@ -1291,10 +1335,14 @@ struct Figures {
     max_alive_per_pair: usize,
     gateways_seen: usize,
     elapsed: Duration,
+    /// The process pair's figures, when it ran.
+    cli: Option<cli_pair::CliFigures>,
 }
 
 async fn soak(options: Options) -> (Rc<Run>, Option<Figures>) {
     let sim = gatewarden_tests::sim_binary();
+    // Built (when stale) before anything runs: a build takes this thread for a while.
+    let gatewarden = gatewarden_tests::gatewarden_binary();
     let config = soak_config(0);
     let bound = convergence_bound(&config);
     let run = Rc::new(Run {
@@ -1356,10 +1404,20 @@ async fn soak(options: Options) -> (Rc<Run>, Option<Figures>) {
     for pair in &pairs {
         command(&run, pair, ApiCall::Start).await;
     }
+    // The process pair runs its faults on a thread of its own, beside the in-process pairs.
+    let cli_faults = cli_pair::schedule(options.seed, options.cli_rounds, options.only.as_deref());
+    let cli_thread = (!cli_faults.is_empty())
+        .then(|| cli_pair::start(cli_faults, gatewarden, sim.clone(), SIM_ARGS));
     let load_active = Rc::new(Cell::new(true));
     let mut drivers = Vec::new();
-    let per_pair = options.faults / options.pairs as u64;
-    let extra = options.faults % options.pairs as u64;
+    // `--only` naming a process-pair fault alone leaves the in-process pairs without faults.
+    let in_process_faults = if options.only.as_deref().is_none_or(in_process_kind) {
+        options.faults
+    } else {
+        0
+    };
+    let per_pair = in_process_faults / options.pairs as u64;
+    let extra = in_process_faults % options.pairs as u64;
     for pair in &pairs {
         let faults = per_pair + u64::from((pair.index as u64) < extra);
         let fault_rng = Rng::for_pair(options.seed, pair.index);
@@ -1397,6 +1455,31 @@ async fn soak(options: Options) -> (Rc<Run>, Option<Figures>) {
     };
     for driver in drivers {
         let _ = driver.await;
+    }
+    // The process pair's thread blocks; it is waited for without blocking this runtime.
+    let cli = match cli_thread {
+        Some(thread) => {
+            while !thread.is_finished() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            match thread.join() {
+                Ok(outcome) => Some(outcome),
+                Err(_) => {
+                    run.fail("the process pair's thread panicked".into());
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    if let Some(cli) = &cli {
+        for failure in &cli.failures {
+            run.fail(failure.clone());
+        }
+        for (kind, count) in &cli.figures.faults_by_kind {
+            *run.faults_by_kind.borrow_mut().entry(kind).or_default() += count;
+            run.faults_injected.set(run.faults_injected.get() + count);
+        }
     }
     progress.abort();
     load_active.set(false);
@@ -1463,6 +1546,7 @@ async fn soak(options: Options) -> (Rc<Run>, Option<Figures>) {
         max_alive_per_pair: found.max_alive_per_pair,
         gateways_seen: found.seen.iter().map(|seen| seen.len()).sum(),
         elapsed: run.started.elapsed(),
+        cli: cli.map(|outcome| outcome.figures),
     };
     drop(found);
     for pair in &pairs {
@@ -1471,6 +1555,13 @@ async fn soak(options: Options) -> (Rc<Run>, Option<Figures>) {
         }
     }
     (run, Some(figures))
+}
+
+/// Does `only` name a fault kind of the in-process pairs? (The schedule is drawn until a fault
+/// of that kind comes, so a filter no in-process kind matches must not reach it.)
+fn in_process_kind(only: &str) -> bool {
+    let mut rng = Rng::for_pair(0, 0);
+    (0..20_000).any(|_| schedule::next_fault(&mut rng).kind().contains(only))
 }
 
 fn main() -> ExitCode {
@@ -1600,6 +1691,44 @@ fn report(run: &Run, figures: &Figures) {
         run.frozen_seen.get(),
         run.frozen_replaced.get()
     );
+    if let Some(cli) = &figures.cli {
+        println!(
+            "  process pair (gatewarden run, {:.1} s): supervisors started {}; stuck spawns \
+             ended and reported {} (+ {} cancelled by a newer start; longest stopped before exec \
+             {} ms); second supervisors refused {}; leftovers ended after a SIGKILL {}; \
+             bystanders left alone {}",
+            cli.elapsed.as_secs_f64(),
+            cli.supervisors_started,
+            cli.stuck_spawns_reported,
+            cli.stuck_spawns_cancelled,
+            cli.max_stuck_ms,
+            cli.refusals,
+            cli.leftovers_ended,
+            cli.bystanders_left_alone
+        );
+        println!(
+            "    control plane under attack: status {} probes, worst {} ms; /healthz {} probes, \
+             worst {} ms; {} answers over 100 ms",
+            cli.status_probes,
+            cli.worst_status.as_millis(),
+            cli.healthz_probes,
+            cli.worst_healthz.as_millis(),
+            cli.probes_over_target
+        );
+        println!(
+            "    /proc samples {} (every 10 ms); most live gateways at once {}; gateway \
+             processes seen {}; duplicates {}; leak checks {}; slowest fault of each kind {:?}",
+            cli.watcher_samples,
+            cli.max_alive,
+            cli.gateways_seen,
+            cli.duplicates,
+            cli.leak_checks,
+            cli.slowest_by_kind
+                .iter()
+                .map(|(kind, took)| format!("{kind}: {} ms", took.as_millis()))
+                .collect::<Vec<_>>()
+        );
+    }
     println!(
         "  after-stop checks {}; no-stale-restart checks {}; open fds baseline {} final {}; \
          problems found {}",

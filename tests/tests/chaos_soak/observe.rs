@@ -13,6 +13,7 @@ use std::time::Duration;
 pub struct ProcStat {
     pub pid: u32,
     pub state: char,
+    pub ppid: u32,
     pub pgrp: u32,
     pub start_ticks: u64,
 }
@@ -32,6 +33,7 @@ pub fn read_stat(pid: u32) -> Option<ProcStat> {
     Some(ProcStat {
         pid,
         state: fields.first()?.chars().next()?,
+        ppid: fields.get(1)?.parse().ok()?,
         pgrp: fields.get(2)?.parse().ok()?,
         // Field 22 of stat; index 19 after dropping pid and comm.
         start_ticks: fields.get(19)?.parse().ok()?,
@@ -195,7 +197,7 @@ impl Drop for Sampler {
 }
 
 /// Does the environment of `pid` hold `marker` (a `NAME=value` entry)?
-fn environ_has(pid: u32, marker: &[u8]) -> bool {
+pub fn environ_has(pid: u32, marker: &[u8]) -> bool {
     std::fs::read(format!("/proc/{pid}/environ"))
         .map(|environ| {
             environ

@@ -541,6 +541,12 @@ pub struct ConnectionActor {
     /// Origin of the monotonic milliseconds of the RPC deadlines.
     clock: Instant,
     identity: Option<DeviceIdentity>,
+    /// A1: the identity file is being read (or created) on the blocking pool; its result comes
+    /// back as [`IdentityLoaded`]. At most one read at a time: a read stuck on a hung disk is
+    /// not joined by another at every connect.
+    identity_loading: bool,
+    /// Handshakes waiting (bounded, [`IDENTITY_WAIT`]) for the identity read in flight.
+    identity_waiters: Vec<oneshot::Sender<Option<DeviceIdentity>>>,
     link: Link,
     next_attempt: u64,
     next_connection: u64,
@@ -571,6 +577,8 @@ impl ConnectionActor {
             reports,
             clock: Instant::now(),
             identity: None,
+            identity_loading: false,
+            identity_waiters: Vec::new(),
             link: Link::Idle,
             next_attempt: 0,
             next_connection: 0,
@@ -638,39 +646,76 @@ impl ConnectionActor {
         }
     }
 
-    /// A1: load (or create) the identity once; a failure is logged and retried at the next
-    /// connect, and the connection goes ahead without `device`.
-    fn identity_for_connect(&mut self) -> Option<DeviceIdentity> {
-        if self.identity.is_none() {
-            let path = self.config.identity_path.as_ref()?;
-            match identity::load_or_create(path, handshake::unix_ms()) {
-                Ok(identity) => self.identity = Some(identity),
-                Err(error) => {
-                    tracing::warn!(%error, "no device identity; connecting without device");
-                }
-            }
+    /// A1: the identity for the next connect. Loaded once; until then the file is read (or
+    /// created) on the blocking pool, never on this actor's thread (which the supervisor may
+    /// share): a slow or hung disk must not stall heartbeats, RPC answers or status (issue 23).
+    /// The handshake waits for the read at most [`IDENTITY_WAIT`]; a failed or late read means
+    /// connecting without `device`, and a failed one is tried again at the next connect.
+    fn identity_for_connect(
+        &mut self,
+        ctx: &mut Context<Self>,
+    ) -> Option<oneshot::Receiver<Option<DeviceIdentity>>> {
+        if self.identity.is_some() {
+            return None;
         }
-        self.identity.clone()
+        let path = self.config.identity_path.clone()?;
+        if !self.identity_loading {
+            self.identity_loading = true;
+            let me = ctx.address();
+            actix_rt::spawn(async move {
+                let loaded = tokio::task::spawn_blocking(move || {
+                    identity::load_or_create(&path, handshake::unix_ms())
+                        .map_err(|error| error.to_string())
+                })
+                .await
+                .unwrap_or_else(|error| Err(format!("the identity read panicked: {error}")));
+                me.do_send(IdentityLoaded(loaded));
+            });
+        }
+        let (sender, receiver) = oneshot::channel();
+        // Handshakes cancelled meanwhile no longer wait.
+        self.identity_waiters.retain(|waiter| !waiter.is_closed());
+        self.identity_waiters.push(sender);
+        Some(receiver)
     }
 
     fn start_handshake(&mut self, epoch: u64, ctx: &mut Context<Self>) {
-        let request = HandshakeRequest {
+        let mut request = HandshakeRequest {
             host: self.config.host.clone(),
             port: self.config.port,
             path: self.config.path.clone(),
             max_frame_bytes: self.config.max_frame_bytes,
             connect: self.config.connect.clone(),
             token: self.config.token.read(),
-            identity: self.identity_for_connect(),
+            identity: self.identity.clone(),
             client: ClientInfo::supervisor(&self.config.client_version, &self.config.platform),
             scopes: self.config.scopes.clone(),
         };
+        let identity_wait = self.identity_for_connect(ctx);
         self.next_attempt += 1;
         let attempt = self.next_attempt;
         tracing::debug!(epoch, port = self.config.port, "connecting to the gateway");
-        let handle = ctx.spawn(handshake::handshake(request).into_actor(self).map(
-            move |outcome, actor, ctx| actor.handshake_finished(epoch, attempt, outcome, ctx),
-        ));
+        let attempt_future = async move {
+            if let Some(receiver) = identity_wait {
+                match tokio::time::timeout(IDENTITY_WAIT, receiver).await {
+                    Ok(Ok(identity)) => request.identity = identity,
+                    Ok(Err(_)) => {}
+                    Err(_) => tracing::warn!(
+                        waited_ms = IDENTITY_WAIT.as_millis() as u64,
+                        "the device identity file was not read in time; connecting without \
+                         device (the read goes on and the next connect uses it)"
+                    ),
+                }
+            }
+            handshake::handshake(request).await
+        };
+        let handle = ctx.spawn(
+            attempt_future
+                .into_actor(self)
+                .map(move |outcome, actor, ctx| {
+                    actor.handshake_finished(epoch, attempt, outcome, ctx)
+                }),
+        );
         self.link = Link::Handshaking { attempt, handle };
     }
 
@@ -1067,6 +1112,37 @@ impl Actor for ConnectionActor {
         self.drop_link(None, RpcError::Stopped, ctx);
         // Calls that were never sent (none while idle, but keep the invariant): answer them.
         self.fail_all_pending(&RpcError::Stopped);
+    }
+}
+
+/// A1: the identity file's read (or creation) finished on the blocking pool.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct IdentityLoaded(Result<DeviceIdentity, String>);
+
+/// How long a handshake waits for the identity file's first read: far longer than any healthy
+/// disk takes (a read and, the first time, a key generation and an atomic write), short enough
+/// that a hung one only delays the connect.
+const IDENTITY_WAIT: Duration = Duration::from_secs(2);
+
+impl Handler<IdentityLoaded> for ConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, message: IdentityLoaded, _ctx: &mut Self::Context) {
+        self.identity_loading = false;
+        let identity = match message.0 {
+            Ok(identity) => {
+                self.identity = Some(identity.clone());
+                Some(identity)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "no device identity; connecting without device");
+                None
+            }
+        };
+        for waiter in self.identity_waiters.drain(..) {
+            let _ = waiter.send(identity.clone());
+        }
     }
 }
 

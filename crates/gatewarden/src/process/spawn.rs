@@ -114,11 +114,28 @@ impl Drop for Launch {
 }
 
 impl Launch {
-    /// The child's pid, once it has run its first instruction.
+    /// The child's pid: what it wrote as its first act, or else (a child stopped before its
+    /// first instruction, which the chaos soak's "stop before exec" fault catches now and then)
+    /// what the kernel says of its pidfd.
     pub fn pid(&self) -> Option<u32> {
-        u32::try_from(self.shared.pid.load(Ordering::SeqCst))
+        let written = u32::try_from(self.shared.pid.load(Ordering::SeqCst))
             .ok()
-            .filter(|pid| *pid > 0)
+            .filter(|pid| *pid > 0);
+        if written.is_some() {
+            return written;
+        }
+        // Under the lock, while the spawn is still starting, the thread cannot close the pidfd,
+        // so the descriptor still names this child.
+        let phase = self
+            .shared
+            .phase
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *phase != Phase::Starting {
+            return None;
+        }
+        let pidfd = self.shared.pidfd.load(Ordering::SeqCst);
+        (pidfd >= 0).then(|| pid_of_pidfd(pidfd)).flatten()
     }
 
     /// Gives up on the spawn: SIGKILLs the child (stopped or blocked before `execve`, or just
@@ -786,9 +803,41 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     }
 }
 
+/// The pid a pidfd refers to (`Pid:` in `/proc/self/fdinfo/<fd>`, Linux 5.4+); `None` when the
+/// process has exited (the kernel then says -1) or the line is missing. A procfs read, no disk.
+fn pid_of_pidfd(pidfd: i32) -> Option<u32> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{pidfd}")).ok()?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("Pid:"))
+        .and_then(|pid| pid.trim().parse::<i64>().ok())
+        .and_then(|pid| u32::try_from(pid).ok())
+        .filter(|pid| *pid > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn k3_a_pidfd_names_its_process() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("sleep runs");
+        // SAFETY: pidfd_open with a valid pid and no flags; the result is checked.
+        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
+        assert!(raw >= 0, "pidfd_open: {}", io::Error::last_os_error());
+        // SAFETY: the kernel just created this descriptor for us.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+        assert_eq!(pid_of_pidfd(pidfd.as_raw_fd()), Some(child.id()));
+        child.kill().expect("kill");
+        child.wait().expect("reap");
+        assert_eq!(
+            pid_of_pidfd(pidfd.as_raw_fd()),
+            None,
+            "an exited process has no pid"
+        );
+    }
 
     #[test]
     fn a_program_with_a_slash_is_taken_as_is() {
