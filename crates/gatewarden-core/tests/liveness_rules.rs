@@ -11,7 +11,8 @@ use gatewarden_core::liveness::{
     LivenessClass, ProbeOutcome, ProcessRunState, ProcessSample, RecoveryPhase,
 };
 use gatewarden_core::machine::{
-    Command, CommandOutcome, Effect, Event, LifecycleState, Listener, Notice, PortProbe, TimerKind,
+    Command, CommandOutcome, Effect, Event, Handshake, LifecycleState, Listener, Notice, PortProbe,
+    TimerKind,
 };
 use gatewarden_core::rpc::RpcError;
 use support::{Harness, ProbeMode};
@@ -111,6 +112,36 @@ fn d2_the_owned_gateway_is_sampled_at_each_heartbeat_tick() {
         })
         .collect();
     assert_eq!(samples, vec![pid, pid, pid]);
+}
+
+/// H2's tick silence is silence too (D1/D2): a gateway that advertised a tick every second and
+/// sends nothing is silent at the first heartbeat, before any pong could be missed.
+#[test]
+fn d2_tick_silence_counts_as_silence_before_any_pong_is_missed() {
+    let mut harness = Harness::quiet();
+    harness.cpu = Some(busy());
+    harness.command(Command::Start);
+    harness.probe_free();
+    harness.spawned();
+    harness.ready();
+    let epoch = harness.epoch();
+    harness.send(Event::HandshakeCompleted {
+        epoch,
+        handshake: Handshake {
+            protocol: 4,
+            server_version: Some("2026.9.6".into()),
+            boot_id: Some("boot".into()),
+            has_snapshot: false,
+            tick_interval_ms: Some(1_000),
+        },
+    });
+    assert_eq!(harness.state(), LifecycleState::Running);
+    harness.advance(INTERVAL);
+    assert_eq!(
+        harness.machine.diagnostics().consecutive_heartbeat_misses,
+        0
+    );
+    assert_eq!(harness.machine.recovery().liveness, LivenessClass::Busy);
 }
 
 #[test]
