@@ -214,7 +214,6 @@ pub enum LivenessAction {
 pub struct LivenessTracker {
     heartbeat: HeartbeatTracker,
     max_misses: u32,
-    interval_ms: u64,
     deadline_ms: u64,
     stall_threshold_ms: u64,
     busy_cpu_min_ms: u64,
@@ -242,7 +241,6 @@ impl LivenessTracker {
         LivenessTracker {
             heartbeat: HeartbeatTracker::new(heartbeat, now_ms),
             max_misses: effective_max_misses(heartbeat),
-            interval_ms: heartbeat.interval_ms,
             deadline_ms: liveness.deadline_ms,
             stall_threshold_ms: liveness.stall_threshold_ms(heartbeat.interval_ms),
             busy_cpu_min_ms: liveness.busy_cpu_min_ms,
@@ -464,11 +462,6 @@ impl LivenessTracker {
     /// A liveness restart was decided and no evidence of life came since.
     pub fn restart_decided(&self) -> bool {
         self.restart_decided
-    }
-
-    /// The heartbeat interval this tracker was made with.
-    pub fn interval_ms(&self) -> u64 {
-        self.interval_ms
     }
 
     /// H6 `recovery`, given what the machine knows about the restart.

@@ -142,6 +142,13 @@ fn d2_tick_silence_counts_as_silence_before_any_pong_is_missed() {
         0
     );
     assert_eq!(harness.machine.recovery().liveness, LivenessClass::Busy);
+    // A frame: alive. Silent again by the next heartbeat (no tick for 30 s), and this first
+    // silent sample since has nothing to compare with: busy, never frozen or alive.
+    let epoch = harness.epoch();
+    harness.send(Event::ProofOfLife { epoch });
+    assert_eq!(harness.machine.recovery().liveness, LivenessClass::Alive);
+    harness.advance(INTERVAL);
+    assert_eq!(harness.machine.recovery().liveness, LivenessClass::Busy);
 }
 
 #[test]
@@ -307,10 +314,28 @@ fn d4_a_busy_gateway_whose_probe_answers_is_never_restarted() {
     let mut harness = Harness::quiet();
     harness.cpu = Some(busy());
     harness.probes = ProbeMode::Answer(40);
+    let connected_at = harness.now;
     harness.start_to_running();
     harness.advance(3_600_000);
     assert_eq!(terminates(&harness), 0);
     assert_eq!(harness.state(), LifecycleState::Running);
+    // The first probe went out at the deadline, counted from the handshake, and said so.
+    assert!(
+        harness.all.iter().any(|effect| matches!(
+            effect,
+            Effect::Log { message, .. } if message.starts_with("gateway silent for 180000 ms (Busy)")
+        )),
+        "the probe's log line names the silence"
+    );
+    // The last probe is on record (H6 `recovery.lastProbe`).
+    let last = harness
+        .machine
+        .recovery()
+        .last_probe
+        .expect("the last probe is recorded");
+    assert_eq!(last.outcome, ProbeOutcome::Succeeded);
+    assert_eq!(last.finished_at_ms - last.sent_at_ms, 40);
+    assert!(last.sent_at_ms > connected_at);
 }
 
 #[test]
