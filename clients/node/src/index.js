@@ -350,7 +350,14 @@ export class GatewayManager extends EventEmitter {
     const answer = await controlRequest(this.controlPath, body, this.options.commandTimeoutMs ?? 600_000);
     if (answer.error) throw Object.assign(new Error(answer.error.message), { kind: answer.error.kind });
     const outcome = answer.ok?.outcome;
-    if (outcome?.outcome === 'failed') throw new Error(outcome.message ?? `${body.cmd} failed`);
+    if (outcome?.outcome === 'failed') {
+      // The failure is typed (`failure.kind`, and for a failed start `failure.failure.kind`);
+      // `message` beside the outcome is its text.
+      throw Object.assign(new Error(answer.ok.message ?? `${body.cmd} failed`), {
+        kind: outcome.failure?.kind,
+        failure: outcome.failure,
+      });
+    }
     return answer.ok;
   }
 

@@ -204,7 +204,7 @@ fn human_status(report: &StatusReport) -> String {
 fn lifecycle(target: &TargetArgs, name: &str, request: ControlRequest) -> anyhow::Result<ExitCode> {
     let (_, path) = target_settings(target)?;
     let reply = ask(&path, &request, LIFECYCLE_TIMEOUT)?;
-    let ControlReply::Command { outcome } = reply else {
+    let ControlReply::Command { outcome, .. } = reply else {
         bail!("gatewarden answered `{name}` with something else");
     };
     match outcome {
@@ -218,7 +218,7 @@ fn lifecycle(target: &TargetArgs, name: &str, request: ControlRequest) -> anyhow
             bail!("{name} suppressed by the restart governor; try again in {retry_after_ms} ms")
         }
         CommandOutcome::Superseded => bail!("{name} was superseded by a later start or stop"),
-        CommandOutcome::Failed { message } => bail!("{name} failed: {message}"),
+        CommandOutcome::Failed { failure } => bail!("{name} failed: {failure}"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -24,6 +24,7 @@ use tokio::sync::{watch, Notify};
 
 use gatewarden::events::GatewayEvent;
 use gatewarden::supervisor::SubscribeBounded;
+use gatewarden_core::error::CommandFailure;
 use gatewarden_core::liveness::{LivenessClass, RecoveryPhase};
 use gatewarden_core::machine::Status;
 use gatewarden_core::stderr::StartupPhase;
@@ -151,6 +152,9 @@ pub enum StreamEvent {
     GaveUp {
         /// Why.
         reason: String,
+        /// The typed failure behind it, when a start failure caused it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failure: Option<CommandFailure>,
     },
     /// N3: a start reached running.
     #[serde(rename_all = "camelCase")]
@@ -205,7 +209,7 @@ impl From<GatewayEvent> for StreamEvent {
             GatewayEvent::GatewayReady => StreamEvent::GatewayReady {},
             GatewayEvent::Liveness { liveness, phase } => StreamEvent::Liveness { liveness, phase },
             GatewayEvent::ExternalUnavailable => StreamEvent::ExternalUnavailable {},
-            GatewayEvent::GaveUp { reason } => StreamEvent::GaveUp { reason },
+            GatewayEvent::GaveUp { reason, failure } => StreamEvent::GaveUp { reason, failure },
             GatewayEvent::StartupMetric {
                 config_prep_ms,
                 spawn_to_ready_ms,
@@ -483,7 +487,7 @@ pub fn human_line(line: &StreamLine) -> String {
         StreamEvent::ChannelStatus { status } => compact(status),
         StreamEvent::GatewayReady {} | StreamEvent::ExternalUnavailable {} => String::new(),
         StreamEvent::Liveness { liveness, phase } => format!("{liveness:?} · {phase:?}"),
-        StreamEvent::GaveUp { reason } => reason.clone(),
+        StreamEvent::GaveUp { reason, .. } => reason.clone(),
         StreamEvent::StartupMetric { total_ms, .. } => format!("started in {total_ms} ms"),
         StreamEvent::ReconnectMetric {
             success, attempt, ..
@@ -624,6 +628,7 @@ mod tests {
             StreamEvent::ExternalUnavailable {},
             StreamEvent::GaveUp {
                 reason: "restart limit reached".into(),
+                failure: None,
             },
             StreamEvent::StartupMetric {
                 config_prep_ms: 3,

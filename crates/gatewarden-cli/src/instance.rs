@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use gatewarden::supervisor::{
     DiagnosticsSnapshot, GetDiagnostics, GetHealth, GetStatus, Supervisor,
 };
+use gatewarden_core::error::CommandFailure;
 use gatewarden_core::health::HealthSummary;
 use gatewarden_core::liveness::RecoverySnapshot;
 use gatewarden_core::machine::{LifecycleState, Status};
@@ -37,6 +38,9 @@ pub struct Instance {
     pub exit_requested: Notify,
     /// F8: why the supervisor gave up, while it has (cleared when a start begins).
     pub gave_up: RefCell<Option<String>>,
+    /// F8: the typed failure behind the give-up, when a start failure caused it (the hints of
+    /// `run` are chosen by it, never by the text).
+    pub gave_up_failure: RefCell<Option<CommandFailure>>,
     /// F8: woken when the supervisor gives up (`run --exit-on-failure` leaves then).
     pub gave_up_notice: Notify,
     /// Y1: the open event streams, ended with a final line when the instance exits.
@@ -157,6 +161,7 @@ impl Instance {
             rpc: RpcCounters::default(),
             exit_requested: Notify::new(),
             gave_up: RefCell::new(None),
+            gave_up_failure: RefCell::new(None),
             gave_up_notice: Notify::new(),
             streams: crate::events_stream::Streams::default(),
             leftovers_ended: Vec::new(),

@@ -1863,7 +1863,9 @@ impl Sut {
                     let outcome = if tr == Tr::SignalOk {
                         Ok(())
                     } else {
-                        Err("EPERM".to_string())
+                        Err(gatewarden_core::error::SignalFailure::NotDelivered {
+                            message: "EPERM".to_string(),
+                        })
                     };
                     self.send(Event::SignalSent {
                         epoch: signal_epoch,

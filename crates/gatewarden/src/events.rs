@@ -1,6 +1,7 @@
 //! What subscribers of a supervisor hear: the published events of BEHAVIOUR.md.
 
 use actix::Message;
+use gatewarden_core::error::CommandFailure;
 use gatewarden_core::liveness::{LivenessClass, RecoveryPhase};
 use gatewarden_core::machine::Status;
 use gatewarden_core::stderr::StartupPhase;
@@ -57,6 +58,9 @@ pub enum GatewayEvent {
     GaveUp {
         /// Why (the status error).
         reason: String,
+        /// The failure that ended it, when a start flow's failure did (not after N2's last
+        /// reconnect attempt or N5's intensity limit). Decide by this, not by `reason`.
+        failure: Option<CommandFailure>,
     },
     /// N3: a start reached `running`; how long each stage took.
     StartupMetric {

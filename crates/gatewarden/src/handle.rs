@@ -71,6 +71,7 @@ use actix::{Actor, Addr, MailboxError, WeakAddr};
 use actix_rt::{Arbiter, ArbiterHandle};
 use futures_util::future::LocalBoxFuture;
 use futures_util::Stream;
+use gatewarden_core::error::CommandFailure;
 use gatewarden_core::health::HealthSummary;
 use gatewarden_core::machine::{CommandOutcome, Status};
 use gatewarden_core::rpc::RpcError;
@@ -89,11 +90,11 @@ use crate::supervisor::{
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HandleError {
-    /// The command ran and failed; the outcome says why. (It is always
-    /// [`CommandOutcome::Failed`]; carrying the whole outcome lets a typed failure reach the
-    /// app unchanged when the outcome grows one.)
-    #[error("{}", describe_failure(.0))]
-    Failed(CommandOutcome),
+    /// The command ran and failed ([`CommandOutcome::Failed`]); match the [`CommandFailure`]
+    /// (for a failed start, [`CommandFailure::Start`] with its
+    /// [`StartFailure`](gatewarden_core::error::StartFailure)), never its text.
+    #[error("gateway command failed: {0}")]
+    Failed(#[source] CommandFailure),
     /// The supervisor has shut down ([`GatewayHandle::shutdown`], or its actix system ended);
     /// every later call gets this.
     #[error("the gateway supervisor has shut down")]
@@ -104,13 +105,6 @@ pub enum HandleError {
     /// The shared actor thread could not be started.
     #[error("cannot start the gatewarden actor thread: {0}")]
     Runtime(#[source] std::io::Error),
-}
-
-fn describe_failure(outcome: &CommandOutcome) -> String {
-    match outcome {
-        CommandOutcome::Failed { message } => format!("gateway command failed: {message}"),
-        other => format!("gateway command did not complete: {other:?}"),
-    }
 }
 
 /// What an [`EventStream`] yields. (Not `#[non_exhaustive]`: an event or a gap is all a lossy
@@ -332,7 +326,7 @@ impl GatewayHandle {
         Supervisor: actix::Handler<M>,
     {
         match self.ask(move |supervisor| supervisor.send(message)).await? {
-            failed @ CommandOutcome::Failed { .. } => Err(HandleError::Failed(failed)),
+            CommandOutcome::Failed { failure } => Err(HandleError::Failed(failure)),
             outcome => Ok(outcome),
         }
     }
@@ -429,7 +423,7 @@ impl GatewayHandle {
     /// [`HandleError::Failed`]; the supervisor has then still ended, killing what it owned.
     pub async fn shutdown(&self) -> Result<(), HandleError> {
         match self.ask(|supervisor| supervisor.send(Shutdown)).await {
-            Ok(failed @ CommandOutcome::Failed { .. }) => Err(HandleError::Failed(failed)),
+            Ok(CommandOutcome::Failed { failure }) => Err(HandleError::Failed(failure)),
             Ok(_) | Err(HandleError::ShutDown) => Ok(()),
             Err(other) => Err(other),
         }

@@ -18,6 +18,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use gatewarden_core::config::SupervisorConfig as CoreConfig;
+use gatewarden_core::error::{CommandFailure, RepairFailure, SignalFailure};
 use gatewarden_core::health::{Diagnostics, HealthSummary, RpcFailureKind};
 use gatewarden_core::liveness::{ProbeOutcome, RecoverySnapshot};
 use gatewarden_core::machine::{
@@ -146,7 +147,7 @@ impl SupervisorOptions {
 ///
 ///     // Answers when the start flow ends: running, or failed with the reason.
 ///     match supervisor.send(Start).await.expect("supervisor alive") {
-///         CommandOutcome::Failed { message } => eprintln!("did not start: {message}"),
+///         CommandOutcome::Failed { failure } => eprintln!("did not start: {failure}"),
 ///         _ => {
 ///             let status = supervisor.send(GetStatus).await.expect("supervisor alive");
 ///             assert_eq!(status.state, LifecycleState::Running);
@@ -655,13 +656,17 @@ impl Supervisor {
                 self.run(
                     async move {
                         let outcome = match (process, signal) {
-                            (_, Err(error)) => Err(error.to_string()),
-                            (None, _) => Err("no process actor".to_string()),
+                            (_, Err(error)) => Err(SignalFailure::Refused {
+                                message: error.to_string(),
+                            }),
+                            (None, _) => Err(SignalFailure::NoProcess),
                             (Some(process), Ok(signal)) => {
                                 match process.send(SendSignal(signal)).await {
                                     Ok(Ok(())) => Ok(()),
-                                    Ok(Err(error)) => Err(error.to_string()),
-                                    Err(error) => Err(error.to_string()),
+                                    Ok(Err(error)) => Err(SignalFailure::NotDelivered {
+                                        message: error.to_string(),
+                                    }),
+                                    Err(_) => Err(SignalFailure::NoProcess),
                                 }
                             }
                         };
@@ -676,7 +681,9 @@ impl Supervisor {
                     async move {
                         let outcome = match spec {
                             Ok(spec) => run_doctor(spec, timeout_ms).await,
-                            Err(error) => Err(error.to_string()),
+                            Err(error) => Err(RepairFailure::CouldNotRun {
+                                message: error.to_string(),
+                            }),
                         };
                         Event::RepairFinished { epoch, outcome }
                     },
@@ -958,7 +965,9 @@ impl Supervisor {
                 suppressed_total,
                 "[metric] gateway.restart.suppressed"
             ),
-            Notice::GaveUp { reason } => self.publish(GatewayEvent::GaveUp { reason }),
+            Notice::GaveUp { reason, failure } => {
+                self.publish(GatewayEvent::GaveUp { reason, failure })
+            }
         }
     }
 
@@ -1160,7 +1169,10 @@ fn something_listens(port: u16) -> bool {
 }
 
 /// L6: run the doctor repair with a time limit, logging its output.
-async fn run_doctor(spec: crate::launch::LaunchSpec, timeout_ms: u64) -> Result<(), String> {
+async fn run_doctor(spec: crate::launch::LaunchSpec, timeout_ms: u64) -> Result<(), RepairFailure> {
+    let could_not_run = |error: &dyn std::fmt::Display| RepairFailure::CouldNotRun {
+        message: error.to_string(),
+    };
     let mut command = tokio::process::Command::new(spec.program());
     command
         .args(spec.arguments())
@@ -1183,13 +1195,13 @@ async fn run_doctor(spec: crate::launch::LaunchSpec, timeout_ms: u64) -> Result<
     // stopped or blocked before exec must not stall the actor's thread (K3, issue 23).
     let child = match tokio::task::spawn_blocking(move || command.spawn()).await {
         Ok(Ok(child)) => child,
-        Ok(Err(error)) => return Err(format!("doctor repair could not run: {error}")),
-        Err(error) => return Err(format!("doctor repair could not run: {error}")),
+        Ok(Err(error)) => return Err(could_not_run(&error)),
+        Err(error) => return Err(could_not_run(&error)),
     };
     let run = child.wait_with_output();
     match tokio::time::timeout(Duration::from_millis(timeout_ms), run).await {
-        Err(_) => Err(format!("doctor repair timed out after {timeout_ms} ms")),
-        Ok(Err(error)) => Err(format!("doctor repair could not run: {error}")),
+        Err(_) => Err(RepairFailure::TimedOut { timeout_ms }),
+        Ok(Err(error)) => Err(could_not_run(&error)),
         Ok(Ok(output)) => {
             for line in String::from_utf8_lossy(&output.stdout)
                 .lines()
@@ -1200,10 +1212,20 @@ async fn run_doctor(spec: crate::launch::LaunchSpec, timeout_ms: u64) -> Result<
             if output.status.success() {
                 Ok(())
             } else {
-                Err(format!("doctor repair exited with {}", output.status))
+                Err(RepairFailure::Exited {
+                    code: exit_code(output.status),
+                })
             }
         }
     }
+}
+
+/// The exit code, or 128 + signal number for a signal death (as a shell reports it).
+fn exit_code(status: std::process::ExitStatus) -> Option<i32> {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|signal| 128 + signal))
 }
 
 impl Actor for Supervisor {
@@ -1327,7 +1349,7 @@ impl Handler<ConnectionReport> for Supervisor {
 fn outcome_future(receiver: oneshot::Receiver<CommandOutcome>) -> ResponseFuture<CommandOutcome> {
     Box::pin(async move {
         receiver.await.unwrap_or(CommandOutcome::Failed {
-            message: "supervisor stopped".into(),
+            failure: CommandFailure::SupervisorStopped,
         })
     })
 }

@@ -572,7 +572,7 @@ async fn command(run: &Rc<Run>, pair: &Pair, call: ApiCall) -> Option<CommandOut
                 .entry(outcome_kind(&outcome))
                 .or_default() += 1;
             calls.command_max_ms = calls.command_max_ms.max(began.elapsed().as_millis() as u64);
-            if let CommandOutcome::Failed { message } = &outcome {
+            if let CommandOutcome::Failed { failure: message } = &outcome {
                 if calls.command_failures.len() < 10 {
                     calls
                         .command_failures

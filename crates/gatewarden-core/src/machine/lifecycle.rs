@@ -21,7 +21,7 @@
 
 use statig::prelude::*;
 
-use crate::error::StartFailure;
+use crate::error::{CommandFailure, IgnoredReason, SignalFailure, StartFailure};
 use crate::liveness::{
     LivenessAction, LivenessTracker, ProbeInFlight, ProbeOutcome, ProbePurpose, RecoveryPhase,
 };
@@ -204,7 +204,7 @@ impl Lifecycle {
                     context.reply(
                         *reply,
                         CommandOutcome::Ignored {
-                            reason: "not applicable in this state".into(),
+                            reason: IgnoredReason::NotApplicable,
                         },
                     );
                     Handled
@@ -356,7 +356,7 @@ impl Lifecycle {
                     context.reply(
                         *reply,
                         CommandOutcome::Ignored {
-                            reason: "a start is already in progress".into(),
+                            reason: IgnoredReason::StartInProgress,
                         },
                     );
                     Handled
@@ -759,11 +759,11 @@ impl Lifecycle {
                     context.push(Effect::ReadConfigDigest { epoch: flow.epoch });
                     Handled
                 }
-                Err(message) => Transition(finish_start_failed(
+                Err(failure) => Transition(finish_start_failed(
                     context,
                     flow,
                     StartFailure::RepairFailed {
-                        message: message.clone(),
+                        failure: failure.clone(),
                     },
                     flow.repair_reason.clone(),
                 )),
@@ -820,7 +820,7 @@ impl Lifecycle {
                     context.reply(
                         *reply,
                         CommandOutcome::Ignored {
-                            reason: "already running".into(),
+                            reason: IgnoredReason::AlreadyRunning,
                         },
                     );
                     Handled
@@ -1120,7 +1120,7 @@ impl Lifecycle {
                         None => context.reply(
                             *reply,
                             CommandOutcome::Ignored {
-                                reason: "no owned process".into(),
+                                reason: IgnoredReason::NoOwnedProcess,
                             },
                         ),
                     }
@@ -1553,13 +1553,6 @@ fn step_failed(core: &mut Core, flow: &mut StartFlow, failure: StartFailure) -> 
 
 /// F4: the status text of a failure: its message and the gateway's own reason, when the message
 /// does not already carry it.
-fn failure_message(failure: &StartFailure, reason: Option<&str>) -> String {
-    let message = failure.to_string();
-    match reason {
-        Some(reason) if !message.contains(reason) => format!("{message}: {reason}"),
-        _ => message,
-    }
-}
 
 fn reason_suffix(reason: Option<&str>) -> String {
     reason
@@ -1587,7 +1580,11 @@ fn finish_start_failed(
 ) -> State {
     // A liveness restart whose start failed is over; what follows is the reconnect's business.
     core.liveness_restart = None;
-    let message = failure_message(&failure, reason.as_deref());
+    let command_failure = CommandFailure::Start {
+        failure: failure.clone(),
+        reason,
+    };
+    let message = command_failure.to_string();
     core.error = Some(message.clone());
     core.flow_ended = true;
     core.publish(Notice::Error {
@@ -1604,7 +1601,7 @@ fn finish_start_failed(
     core.reply_all(
         starts,
         CommandOutcome::Failed {
-            message: message.clone(),
+            failure: command_failure.clone(),
         },
     );
     if stops_reconnecting(&failure) {
@@ -1625,11 +1622,14 @@ fn finish_start_failed(
             core.reply_all(
                 restarts,
                 CommandOutcome::Failed {
-                    message: message.clone(),
+                    failure: command_failure.clone(),
                 },
             );
         }
-        core.publish(Notice::GaveUp { reason: message });
+        core.publish(Notice::GaveUp {
+            reason: message,
+            failure: Some(command_failure),
+        });
         return State::failed();
     }
     let next = match flow.kind {
@@ -1641,7 +1641,7 @@ fn finish_start_failed(
             core.reply_all(
                 restarts,
                 CommandOutcome::Failed {
-                    message: message.clone(),
+                    failure: command_failure.clone(),
                 },
             );
             core.auto_reconnect = true;
@@ -1657,7 +1657,10 @@ fn finish_start_failed(
     if matches!(next, State::Failed {}) && !core.is_armed(TimerKind::Reconnect) {
         // F8: nothing will try again (ask_reconnect published its own give-up).
         if core.error.as_deref() == Some(message.as_str()) {
-            core.publish(Notice::GaveUp { reason: message });
+            core.publish(Notice::GaveUp {
+                reason: message,
+                failure: Some(command_failure),
+            });
         }
     }
     next
@@ -1665,7 +1668,11 @@ fn finish_start_failed(
 
 /// F2 (exit 78 while running with a config the doctor already saw): `error`, no reconnect.
 fn give_up_fatal(core: &mut Core, failure: StartFailure) -> State {
-    let message = failure.to_string();
+    let command_failure = CommandFailure::Start {
+        failure,
+        reason: None,
+    };
+    let message = command_failure.to_string();
     core.log(
         LogLevel::Error,
         format!("{message}; not reconnecting until the next start"),
@@ -1677,7 +1684,10 @@ fn give_up_fatal(core: &mut Core, failure: StartFailure) -> State {
     core.publish(Notice::Error {
         message: message.clone(),
     });
-    core.publish(Notice::GaveUp { reason: message });
+    core.publish(Notice::GaveUp {
+        reason: message,
+        failure: Some(command_failure),
+    });
     State::failed()
 }
 
@@ -1742,10 +1752,9 @@ fn end_in_place_bound(core: &mut Core) {
 /// has exited (doctor first when the reason is an invalid config, F1/F2).
 fn in_place_failed(core: &mut Core, reason: String) -> State {
     let pid = core.owned_pid;
-    let message = format!(
-        "the gateway (pid {}) restarted in place but does not serve: {reason}",
-        pid.map_or("?".to_string(), |pid| pid.to_string())
-    );
+    let doctor_first = is_invalid_config_signal(&reason);
+    let command_failure = CommandFailure::InPlaceRestartFailed { pid, reason };
+    let message = command_failure.to_string();
     core.log(LogLevel::Error, format!("{message}; replacing it"));
     core.error = Some(message.clone());
     core.publish(Notice::Error {
@@ -1770,7 +1779,7 @@ fn in_place_failed(core: &mut Core, reason: String) -> State {
         core.reply_all(
             reload.waiters,
             CommandOutcome::Failed {
-                message: message.clone(),
+                failure: command_failure.clone(),
             },
         );
     }
@@ -1785,7 +1794,7 @@ fn in_place_failed(core: &mut Core, reason: String) -> State {
     core.flow_ended = true;
     if let Some(pid) = pid {
         core.replacement = Some(Replacement {
-            doctor_first: is_invalid_config_signal(&reason),
+            doctor_first,
             restart: core.restart_in_flight,
         });
         let grace_ms = core.config.stop.kill_grace_ms;
@@ -2485,7 +2494,10 @@ fn ask_reconnect(core: &mut Core) -> Option<State> {
             );
             core.error = Some(message.clone());
             // F8: nothing will try again.
-            core.publish(Notice::GaveUp { reason: message });
+            core.publish(Notice::GaveUp {
+                reason: message,
+                failure: None,
+            });
             Some(State::failed())
         }
         ReconnectDecision::Schedule { delay_ms, attempt } => {
@@ -2612,7 +2624,7 @@ fn force_terminate(core: &mut Core, reply: Option<ReplyId>) {
         None => core.reply(
             reply,
             CommandOutcome::Ignored {
-                reason: "no owned process".into(),
+                reason: IgnoredReason::NoOwnedProcess,
             },
         ),
     }
@@ -2787,9 +2799,9 @@ fn request_reload(
         core.reply(
             reply,
             CommandOutcome::Ignored {
-                reason: format!(
-                    "connected {connected_for} ms ago; it already read the latest config"
-                ),
+                reason: IgnoredReason::ConnectedRecently {
+                    connected_for_ms: connected_for,
+                },
             },
         );
         return None;
@@ -2817,7 +2829,7 @@ fn request_reload(
 }
 
 /// P3: the reload signal was sent (or not).
-fn reload_signal_sent(core: &mut Core, outcome: Result<(), String>) -> Option<State> {
+fn reload_signal_sent(core: &mut Core, outcome: Result<(), SignalFailure>) -> Option<State> {
     match outcome {
         Ok(()) => {
             if core
