@@ -458,11 +458,11 @@ pub fn human_line(line: &StreamLine) -> String {
     };
     let optional = |value: Option<String>| value.unwrap_or_else(|| "-".into());
     let gist = match &event.event {
-        StreamEvent::Snapshot { status } => format!(
+        StreamEvent::Snapshot { status: report } => format!(
             "{} · port {} · pid {}",
-            status.state.as_str(),
-            status.port,
-            optional(status.pid.map(|pid| pid.to_string()))
+            report.status.state.as_str(),
+            report.status.port,
+            optional(report.status.pid.map(|pid| pid.to_string()))
         ),
         StreamEvent::Status { status } => {
             let mut text = format!(
@@ -577,8 +577,8 @@ mod tests {
     /// One line of every shape, as a server writes them.
     fn sample() -> Vec<StreamLine> {
         let report: StatusReport = serde_json::from_value(json!({
-            "state": "running", "port": 18791, "pid": 4242, "uptime": 1200,
-            "connectedAt": 1_764_931_200_000u64, "version": "2026.3.1", "protocol": 3,
+            "state": "running", "port": 18791, "pid": 4242, "uptimeMs": 1200,
+            "connectedAtMs": 1_764_931_200_000u64, "version": "2026.3.1", "protocol": 3,
             "bootId": "b-1", "reconnectAttempts": 0, "gatewayReady": true, "external": false,
             "health": {
                 "state": "healthy", "reasons": [], "liveness": "alive",
@@ -586,7 +586,7 @@ mod tests {
                 "degradedCapabilities": []
             },
             "recovery": {"phase": "watching", "liveness": "alive", "processEvidence": true},
-            "supervisor": {"pid": 4000, "profile": "sim", "uptime": 1500, "version": "0.1.0"}
+            "supervisor": {"pid": 4000, "profile": "sim", "uptimeMs": 1500, "version": "0.1.0"}
         }))
         .expect("a status report");
         let phase = StartupPhase {
