@@ -1136,7 +1136,7 @@ async fn interop_13_f6_a_hung_start_fails_after_the_challenge_timeout_not_the_re
     options.core.start.max_attempts = 1;
     let challenge_ms = options.core.connect.challenge_timeout_ms;
     let ready_ms = options.core.connect.ready_timeout_ms;
-    let supervisor = GatewaySupervisor::start(options);
+    let supervisor = GatewaySupervisor::start(options).expect("valid options");
     let sent = Instant::now();
     let outcome = tokio::time::timeout(STEP_BOUND, supervisor.send(Start))
         .await
@@ -1510,7 +1510,7 @@ impl Gateway {
         tweak(&mut options);
         let port = options.core.port;
         let gateway_config_path = options.profile.gateway_config_path(state_dir.path());
-        let supervisor = GatewaySupervisor::start(options);
+        let supervisor = GatewaySupervisor::start(options).expect("valid options");
         let (sender, events) = mpsc::unbounded_channel();
         let collector = Collector(sender).start();
         supervisor.do_send(Subscribe(collector.recipient()));

@@ -220,6 +220,7 @@ fn lifecycle(target: &TargetArgs, name: &str, request: ControlRequest) -> anyhow
         }
         CommandOutcome::Superseded => bail!("{name} was superseded by a later start or stop"),
         CommandOutcome::Failed { failure } => bail!("{name} failed: {failure}"),
+        other => bail!("{name}: an answer this gatewarden does not know: {other:?}"),
     }
     Ok(ExitCode::SUCCESS)
 }

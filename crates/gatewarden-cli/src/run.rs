@@ -140,7 +140,9 @@ async fn supervise(plan: Plan) -> anyhow::Result<ExitCode> {
         options.event_capacity = queue;
     }
     let origin = Instant::now();
-    let supervisor = GatewaySupervisor::start(options);
+    // The config was validated when it was merged (exit 2 there); this refuses nothing new.
+    let supervisor =
+        GatewaySupervisor::start(options).context("the supervisor options were refused")?;
     let mut instance = Instance::new(supervisor.clone(), plan.profile_kind, origin);
     instance.leftovers_ended = plan.leftovers.ended.clone();
     let instance = Rc::new(instance);

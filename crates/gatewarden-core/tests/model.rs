@@ -245,6 +245,7 @@ fn out_of(outcome: &CommandOutcome) -> Out {
         CommandOutcome::Ignored { .. } => Out::Ignored,
         CommandOutcome::Superseded => Out::Superseded,
         CommandOutcome::Failed { .. } => Out::Failed,
+        other => panic!("an outcome the model does not know: {other:?}"),
     }
 }
 

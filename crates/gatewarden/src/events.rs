@@ -10,6 +10,10 @@ use serde_json::Value;
 
 /// One published event (status, raw message, notification, process exit, error, channel status,
 /// chat message, gateway ready).
+///
+/// Deliberately not `#[non_exhaustive]` although it will grow: the CLI's event stream (Y1) must
+/// forward every event, and its exhaustive match is what makes a new variant a compile error
+/// there instead of an event silently left out. An app that matches it should keep a `_` arm.
 #[derive(Debug, Clone, PartialEq, Serialize, Message)]
 #[rtype(result = "()")]
 #[serde(tag = "kind", rename_all = "camelCase")]

@@ -79,7 +79,7 @@ use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot, OnceCell};
 
 use crate::client::RpcClient;
-use crate::endpoint::EndpointError;
+use crate::endpoint::OptionsError;
 use crate::events::GatewayEvent;
 use crate::supervisor::{
     DiagnosticsSnapshot, ForceTerminateForQuit, GetDiagnostics, GetHealth, GetRpcClient, GetStatus,
@@ -101,7 +101,7 @@ pub enum HandleError {
     ShutDown,
     /// The options were refused before anything started ([`SupervisorOptions::validate`]).
     #[error(transparent)]
-    Options(#[from] EndpointError),
+    Options(#[from] OptionsError),
     /// The shared actor thread could not be started.
     #[error("cannot start the gatewarden actor thread: {0}")]
     Runtime(#[source] std::io::Error),
@@ -244,7 +244,7 @@ impl GatewayHandle {
     /// # async fn f() {
     /// // Inside an actix system:
     /// let options = SupervisorOptions::new(LaunchProfile::sim(), "/tmp/state".into());
-    /// let supervisor = GatewaySupervisor::start(options);
+    /// let supervisor = GatewaySupervisor::start(options).expect("valid options");
     /// let handle = GatewayHandle::from_addr(supervisor.clone());
     /// // hand `handle` to code that is not actix code
     /// # }

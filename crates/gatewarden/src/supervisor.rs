@@ -31,6 +31,7 @@ use gatewarden_core::stderr::{classify_stderr_line, StderrAction, StderrDeduper,
 
 use crate::client::{RpcClient, RpcGate, RpcRefused};
 use crate::connection::{self, ConnectionActor, ConnectionConfig, ConnectionReport, TokenSource};
+use crate::endpoint::OptionsError;
 use crate::events::GatewayEvent;
 use crate::evidence;
 use crate::gateway_log::GatewayLog;
@@ -44,8 +45,21 @@ use crate::process::{
 use crate::profile::LaunchProfile;
 use crate::reload::{GetConfigDigest, GetReloadPolicy, ReloadPolicyActor};
 
-/// Everything a supervisor needs.
+/// Everything a supervisor needs. Made by [`SupervisorOptions::new`] (more fields may come, so it
+/// cannot be written as a literal); then change any public field.
+///
+/// ```
+/// use gatewarden::{LaunchProfile, SupervisorOptions};
+///
+/// let mut options = SupervisorOptions::new(LaunchProfile::sim(), "/tmp/my-app-gateway".into());
+/// options.core.port = 18800;
+/// options.core.stop.kill_grace_ms = 2_000;
+/// assert!(options.validate().is_ok());
+/// options.core.heartbeat.interval_ms = 0;
+/// assert!(options.validate().is_err());
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SupervisorOptions {
     /// Every number of BEHAVIOUR.md (`core.port` is the gateway port).
     pub core: CoreConfig,
@@ -59,18 +73,21 @@ pub struct SupervisorOptions {
     pub token: Option<Secret>,
     /// P1: the gateway config file holding `gateway.reload`; the profile's default when `None`.
     pub gateway_config_path: Option<PathBuf>,
-    /// Host of the gateway (always loopback for a spawned gateway). Another host is refused
-    /// unless `allow_remote_host` is set and `scheme` is `wss` (see [`crate::endpoint`]).
+    /// Host of the gateway: a loopback address (`127.0.0.1`, `::1`, `localhost`). Any other
+    /// host is refused by [`SupervisorOptions::validate`]: this build has no TLS, and `connect`
+    /// carries the token (see [`crate::endpoint`]).
     pub host: String,
     /// How many messages the supervisor's mailbox holds before `send` waits for room
     /// (default [`DEFAULT_MAILBOX_CAPACITY`]). actix's own default of 16 makes most callers park
     /// and be polled again as soon as a few dozen RPCs are in flight; the count costs no memory
     /// up front (the mailbox is a linked queue), it only bounds a caller that never awaits.
     pub mailbox_capacity: usize,
-    /// How the gateway is reached: `ws://` by default (loopback only).
-    pub scheme: crate::endpoint::GatewayScheme,
-    /// The explicit opt-in for a gateway host that is not loopback (default: false).
-    pub allow_remote_host: bool,
+    /// How the gateway is reached: always `ws://` in this build. Not a public knob: the only
+    /// other value (`wss://`) can only be refused until a TLS backend is built in.
+    pub(crate) scheme: crate::endpoint::GatewayScheme,
+    /// The opt-in for a host that is not loopback. Not a public knob for the same reason: without
+    /// TLS it can only produce an error.
+    pub(crate) allow_remote_host: bool,
     /// How many events the bounded subscriptions ([`SubscribeBounded`], the handle's
     /// `subscribe`) keep for a subscriber that has not read them yet (default
     /// [`DEFAULT_EVENT_CAPACITY`]). One ring shared by every such subscriber; a subscriber that
@@ -92,10 +109,8 @@ impl SupervisorOptions {
     /// Options for `profile` with the defaults of BEHAVIOUR.md, the profile's default port and
     /// whether its reload signal restarts it in place (P4).
     pub fn new(profile: LaunchProfile, state_dir: PathBuf) -> Self {
-        let mut core = CoreConfig {
-            port: profile.default_port(),
-            ..CoreConfig::default()
-        };
+        let mut core = CoreConfig::default();
+        core.port = profile.default_port();
         core.reload.signal_restarts_in_place = profile.reload_restarts_in_place();
         SupervisorOptions {
             core,
@@ -142,7 +157,8 @@ impl SupervisorOptions {
 /// actix_rt::System::new().block_on(async {
 ///     let state_dir = std::env::temp_dir().join("my-app-gateway");
 ///     let supervisor =
-///         GatewaySupervisor::start(SupervisorOptions::new(LaunchProfile::sim(), state_dir));
+///         GatewaySupervisor::start(SupervisorOptions::new(LaunchProfile::sim(), state_dir))
+///             .expect("valid options");
 ///     supervisor.do_send(Subscribe(Printer.start().recipient()));
 ///
 ///     // Answers when the start flow ends: running, or failed with the reason.
@@ -164,12 +180,13 @@ impl SupervisorOptions {
 pub struct GatewaySupervisor;
 
 impl GatewaySupervisor {
-    /// Start a supervisor actor (the gateway is not started until it receives [`Start`]).
-    /// Must be called inside an actix system. The options are not checked here: use
-    /// [`GatewaySupervisor::try_start`] for a typed error about a refused gateway host (such a
-    /// host is refused again before every connect either way).
-    pub fn start(options: SupervisorOptions) -> Addr<Supervisor> {
-        Supervisor::new(options).start()
+    /// Start a supervisor actor after [`SupervisorOptions::validate`] (the gateway is not
+    /// started until it receives [`Start`]). Must be called inside an actix system. Options
+    /// that cannot work (a host that is not loopback, a zero interval, ...) are an
+    /// [`OptionsError`] here, before anything starts.
+    pub fn start(options: SupervisorOptions) -> Result<Addr<Supervisor>, OptionsError> {
+        options.validate()?;
+        Ok(Supervisor::new(options).start())
     }
 }
 
@@ -299,6 +316,7 @@ pub struct Shutdown;
 /// Diagnostics plus the supervisor's counters (for metrics).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct DiagnosticsSnapshot {
     /// H5/M6.
     #[serde(flatten)]

@@ -61,7 +61,8 @@ async fn t5_shutdown_twice_is_fine_and_every_later_call_answers_shut_down() {
 #[actix_rt::test]
 async fn t1_a_handle_from_an_address_leaves_the_apps_supervisor_running_when_dropped() {
     let state_dir = tempfile::tempdir().expect("temp dir");
-    let supervisor = gatewarden::GatewaySupervisor::start(options(&state_dir, &[]));
+    let supervisor =
+        gatewarden::GatewaySupervisor::start(options(&state_dir, &[])).expect("valid options");
     let handle = GatewayHandle::from_addr(supervisor.clone());
     let outcome = tokio::time::timeout(WAIT, handle.start())
         .await

@@ -162,10 +162,8 @@ fn replay_command(options: &Options) -> String {
 /// fault costs well under a second, and the give-up limits (reconnect attempts, restart
 /// intensity) out of reach of the schedule, so every fault must end in `running` again.
 fn soak_config(port: u16) -> CoreConfig {
-    let mut config = CoreConfig {
-        port,
-        ..CoreConfig::default()
-    };
+    let mut config = CoreConfig::default();
+    config.port = port;
     config.start.retry_delay_ms = 50;
     config.connect.probe_timeout_ms = 500;
     config.connect.ready_timeout_ms = 2_000;
@@ -532,6 +530,7 @@ fn outcome_kind(outcome: &CommandOutcome) -> &'static str {
         CommandOutcome::Ignored { .. } => "ignored",
         CommandOutcome::Superseded => "superseded",
         CommandOutcome::Failed { .. } => "failed",
+        _ => "other",
     }
 }
 

@@ -508,6 +508,7 @@ impl Event {
 /// The outcome of a command, sent once to its caller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "camelCase")]
+#[non_exhaustive]
 pub enum CommandOutcome {
     /// Done: started, stopped, restarted, reloaded, terminated.
     Completed,
