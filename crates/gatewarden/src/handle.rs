@@ -25,7 +25,8 @@
 //! the actor thread after `drop` returns; an app about to exit should `shutdown().await` first,
 //! because a process that exits at once leaves only the gateway's parent-death signal (X1) to end
 //! it. A handle made by [`GatewayHandle::from_addr`] does not own the supervisor: dropping it
-//! leaves the supervisor to the app that started it.
+//! leaves the supervisor to the app that started it (which stops when the app drops its last
+//! `Addr`, see [`crate::SupervisorOptions::addr_check_interval_ms`]).
 //!
 //! # Events
 //!
@@ -222,7 +223,8 @@ impl GatewayHandle {
         options.validate()?;
         let (jobs, receiver) = mpsc::unbounded_channel();
         let setup = move || {
-            let supervisor = Supervisor::new(options).start();
+            // Validated above (the supervisor itself is not `Send`: it is built on its thread).
+            let supervisor = Supervisor::unchecked(options).start();
             actix_rt::spawn(own_supervisor(supervisor, receiver, true));
         };
         match Arbiter::try_current() {

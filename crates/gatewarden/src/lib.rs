@@ -70,6 +70,7 @@ pub mod orphan;
 pub mod process;
 pub mod profile;
 pub(crate) mod reload;
+mod reports;
 pub mod supervisor;
 
 pub use client::RpcClient;

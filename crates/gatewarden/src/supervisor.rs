@@ -44,6 +44,7 @@ use crate::process::{
 };
 use crate::profile::LaunchProfile;
 use crate::reload::{GetConfigDigest, GetReloadPolicy, ReloadPolicyActor};
+use crate::reports::ReportTo;
 
 /// Everything a supervisor needs. Made by [`SupervisorOptions::new`] (more fields may come, so it
 /// cannot be written as a literal); then change any public field.
@@ -94,7 +95,17 @@ pub struct SupervisorOptions {
     /// falls further behind loses the oldest and is told how many. Clamped to
     /// 1..=[`MAX_EVENT_CAPACITY`] (the ring is allocated up front).
     pub event_capacity: usize,
+    /// How often the supervisor checks whether any `Addr` of it is left (default
+    /// [`DEFAULT_ADDR_CHECK_INTERVAL_MS`]). When the app has dropped its last one, nobody can
+    /// send it a command again: it stops its gateway as [`Stop`] does (T1–T5) and ends, so the
+    /// gateway is gone within this interval plus the stop (at most `stop.kill_grace_ms` after
+    /// SIGTERM). actix only ends an actor by itself when it has no address *and* nothing
+    /// scheduled, which a supervisor with armed timers never reaches; hence the check.
+    pub addr_check_interval_ms: u64,
 }
+
+/// Default of [`SupervisorOptions::addr_check_interval_ms`].
+pub const DEFAULT_ADDR_CHECK_INTERVAL_MS: u64 = 200;
 
 /// Default of [`SupervisorOptions::mailbox_capacity`].
 pub const DEFAULT_MAILBOX_CAPACITY: usize = 65_536;
@@ -123,6 +134,7 @@ impl SupervisorOptions {
             scheme: crate::endpoint::GatewayScheme::Ws,
             allow_remote_host: false,
             event_capacity: DEFAULT_EVENT_CAPACITY,
+            addr_check_interval_ms: DEFAULT_ADDR_CHECK_INTERVAL_MS,
         }
     }
 }
@@ -185,8 +197,7 @@ impl GatewaySupervisor {
     /// that cannot work (a host that is not loopback, a zero interval, ...) are an
     /// [`OptionsError`] here, before anything starts.
     pub fn start(options: SupervisorOptions) -> Result<Addr<Supervisor>, OptionsError> {
-        options.validate()?;
-        Ok(Supervisor::new(options).start())
+        Ok(Supervisor::new(options)?.start())
     }
 }
 
@@ -375,11 +386,21 @@ pub struct Supervisor {
     gateway_log: GatewayLog,
     /// S4: whether the machine is `running`, for [`RpcClient`]s (updated after every event).
     rpc_gate: Arc<RpcGate>,
+    /// Every address of ours was dropped and the stop that follows has begun.
+    unowned: bool,
 }
 
 impl Supervisor {
-    /// A supervisor (not started).
-    pub fn new(options: SupervisorOptions) -> Self {
+    /// A supervisor (not started), after [`SupervisorOptions::validate`]; for actix code that
+    /// starts it itself (`Supervisor::start_in_arbiter`). [`GatewaySupervisor::start`] is the
+    /// usual way.
+    pub fn new(options: SupervisorOptions) -> Result<Self, OptionsError> {
+        options.validate()?;
+        Ok(Supervisor::unchecked(options))
+    }
+
+    /// [`Supervisor::new`] for options the caller has validated.
+    pub(crate) fn unchecked(options: SupervisorOptions) -> Self {
         Supervisor {
             machine: LifecycleMachine::new(options.core.clone()),
             stderr: StderrDeduper::new(&options.core.stderr),
@@ -402,11 +423,30 @@ impl Supervisor {
             startup_watch: None,
             stderr_pid: None,
             rpc_gate: Arc::new(RpcGate::default()),
+            unowned: false,
         }
     }
 
     fn now_ms(&self) -> u64 {
         u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// When no address of ours is left (the app dropped its last `Addr`; our children hold
+    /// only weak ones), nobody can send us a command again: stop the gateway as `Stop` does
+    /// (T1–T5), then end, as `Shutdown` does. A handle made by `GatewayHandle::spawn` holds an
+    /// address until its own drop path has sent `Shutdown`, so the two never race for the
+    /// gateway (a second stop is answered by the first).
+    fn stop_when_unowned(&mut self, ctx: &mut Context<Self>) {
+        if self.unowned || ctx.connected() {
+            return;
+        }
+        self.unowned = true;
+        tracing::info!("the last address of the supervisor was dropped: stopping the gateway");
+        let stopped = outcome_future(self.command(Command::Stop, ctx));
+        ctx.spawn(stopped.into_actor(self).map(|outcome, _supervisor, ctx| {
+            tracing::debug!(?outcome, "stopped after the last address was dropped");
+            ctx.stop();
+        }));
     }
 
     /// Feed one event to the machine and carry out its effects.
@@ -788,10 +828,12 @@ impl Supervisor {
         }
         let host = self.options.host.clone();
         let connect = self.options.core.connect.clone();
-        let me = ctx.address();
+        let me = ctx.address().downgrade();
         // F6: the probes report what they see; the machine decides what it means.
         let observe = move |observation| {
-            me.do_send(Feed(Event::StartObserved { epoch, observation }));
+            if let Some(me) = me.upgrade() {
+                me.do_send(Feed(Event::StartObserved { epoch, observation }));
+            }
         };
         let handle = self.run(
             async move {
@@ -1251,20 +1293,22 @@ impl Actor for Supervisor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.options.mailbox_capacity);
-        let me = ctx.address();
-        let process = ProcessActor::new(
+        // The children report weakly: an address of ours held by them would keep us alive after
+        // the app dropped its last one (crate::reports).
+        let me = ctx.address().downgrade();
+        let process = ProcessActor::reporting_to(
             ProcessActorConfig {
                 state_dir: Some(self.options.state_dir.clone()),
                 spawn_timeout_ms: self.options.core.start.spawn_timeout_ms,
                 ..ProcessActorConfig::default()
             },
-            me.clone().recipient(),
-            me.clone().recipient(),
+            ReportTo::weak(&me),
+            ReportTo::weak(&me),
         )
         .start();
         self.process = Some(process);
         let identity_path = self.options.state_dir.join("identity").join("device.json");
-        let connection = ConnectionActor::new(
+        let connection = ConnectionActor::reporting_to(
             ConnectionConfig {
                 port: self.options.core.port,
                 host: self.options.host.clone(),
@@ -1278,11 +1322,10 @@ impl Actor for Supervisor {
                 read_batch: self.options.core.rpc.read_batch,
                 ..ConnectionConfig::default()
             },
-            me.clone().recipient(),
+            ReportTo::weak(&me),
         )
         .start();
-        self.heartbeat =
-            Some(HeartbeatActor::new(connection.clone(), me.clone().recipient()).start());
+        self.heartbeat = Some(HeartbeatActor::new(connection.clone(), ReportTo::weak(&me)).start());
         self.connection = Some(Rc::new(connection));
         let config_path = self.options.gateway_config_path.clone().unwrap_or_else(|| {
             self.options
@@ -1291,6 +1334,8 @@ impl Actor for Supervisor {
         });
         self.reload_policy =
             Some(ReloadPolicyActor::new(config_path, self.options.core.reload.clone()).start());
+        let every = Duration::from_millis(self.options.addr_check_interval_ms.max(1));
+        ctx.run_interval(every, Supervisor::stop_when_unowned);
     }
 
     fn stopping(&mut self, _ctx: &mut Self::Context) -> Running {

@@ -1233,8 +1233,9 @@ fn start_pair(index: usize, sim: &std::path::Path) -> Pair {
     let arbiter = Arbiter::new();
     let lag = std::sync::Arc::new(Lag::default());
     arbiter.spawn(watch_lag(lag.clone()));
-    let supervisor =
-        Supervisor::start_in_arbiter(&arbiter.handle(), move |_| Supervisor::new(options));
+    let supervisor = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+        Supervisor::new(options).expect("valid options")
+    });
     let outages = Rc::new(RefCell::new(Outages::default()));
     let collector = Collector(outages.clone()).start();
     supervisor.do_send(Subscribe(collector.recipient()));
