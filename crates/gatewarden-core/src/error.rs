@@ -232,6 +232,8 @@ impl CommandFailure {
     }
 }
 
+/// F4: the status text of a failed start: its message and the gateway's own reason, when the
+/// message does not already carry it.
 fn start_message(failure: &StartFailure, reason: Option<&str>) -> String {
     let message = failure.to_string();
     match reason {

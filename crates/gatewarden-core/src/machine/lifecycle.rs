@@ -1551,9 +1551,6 @@ fn step_failed(core: &mut Core, flow: &mut StartFlow, failure: StartFailure) -> 
     }
 }
 
-/// F4: the status text of a failure: its message and the gateway's own reason, when the message
-/// does not already carry it.
-
 fn reason_suffix(reason: Option<&str>) -> String {
     reason
         .map(|reason| format!(" ({reason})"))
