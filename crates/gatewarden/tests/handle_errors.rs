@@ -19,10 +19,10 @@
 //! | `SpawnFailed` | a gateway program that does not exist | `x1_a_missing_program_is_spawn_failed` (here) |
 //! | `ReadyTimeout` | sim `--slow-start-ms` beyond `connect.ready_timeout_ms` | `w1_a_gateway_that_never_listens_is_ready_timeout` (here) |
 //! | `ChallengeTimeout`, `ConnectionRefused`, `HandshakeRejected`, `ReadyTimeout` | the connection actor against a real sim / a bare listener / a closed port | `connection_handshake.rs` (`c1_no_challenge_times_out`, `c1_connection_refused_names_the_port`, `c1_rejected_token_reports_auth_token_mismatch`, `w1_bare_listener_is_not_ready`) |
-//! | `SocketClosedBeforeHandshake`, `HandshakeTimeout` | transient; retried, and only the last attempt's failure is final | core rule tests (`crates/gatewarden-core/tests/lifecycle_rules.rs`); no sim fault closes or stalls exactly between challenge and reply |
-//! | `PortStillOccupied` | only when no visible process holds the port (another namespace) | core rule tests only |
-//! | `ExternalUnavailable` | D5, a reconnect to an external gateway (no command waits on it) | `supervisor_liveness.rs` (D5) |
-//! | `Other` | a malformed challenge or reply from the gateway: no sim fault sends one | none (fallback) |
+//! | `SocketClosedBeforeHandshake`, `HandshakeTimeout` | **not produced here.** Both are transient (retried), and no sim fault closes the socket or stalls exactly between the challenge and the `connect` reply; only core rule tests feed them (`crates/gatewarden-core/tests/lifecycle_rules.rs`, `HandshakeTimeout`) | none end to end |
+//! | `PortStillOccupied` | **not produced here.** Only when the port is busy but no visible process holds it (another network namespace, a process we may not inspect) | none end to end |
+//! | `ExternalUnavailable` | **not asserted by variant.** It is the failure of D5's transport-only reconnects to an external gateway, which no command waits on; `supervisor_liveness.rs` (`d5_...`) asserts the health state and `RpcError::ExternalUnavailable` instead | none by variant |
+//! | `Other` | a malformed challenge or `connect` reply: no sim fault sends one (a fallback) | none |
 
 mod handle_support;
 
