@@ -126,6 +126,9 @@ pub enum StreamEvent {
     Error {
         /// What happened.
         message: String,
+        /// The typed failure behind it, when a command failure is what went wrong.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failure: Option<CommandFailure>,
     },
     /// M3/M4: a channel-status event.
     ChannelStatus {
@@ -203,7 +206,7 @@ impl From<GatewayEvent> for StreamEvent {
                 StreamEvent::Notification { method, params }
             }
             GatewayEvent::ProcessExit { pid, code } => StreamEvent::ProcessExit { pid, code },
-            GatewayEvent::Error { message } => StreamEvent::Error { message },
+            GatewayEvent::Error { message, failure } => StreamEvent::Error { message, failure },
             GatewayEvent::ChannelStatus(status) => StreamEvent::ChannelStatus { status },
             GatewayEvent::ChatMessage(message) => StreamEvent::ChatMessage { message },
             GatewayEvent::GatewayReady => StreamEvent::GatewayReady {},
@@ -483,7 +486,7 @@ pub fn human_line(line: &StreamLine) -> String {
             "pid {pid} exited (code {})",
             optional(code.map(|code| code.to_string()))
         ),
-        StreamEvent::Error { message } => message.clone(),
+        StreamEvent::Error { message, .. } => message.clone(),
         StreamEvent::ChannelStatus { status } => compact(status),
         StreamEvent::GatewayReady {} | StreamEvent::ExternalUnavailable {} => String::new(),
         StreamEvent::Liveness { liveness, phase } => format!("{liveness:?} · {phase:?}"),
@@ -613,6 +616,7 @@ mod tests {
             },
             StreamEvent::Error {
                 message: "gateway closed the connection (1006)".into(),
+                failure: None,
             },
             StreamEvent::ChannelStatus {
                 status: json!({"channelId": "telegram", "status": "connected"}),

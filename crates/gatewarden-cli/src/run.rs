@@ -512,10 +512,10 @@ impl Handler<GatewayEvent> for EventWatcher {
                     .unwrap_or_else(|| "none".into());
                 tracing::info!(pid, "gateway process exited (code {code})");
             }
-            GatewayEvent::Error { message } if self.first_start_done.get() => {
+            GatewayEvent::Error { message, .. } if self.first_start_done.get() => {
                 tracing::warn!("gateway: {message}")
             }
-            GatewayEvent::Error { message } => tracing::debug!("gateway: {message}"),
+            GatewayEvent::Error { message, .. } => tracing::debug!("gateway: {message}"),
             GatewayEvent::GatewayReady => tracing::info!("gateway ready"),
             GatewayEvent::Liveness { liveness, phase } => {
                 tracing::info!(?liveness, ?phase, "gateway liveness")

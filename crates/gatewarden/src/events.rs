@@ -40,6 +40,9 @@ pub enum GatewayEvent {
     Error {
         /// The message (never contains a secret).
         message: String,
+        /// The typed failure, when a command failure is what went wrong (a failed start, an
+        /// in-place restart that does not serve); decide by this, not by `message`.
+        failure: Option<CommandFailure>,
     },
     /// M3/M4: a channel-status event.
     ChannelStatus(Value),

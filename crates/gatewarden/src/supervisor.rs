@@ -946,7 +946,9 @@ impl Supervisor {
             Notice::ProcessExit { pid, code, .. } => {
                 self.publish(GatewayEvent::ProcessExit { pid, code });
             }
-            Notice::Error { message } => self.publish(GatewayEvent::Error { message }),
+            Notice::Error { message, failure } => {
+                self.publish(GatewayEvent::Error { message, failure })
+            }
             Notice::GatewayReady => self.publish(GatewayEvent::GatewayReady),
             Notice::Liveness { liveness, phase } => {
                 tracing::debug!(?liveness, ?phase, "gateway liveness changed");

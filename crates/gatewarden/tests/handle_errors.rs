@@ -259,3 +259,48 @@ async fn w1_a_gateway_that_never_listens_is_ready_timeout() {
         other => panic!("expected ReadyTimeout, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f8_the_published_error_and_give_up_carry_the_typed_failure() {
+    use gatewarden::handle::StreamEvent;
+    use gatewarden::GatewayEvent;
+
+    let state_dir = tempfile::tempdir().expect("temp dir");
+    let handle = GatewayHandle::spawn(options(&state_dir, &["--fake-node-version", "20.20.2"]))
+        .expect("handle");
+    let mut events = handle.subscribe().await;
+    let started = tokio::time::timeout(WAIT, handle.start())
+        .await
+        .expect("the start flow ended within the bound");
+    assert!(
+        matches!(started, Err(HandleError::Failed(_))),
+        "{started:?}"
+    );
+    let runtime = |failure: &Option<CommandFailure>| {
+        matches!(
+            failure,
+            Some(CommandFailure::Start {
+                failure: StartFailure::RuntimeIncompatible { .. },
+                ..
+            })
+        )
+    };
+    let (mut error_typed, mut gave_up_typed) = (false, false);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !(error_typed && gave_up_typed) {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("the error and the give-up were published")
+            .expect("stream open");
+        match event {
+            StreamEvent::Event(GatewayEvent::Error { failure, .. }) => {
+                error_typed |= runtime(&failure)
+            }
+            StreamEvent::Event(GatewayEvent::GaveUp { failure, .. }) => {
+                gave_up_typed |= runtime(&failure)
+            }
+            _ => {}
+        }
+    }
+    handle.shutdown().await.expect("shutdown");
+}

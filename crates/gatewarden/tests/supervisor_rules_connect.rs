@@ -496,7 +496,7 @@ async fn h4_health_check_runs_while_running_and_publishes_no_error_when_healthy(
     let until = Instant::now() + Duration::from_millis(600);
     while Instant::now() < until {
         match tokio::time::timeout_at(until.into(), fixture.events.recv()).await {
-            Ok(Some(GatewayEvent::Error { message })) => {
+            Ok(Some(GatewayEvent::Error { message, .. })) => {
                 panic!("error published while healthy: {message}")
             }
             Ok(Some(_)) => {}

@@ -910,6 +910,7 @@ impl Lifecycle {
                 if !*open {
                     context.publish(Notice::Error {
                         message: "Gateway health check failed: WebSocket not connected".into(),
+                        failure: None,
                     });
                 }
                 Handled
@@ -1586,6 +1587,7 @@ fn finish_start_failed(
     core.flow_ended = true;
     core.publish(Notice::Error {
         message: message.clone(),
+        failure: Some(command_failure.clone()),
     });
     core.log(
         LogLevel::Error,
@@ -1680,6 +1682,7 @@ fn give_up_fatal(core: &mut Core, failure: StartFailure) -> State {
     core.flow_ended = true;
     core.publish(Notice::Error {
         message: message.clone(),
+        failure: Some(command_failure.clone()),
     });
     core.publish(Notice::GaveUp {
         reason: message,
@@ -1756,6 +1759,7 @@ fn in_place_failed(core: &mut Core, reason: String) -> State {
     core.error = Some(message.clone());
     core.publish(Notice::Error {
         message: message.clone(),
+        failure: Some(command_failure.clone()),
     });
     // E1: whatever flow waited for this process is superseded.
     core.bump_epoch();
@@ -2310,6 +2314,7 @@ fn external_unavailable(core: &mut Core, reason: &str) -> State {
     core.publish(Notice::ExternalUnavailable);
     core.publish(Notice::Error {
         message: "External gateway unavailable: it stopped answering; reconnecting".into(),
+        failure: None,
     });
     core.clear_connection();
     ask_reconnect(core).unwrap_or_else(State::stopped)

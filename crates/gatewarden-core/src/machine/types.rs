@@ -569,6 +569,9 @@ pub enum Notice {
     Error {
         /// The message.
         message: String,
+        /// The typed failure, when a command failure (a failed start, an in-place restart
+        /// that does not serve) is what went wrong; decide by this, not by `message`.
+        failure: Option<CommandFailure>,
     },
     /// G1/G2: the gateway became ready.
     GatewayReady,

@@ -1027,7 +1027,10 @@ impl ConnectionActor {
                 GatewayEvent::ChannelStatus(payload),
             )),
             Dispatch::Error { message } => {
-                self.report(ConnectionReport::Published(GatewayEvent::Error { message }))
+                self.report(ConnectionReport::Published(GatewayEvent::Error {
+                    message,
+                    failure: None,
+                }))
             }
             Dispatch::RawMessage(value) => {
                 self.report(ConnectionReport::Published(GatewayEvent::RawMessage(value)))
