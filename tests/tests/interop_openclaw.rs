@@ -35,6 +35,7 @@ use gatewarden::supervisor::{
 };
 use gatewarden::{GatewaySupervisor, SupervisorOptions};
 use gatewarden_core::config::ForeignGatewayPolicy;
+use gatewarden_core::error::{CommandFailure, StartFailure};
 use gatewarden_core::frame::SUPERVISOR_SCOPES;
 use gatewarden_core::liveness::{ProbeOutcome, ProbePurpose};
 use gatewarden_core::machine::{CommandOutcome, LifecycleState, Status};
@@ -688,8 +689,15 @@ async fn interop_8_an_invalid_config_is_repaired_by_doctor_but_a_lock_conflict_i
         .expect("Start answered in time")
         .expect("supervisor alive");
     let failed_after_ms = second_started.elapsed().as_millis();
-    let CommandOutcome::Failed { message } = outcome else {
-        panic!("a start on a locked state dir must fail: {outcome:?}")
+    let CommandOutcome::Failed {
+        failure:
+            CommandFailure::Start {
+                failure: StartFailure::LockHeld { line: message },
+                ..
+            },
+    } = outcome
+    else {
+        panic!("a start on a locked state dir must fail with LockHeld: {outcome:?}")
     };
     let second_status = second.status().await;
     assert_eq!(
@@ -775,10 +783,17 @@ async fn interop_9_a_wrong_token_is_reported_once_and_not_retried() {
         .expect("Start answered in time")
         .expect("supervisor alive");
     let failed_at = Instant::now();
-    let CommandOutcome::Failed { message } = outcome else {
-        panic!("a wrong token must fail the start: {outcome:?}")
+    let CommandOutcome::Failed {
+        failure:
+            CommandFailure::Start {
+                failure: StartFailure::HandshakeRejected { details_code, .. },
+                ..
+            },
+    } = outcome
+    else {
+        panic!("a wrong token must fail the start as a rejected handshake: {outcome:?}")
     };
-    assert!(message.contains("AUTH_TOKEN_MISMATCH"), "{message}");
+    assert_eq!(details_code.as_deref(), Some("AUTH_TOKEN_MISMATCH"));
     let status = gw.status().await;
     assert_eq!(status.state, LifecycleState::Error, "{status:?}");
     let error = status.error.clone().unwrap_or_default();
@@ -1077,8 +1092,15 @@ async fn interop_12_f3_node_20_is_refused_before_spawn_with_the_version_message(
         .expect("Start answered")
         .expect("supervisor alive");
     let took = sent.elapsed();
-    let CommandOutcome::Failed { message } = outcome else {
-        panic!("an old Node must be refused: {outcome:?}")
+    let CommandOutcome::Failed {
+        failure:
+            CommandFailure::Start {
+                failure: StartFailure::RuntimeIncompatible { message },
+                ..
+            },
+    } = outcome
+    else {
+        panic!("an old Node must be refused as RuntimeIncompatible: {outcome:?}")
     };
     assert!(message.contains("engines.node"), "{message}");
     assert!(message.contains("20."), "{message}");
@@ -1114,17 +1136,23 @@ async fn interop_13_f6_a_hung_start_fails_after_the_challenge_timeout_not_the_re
     options.core.start.max_attempts = 1;
     let challenge_ms = options.core.connect.challenge_timeout_ms;
     let ready_ms = options.core.connect.ready_timeout_ms;
-    let supervisor = GatewaySupervisor::start(options);
+    let supervisor = GatewaySupervisor::start(options).expect("valid options");
     let sent = Instant::now();
     let outcome = tokio::time::timeout(STEP_BOUND, supervisor.send(Start))
         .await
         .expect("Start answered well before the ready timeout")
         .expect("supervisor alive");
     let took = sent.elapsed();
-    let CommandOutcome::Failed { message } = outcome else {
-        panic!("a hung start must fail: {outcome:?}")
+    let CommandOutcome::Failed {
+        failure:
+            CommandFailure::Start {
+                failure: StartFailure::NoChallenge { .. },
+                ..
+            },
+    } = outcome
+    else {
+        panic!("a hung start must fail with NoChallenge: {outcome:?}")
     };
-    assert!(message.contains("no connect.challenge within"), "{message}");
     assert!(
         took >= Duration::from_millis(challenge_ms) && took < Duration::from_millis(challenge_ms) + Duration::from_secs(30),
         "failed after {took:?}: the challenge timeout is {challenge_ms} ms, the ready timeout {ready_ms} ms"
@@ -1482,7 +1510,7 @@ impl Gateway {
         tweak(&mut options);
         let port = options.core.port;
         let gateway_config_path = options.profile.gateway_config_path(state_dir.path());
-        let supervisor = GatewaySupervisor::start(options);
+        let supervisor = GatewaySupervisor::start(options).expect("valid options");
         let (sender, events) = mpsc::unbounded_channel();
         let collector = Collector(sender).start();
         supervisor.do_send(Subscribe(collector.recipient()));

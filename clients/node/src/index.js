@@ -67,16 +67,19 @@ export function controlRequest(controlPath, body, timeoutMs) {
   });
 }
 
-/** The seed's status shape from a stream `status` (core S2 names) or a `snapshot` report. */
+/**
+ * The seed's status shape (`uptime`, `connectedAt`) from a stream `status` or a `snapshot`
+ * report: both carry the library's names (`uptimeMs`, `connectedAtMs`, Unix ms).
+ */
 function seedStatus(status) {
   const out = { state: status.state, port: status.port };
   const optional = (name, value) => {
     if (value !== null && value !== undefined) out[name] = value;
   };
   optional('pid', status.pid);
-  optional('uptime', status.uptime ?? status.uptimeMs);
+  optional('uptime', status.uptimeMs);
   optional('error', status.error);
-  optional('connectedAt', status.connectedAt ?? status.connectedAtMs);
+  optional('connectedAt', status.connectedAtMs);
   optional('version', status.version);
   optional('reconnectAttempts', status.reconnectAttempts);
   optional('gatewayReady', status.gatewayReady);
@@ -238,7 +241,7 @@ export class GatewayManager extends EventEmitter {
       const report = answer.ok;
       this._noteHealth(report.health);
       const ok = report.state === 'running' && report.health?.state !== 'unresponsive';
-      return ok ? { ok, uptime: report.uptime ?? undefined } : { ok, error: report.error ?? report.state };
+      return ok ? { ok, uptime: report.uptimeMs ?? undefined } : { ok, error: report.error ?? report.state };
     } catch (error) {
       return { ok: false, error: String(error?.message ?? error) };
     }
@@ -350,7 +353,14 @@ export class GatewayManager extends EventEmitter {
     const answer = await controlRequest(this.controlPath, body, this.options.commandTimeoutMs ?? 600_000);
     if (answer.error) throw Object.assign(new Error(answer.error.message), { kind: answer.error.kind });
     const outcome = answer.ok?.outcome;
-    if (outcome?.outcome === 'failed') throw new Error(outcome.message ?? `${body.cmd} failed`);
+    if (outcome?.outcome === 'failed') {
+      // The failure is typed (`failure.kind`, and for a failed start `failure.failure.kind`);
+      // `message` beside the outcome is its text.
+      throw Object.assign(new Error(answer.ok.message ?? `${body.cmd} failed`), {
+        kind: outcome.failure?.kind,
+        failure: outcome.failure,
+      });
+    }
     return answer.ok;
   }
 

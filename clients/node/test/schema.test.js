@@ -46,7 +46,7 @@ test('the status fields the client maps are in the sample', () => {
     assert.ok(field in status, `status.${field}`);
   }
   const snapshot = sample.find((line) => line.kind === 'snapshot').status;
-  for (const field of ['state', 'port', 'pid', 'uptime', 'connectedAt', 'health']) {
+  for (const field of ['state', 'port', 'pid', 'uptimeMs', 'connectedAtMs', 'health']) {
     assert.ok(field in snapshot, `snapshot.status.${field}`);
   }
 });

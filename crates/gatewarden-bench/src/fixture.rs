@@ -80,7 +80,7 @@ impl Supervised {
     /// Start the supervisor actor and subscribe (the gateway is not started yet).
     pub fn new(options: SupervisorOptions) -> Self {
         let port = options.core.port;
-        let supervisor = GatewaySupervisor::start(options);
+        let supervisor = GatewaySupervisor::start(options).expect("valid options");
         let (sender, events) = mpsc::unbounded_channel();
         supervisor.do_send(Subscribe(Collector(sender).start().recipient()));
         Supervised {

@@ -156,15 +156,16 @@ fn status(target: &TargetArgs, json: bool) -> anyhow::Result<ExitCode> {
 /// The plain-text `status`. Version and protocol come from the last handshake: outside
 /// `running` they are marked "last known", since nothing is connected to vouch for them.
 fn human_status(report: &StatusReport) -> String {
+    let status = &report.status;
     let optional = |value: Option<String>| value.unwrap_or_else(|| "-".into());
     let mut out = format!(
         "gateway {} (pid {}, uptime {})\n",
-        report.state.as_str(),
-        optional(report.pid.map(|pid| pid.to_string())),
-        optional(report.uptime.map(console::human_duration)),
+        status.state.as_str(),
+        optional(status.pid.map(|pid| pid.to_string())),
+        optional(status.uptime_ms.map(console::human_duration)),
     );
-    let connected = report.state == LifecycleState::Running;
-    let handshake = match (&report.version, report.protocol) {
+    let connected = status.state == LifecycleState::Running;
+    let handshake = match (&status.version, status.protocol) {
         (None, None) => String::new(),
         (version, protocol) => format!(
             " · {}version {} · protocol {}",
@@ -175,9 +176,9 @@ fn human_status(report: &StatusReport) -> String {
     };
     out.push_str(&format!(
         "  port {}{handshake} · ready {}{}\n",
-        report.port,
-        if report.gateway_ready { "yes" } else { "no" },
-        if report.external {
+        status.port,
+        if status.gateway_ready { "yes" } else { "no" },
+        if status.external {
             " · external (not ours)"
         } else {
             ""
@@ -186,17 +187,17 @@ fn human_status(report: &StatusReport) -> String {
     out.push_str(&format!(
         "  health {} · reconnect attempts {} · heartbeat misses {}\n",
         console::health_text(&report.health),
-        report.reconnect_attempts,
+        status.reconnect_attempts,
         report.health.consecutive_heartbeat_misses
     ));
-    if let Some(error) = &report.error {
+    if let Some(error) = &status.error {
         out.push_str(&format!("  error: {error}\n"));
     }
     out.push_str(&format!(
         "  supervisor pid {} · profile {} · up {}\n",
         report.supervisor.pid,
         report.supervisor.profile.as_str(),
-        console::human_duration(report.supervisor.uptime)
+        console::human_duration(report.supervisor.uptime_ms)
     ));
     out
 }
@@ -204,7 +205,7 @@ fn human_status(report: &StatusReport) -> String {
 fn lifecycle(target: &TargetArgs, name: &str, request: ControlRequest) -> anyhow::Result<ExitCode> {
     let (_, path) = target_settings(target)?;
     let reply = ask(&path, &request, LIFECYCLE_TIMEOUT)?;
-    let ControlReply::Command { outcome } = reply else {
+    let ControlReply::Command { outcome, .. } = reply else {
         bail!("gatewarden answered `{name}` with something else");
     };
     match outcome {
@@ -218,7 +219,8 @@ fn lifecycle(target: &TargetArgs, name: &str, request: ControlRequest) -> anyhow
             bail!("{name} suppressed by the restart governor; try again in {retry_after_ms} ms")
         }
         CommandOutcome::Superseded => bail!("{name} was superseded by a later start or stop"),
-        CommandOutcome::Failed { message } => bail!("{name} failed: {message}"),
+        CommandOutcome::Failed { failure } => bail!("{name} failed: {failure}"),
+        other => bail!("{name}: an answer this gatewarden does not know: {other:?}"),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -313,21 +315,24 @@ mod tests {
     use crate::instance::SupervisorInfo;
     use gatewarden_core::health::{HealthReason, HealthState, HealthSummary};
     use gatewarden_core::liveness::{LivenessClass, RecoveryPhase, RecoverySnapshot};
+    use gatewarden_core::machine::Status;
 
     fn report(state: LifecycleState, reasons: Vec<HealthReason>) -> StatusReport {
         StatusReport {
-            state,
-            port: 18791,
-            pid: None,
-            uptime: None,
-            error: None,
-            connected_at: None,
-            version: Some("2026.9.6-sim".into()),
-            protocol: Some(4),
-            boot_id: None,
-            reconnect_attempts: 0,
-            gateway_ready: false,
-            external: false,
+            status: Status {
+                state,
+                port: 18791,
+                pid: None,
+                uptime_ms: None,
+                error: None,
+                connected_at_ms: None,
+                version: Some("2026.9.6-sim".into()),
+                protocol: Some(4),
+                boot_id: None,
+                reconnect_attempts: 0,
+                gateway_ready: false,
+                external: false,
+            },
             health: HealthSummary {
                 state: if reasons.is_empty() {
                     HealthState::Healthy
@@ -356,7 +361,7 @@ mod tests {
             supervisor: SupervisorInfo {
                 pid: 1,
                 profile: ProfileKind::Sim,
-                uptime: 1000,
+                uptime_ms: 1000,
                 version: "0.1.0".into(),
                 leftovers_ended: Vec::new(),
             },
@@ -397,8 +402,8 @@ mod tests {
             );
         }
         let mut never = report(LifecycleState::Starting, vec![]);
-        never.version = None;
-        never.protocol = None;
+        never.status.version = None;
+        never.status.protocol = None;
         let text = human_status(&never);
         assert!(!text.contains("version"), "{text}");
     }

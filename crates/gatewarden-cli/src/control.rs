@@ -123,8 +123,12 @@ pub enum ControlReply {
     Status(Box<StatusReport>),
     /// `start`, `stop`, `restart`, `reload`: how the command ended (completed, deferred, suppressed, ...).
     Command {
-        /// The supervisor's answer.
+        /// The supervisor's answer; a failure is typed (`failure.kind`, and for a failed start
+        /// `failure.failure.kind`).
         outcome: CommandOutcome,
+        /// A failure's text, for clients that only show it (present only when it failed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
     },
     /// `rpc`: the gateway's reply payload.
     Rpc {
@@ -417,7 +421,13 @@ pub async fn handle(request: ControlRequest, instance: &Instance) -> ControlResp
     };
     let supervisor = &instance.supervisor;
     let command = |outcome: Result<CommandOutcome, actix::MailboxError>| match outcome {
-        Ok(outcome) => ControlResponse::Ok(ControlReply::Command { outcome }),
+        Ok(outcome) => ControlResponse::Ok(ControlReply::Command {
+            message: match &outcome {
+                CommandOutcome::Failed { failure } => Some(failure.to_string()),
+                _ => None,
+            },
+            outcome,
+        }),
         Err(_) => gone(),
     };
     match request {
@@ -591,9 +601,35 @@ mod tests {
     fn command_outcomes_are_nested() {
         let reply = ControlResponse::Ok(ControlReply::Command {
             outcome: CommandOutcome::Suppressed { retry_after_ms: 7 },
+            message: None,
         });
         let line = serde_json::to_string(&reply).unwrap();
         let back: ControlResponse = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, reply);
+    }
+
+    #[test]
+    fn a_failed_command_is_typed_on_the_wire_with_its_text_beside_it() {
+        let failure = gatewarden_core::error::CommandFailure::Start {
+            failure: gatewarden_core::error::StartFailure::LockHeld {
+                line: "another OpenClaw process owns gateway-lifecycle".into(),
+            },
+            reason: None,
+        };
+        let reply = ControlResponse::Ok(ControlReply::Command {
+            message: Some(failure.to_string()),
+            outcome: CommandOutcome::Failed { failure },
+        });
+        let line = serde_json::to_value(&reply).unwrap();
+        let outcome = &line["ok"]["outcome"];
+        assert_eq!(outcome["outcome"], "failed");
+        assert_eq!(outcome["failure"]["kind"], "start");
+        assert_eq!(outcome["failure"]["failure"]["kind"], "lockHeld");
+        assert!(line["ok"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("state lock"));
+        let back: ControlResponse = serde_json::from_value(line).unwrap();
         assert_eq!(back, reply);
     }
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::ProfileKind;
 use crate::control::{self, ControlReply, ControlRequest, ControlResponse};
 use crate::instance::StatusReport;
+use gatewarden_core::machine::Status;
 
 /// How long `ls` waits for each instance's status.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -124,7 +125,10 @@ pub fn live() -> Vec<LiveInstance> {
             let ControlResponse::Ok(ControlReply::Status(report)) = answer else {
                 return None;
             };
-            let StatusReport { state, pid, .. } = *report;
+            let StatusReport {
+                status: Status { state, pid, .. },
+                ..
+            } = *report;
             Some(LiveInstance {
                 record,
                 state: state.as_str().to_string(),

@@ -24,6 +24,7 @@ use tokio::sync::{watch, Notify};
 
 use gatewarden::events::GatewayEvent;
 use gatewarden::supervisor::SubscribeBounded;
+use gatewarden_core::error::CommandFailure;
 use gatewarden_core::liveness::{LivenessClass, RecoveryPhase};
 use gatewarden_core::machine::Status;
 use gatewarden_core::stderr::StartupPhase;
@@ -125,6 +126,9 @@ pub enum StreamEvent {
     Error {
         /// What happened.
         message: String,
+        /// The typed failure behind it, when a command failure is what went wrong.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failure: Option<CommandFailure>,
     },
     /// M3/M4: a channel-status event.
     ChannelStatus {
@@ -151,6 +155,9 @@ pub enum StreamEvent {
     GaveUp {
         /// Why.
         reason: String,
+        /// The typed failure behind it, when a start failure caused it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failure: Option<CommandFailure>,
     },
     /// N3: a start reached running.
     #[serde(rename_all = "camelCase")]
@@ -199,13 +206,13 @@ impl From<GatewayEvent> for StreamEvent {
                 StreamEvent::Notification { method, params }
             }
             GatewayEvent::ProcessExit { pid, code } => StreamEvent::ProcessExit { pid, code },
-            GatewayEvent::Error { message } => StreamEvent::Error { message },
+            GatewayEvent::Error { message, failure } => StreamEvent::Error { message, failure },
             GatewayEvent::ChannelStatus(status) => StreamEvent::ChannelStatus { status },
             GatewayEvent::ChatMessage(message) => StreamEvent::ChatMessage { message },
             GatewayEvent::GatewayReady => StreamEvent::GatewayReady {},
             GatewayEvent::Liveness { liveness, phase } => StreamEvent::Liveness { liveness, phase },
             GatewayEvent::ExternalUnavailable => StreamEvent::ExternalUnavailable {},
-            GatewayEvent::GaveUp { reason } => StreamEvent::GaveUp { reason },
+            GatewayEvent::GaveUp { reason, failure } => StreamEvent::GaveUp { reason, failure },
             GatewayEvent::StartupMetric {
                 config_prep_ms,
                 spawn_to_ready_ms,
@@ -454,11 +461,11 @@ pub fn human_line(line: &StreamLine) -> String {
     };
     let optional = |value: Option<String>| value.unwrap_or_else(|| "-".into());
     let gist = match &event.event {
-        StreamEvent::Snapshot { status } => format!(
+        StreamEvent::Snapshot { status: report } => format!(
             "{} · port {} · pid {}",
-            status.state.as_str(),
-            status.port,
-            optional(status.pid.map(|pid| pid.to_string()))
+            report.status.state.as_str(),
+            report.status.port,
+            optional(report.status.pid.map(|pid| pid.to_string()))
         ),
         StreamEvent::Status { status } => {
             let mut text = format!(
@@ -479,11 +486,11 @@ pub fn human_line(line: &StreamLine) -> String {
             "pid {pid} exited (code {})",
             optional(code.map(|code| code.to_string()))
         ),
-        StreamEvent::Error { message } => message.clone(),
+        StreamEvent::Error { message, .. } => message.clone(),
         StreamEvent::ChannelStatus { status } => compact(status),
         StreamEvent::GatewayReady {} | StreamEvent::ExternalUnavailable {} => String::new(),
         StreamEvent::Liveness { liveness, phase } => format!("{liveness:?} · {phase:?}"),
-        StreamEvent::GaveUp { reason } => reason.clone(),
+        StreamEvent::GaveUp { reason, .. } => reason.clone(),
         StreamEvent::StartupMetric { total_ms, .. } => format!("started in {total_ms} ms"),
         StreamEvent::ReconnectMetric {
             success, attempt, ..
@@ -573,8 +580,8 @@ mod tests {
     /// One line of every shape, as a server writes them.
     fn sample() -> Vec<StreamLine> {
         let report: StatusReport = serde_json::from_value(json!({
-            "state": "running", "port": 18791, "pid": 4242, "uptime": 1200,
-            "connectedAt": 1_764_931_200_000u64, "version": "2026.3.1", "protocol": 3,
+            "state": "running", "port": 18791, "pid": 4242, "uptimeMs": 1200,
+            "connectedAtMs": 1_764_931_200_000u64, "version": "2026.3.1", "protocol": 3,
             "bootId": "b-1", "reconnectAttempts": 0, "gatewayReady": true, "external": false,
             "health": {
                 "state": "healthy", "reasons": [], "liveness": "alive",
@@ -582,7 +589,7 @@ mod tests {
                 "degradedCapabilities": []
             },
             "recovery": {"phase": "watching", "liveness": "alive", "processEvidence": true},
-            "supervisor": {"pid": 4000, "profile": "sim", "uptime": 1500, "version": "0.1.0"}
+            "supervisor": {"pid": 4000, "profile": "sim", "uptimeMs": 1500, "version": "0.1.0"}
         }))
         .expect("a status report");
         let phase = StartupPhase {
@@ -609,6 +616,7 @@ mod tests {
             },
             StreamEvent::Error {
                 message: "gateway closed the connection (1006)".into(),
+                failure: None,
             },
             StreamEvent::ChannelStatus {
                 status: json!({"channelId": "telegram", "status": "connected"}),
@@ -624,6 +632,7 @@ mod tests {
             StreamEvent::ExternalUnavailable {},
             StreamEvent::GaveUp {
                 reason: "restart limit reached".into(),
+                failure: None,
             },
             StreamEvent::StartupMetric {
                 config_prep_ms: 3,

@@ -11,9 +11,10 @@ use tokio::sync::Notify;
 use gatewarden::supervisor::{
     DiagnosticsSnapshot, GetDiagnostics, GetHealth, GetStatus, Supervisor,
 };
+use gatewarden_core::error::CommandFailure;
 use gatewarden_core::health::HealthSummary;
 use gatewarden_core::liveness::RecoverySnapshot;
-use gatewarden_core::machine::{LifecycleState, Status};
+use gatewarden_core::machine::Status;
 use gatewarden_core::rpc::RpcError;
 
 use crate::config::ProfileKind;
@@ -37,6 +38,9 @@ pub struct Instance {
     pub exit_requested: Notify,
     /// F8: why the supervisor gave up, while it has (cleared when a start begins).
     pub gave_up: RefCell<Option<String>>,
+    /// F8: the typed failure behind the give-up, when a start failure caused it (the hints of
+    /// `run` are chosen by it, never by the text).
+    pub gave_up_failure: RefCell<Option<CommandFailure>>,
     /// F8: woken when the supervisor gives up (`run --exit-on-failure` leaves then).
     pub gave_up_notice: Notify,
     /// Y1: the open event streams, ended with a final line when the instance exits.
@@ -71,34 +75,15 @@ impl RpcCounters {
     }
 }
 
-/// The `status --json` snapshot: the core `Status` with the field names of S2, plus health.
+/// The `status --json` snapshot: the library's [`Status`] (the same type and serde shape, its
+/// fields at the top level: `uptimeMs`, `connectedAtMs` in Unix ms, ...), plus health, recovery
+/// and the supervisor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusReport {
-    /// S1.
-    pub state: LifecycleState,
-    /// Gateway port.
-    pub port: u16,
-    /// Owned gateway process.
-    pub pid: Option<u32>,
-    /// Milliseconds since connected.
-    pub uptime: Option<u64>,
-    /// Last error text.
-    pub error: Option<String>,
-    /// When the handshake completed (Unix ms).
-    pub connected_at: Option<u64>,
-    /// Gateway version from the handshake.
-    pub version: Option<String>,
-    /// Protocol the gateway chose.
-    pub protocol: Option<u32>,
-    /// The gateway's boot id.
-    pub boot_id: Option<String>,
-    /// Automatic reconnect attempts since the last reset.
-    pub reconnect_attempts: u32,
-    /// G1/G2.
-    pub gateway_ready: bool,
-    /// Attached to a gateway this supervisor did not spawn.
-    pub external: bool,
+    /// S2, as the library reports it.
+    #[serde(flatten)]
+    pub status: Status,
     /// H6, with times in Unix ms.
     pub health: HealthSummary,
     /// H6/D1–D7: what the liveness recovery is doing, with times in Unix ms.
@@ -116,7 +101,7 @@ pub struct SupervisorInfo {
     /// The launch profile.
     pub profile: ProfileKind,
     /// Milliseconds since it started.
-    pub uptime: u64,
+    pub uptime_ms: u64,
     /// Its version.
     pub version: String,
     /// K4: pids a dead predecessor left in its gateway's process group, ended at this start.
@@ -157,6 +142,7 @@ impl Instance {
             rpc: RpcCounters::default(),
             exit_requested: Notify::new(),
             gave_up: RefCell::new(None),
+            gave_up_failure: RefCell::new(None),
             gave_up_notice: Notify::new(),
             streams: crate::events_stream::Streams::default(),
             leftovers_ended: Vec::new(),
@@ -244,7 +230,7 @@ impl Instance {
         } = snapshot;
         let mut recovery = diagnostics.recovery;
         // The health times are on the supervisor's machine clock; people and scripts want Unix
-        // time, like `connectedAt`.
+        // time, like `connectedAtMs`.
         let unix = |at: Option<u64>| at.map(|at| self.to_unix_ms(at));
         health.last_alive_at = unix(health.last_alive_at);
         health.last_rpc_success_at = unix(health.last_rpc_success_at);
@@ -257,24 +243,13 @@ impl Instance {
             probe.finished_at_ms = self.to_unix_ms(probe.finished_at_ms);
         }
         StatusReport {
-            state: status.state,
-            port: status.port,
-            pid: status.pid,
-            uptime: status.uptime_ms,
-            error: status.error,
-            connected_at: status.connected_at_ms,
-            version: status.version,
-            protocol: status.protocol,
-            boot_id: status.boot_id,
-            reconnect_attempts: status.reconnect_attempts,
-            gateway_ready: status.gateway_ready,
-            external: status.external,
+            status,
             health,
             recovery,
             supervisor: SupervisorInfo {
                 pid: std::process::id(),
                 profile: self.profile,
-                uptime: millis(self.origin.elapsed()),
+                uptime_ms: millis(self.origin.elapsed()),
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 leftovers_ended: self.leftovers_ended.clone(),
             },

@@ -25,6 +25,7 @@ use gatewarden::profile::LaunchProfile;
 use gatewarden::supervisor::{ForceTerminateForQuit, Start, Stop, Subscribe, Supervisor};
 use gatewarden::{GatewaySupervisor, SupervisorOptions};
 use gatewarden_core::config::SupervisorConfig;
+use gatewarden_core::error::{CommandFailure, StartFailure};
 use gatewarden_core::machine::{CommandOutcome, LifecycleState, Status};
 
 use crate::cli::{LogFormat, RunArgs, TargetArgs};
@@ -139,7 +140,9 @@ async fn supervise(plan: Plan) -> anyhow::Result<ExitCode> {
         options.event_capacity = queue;
     }
     let origin = Instant::now();
-    let supervisor = GatewaySupervisor::start(options);
+    // The config was validated when it was merged (exit 2 there); this refuses nothing new.
+    let supervisor =
+        GatewaySupervisor::start(options).context("the supervisor options were refused")?;
     let mut instance = Instance::new(supervisor.clone(), plan.profile_kind, origin);
     instance.leftovers_ended = plan.leftovers.ended.clone();
     let instance = Rc::new(instance);
@@ -248,14 +251,14 @@ async fn supervise_until_quit(
     match outcome {
         None => return Ok(shutdown(supervisor, signals, notifier).await),
         Some(Err(_)) => anyhow::bail!("the supervisor stopped unexpectedly during start"),
-        Some(Ok(CommandOutcome::Failed { message })) => {
+        Some(Ok(CommandOutcome::Failed { failure })) => {
             // The first start failed after the library's own retries (L5–L7): nothing will try
             // again, so say why and leave rather than sit in `error`. This is the one place the
             // CLI prints the reason (the event watcher holds it back until the first start is
             // done), with what to do about it.
             let _ = shutdown(supervisor, signals, notifier).await;
-            let hint = failure_hint(&message, gateway_config);
-            return Err(anyhow::anyhow!("{message}{hint}")).context("the gateway did not start");
+            let hint = failure_hint(Some(&failure), gateway_config);
+            return Err(anyhow::anyhow!("{failure}{hint}")).context("the gateway did not start");
         }
         Some(Ok(_)) => {}
     }
@@ -279,8 +282,9 @@ async fn supervise_until_quit(
         () = gave_up => {
             // F8: systemd's `Restart=` (or whatever runs us) takes over from here.
             let reason = instance.gave_up.borrow().clone().unwrap_or_default();
+            let hint = failure_hint(instance.gave_up_failure.borrow().as_ref(), gateway_config);
             let _ = shutdown(supervisor, signals, notifier).await;
-            return Err(anyhow::anyhow!("{reason}{}", failure_hint(&reason, gateway_config)))
+            return Err(anyhow::anyhow!("{reason}{hint}"))
                 .context("gatewarden gave up on the gateway (--exit-on-failure)");
         }
     }
@@ -301,7 +305,7 @@ async fn shutdown(
     tokio::select! {
         outcome = &mut stop => {
             match outcome {
-                Ok(CommandOutcome::Failed { message }) => tracing::warn!("stop: {message}"),
+                Ok(CommandOutcome::Failed { failure }) => tracing::warn!("stop: {failure}"),
                 Ok(_) => tracing::debug!("stop finished"),
                 Err(_) => tracing::warn!("the supervisor went away while stopping"),
             }
@@ -389,9 +393,12 @@ fn profile_config_path(settings: &config::Settings) -> PathBuf {
 
 /// What a person can do about a start failure the library reported. A rejected token names
 /// `gateway.auth.token` when the gateway's own config pins one (it wins over the environment).
-fn failure_hint(message: &str, gateway_config: &std::path::Path) -> String {
-    let lower = message.to_ascii_lowercase();
-    if is_auth_failure(&lower) {
+/// What to do about a failure, chosen by its variant (never by its text).
+fn failure_hint(failure: Option<&CommandFailure>, gateway_config: &std::path::Path) -> String {
+    let Some(failure) = failure.and_then(CommandFailure::start_failure) else {
+        return String::new();
+    };
+    if failure.is_auth_rejection() {
         let pinned = std::fs::read_to_string(gateway_config)
             .map(|text| gatewarden_core::reload_policy::config_pins_token(&text))
             .unwrap_or(false);
@@ -407,37 +414,30 @@ fn failure_hint(message: &str, gateway_config: &std::path::Path) -> String {
                 or $OPENCLAW_GATEWAY_TOKEN (gatewarden does not retry a rejected token)."
             .to_string();
     }
-    static_hint(&lower).to_string()
+    static_hint(failure).to_string()
 }
 
-fn static_hint(lower: &str) -> &'static str {
-    if lower.contains("engines.node") || lower.contains("cannot run on this runtime") {
-        "\nInstall a supported Node.js (scripts/install-openclaw.sh does) and pass it with --node."
-    } else if lower.contains("state lock") {
-        "\nAnother gateway uses the same state directory: stop it, or give this one its own \
-         --state-dir."
-    } else if lower.contains("still invalid") {
-        "\nFix the gateway config by hand (`doctor --fix` already ran on this content), then \
-         `gatewarden start`."
-    } else if lower.contains("which is not a gateway") || lower.contains("held by") {
-        "\nAnother program holds the port; gatewarden never signals it. Stop it, or pick another --port."
-    } else if lower.contains("failed to spawn") {
-        "\nCheck the gateway command (--openclaw/--node, or the command after --)."
-    } else {
-        ""
+fn static_hint(failure: &StartFailure) -> &'static str {
+    match failure {
+        StartFailure::RuntimeIncompatible { .. } => {
+            "\nInstall a supported Node.js (scripts/install-openclaw.sh does) and pass it with --node."
+        }
+        StartFailure::LockHeld { .. } => {
+            "\nAnother gateway uses the same state directory: stop it, or give this one its own \
+             --state-dir."
+        }
+        StartFailure::ConfigStillInvalid { .. } => {
+            "\nFix the gateway config by hand (`doctor --fix` already ran on this content), then \
+             `gatewarden start`."
+        }
+        StartFailure::PortHeldByOther { .. } | StartFailure::ForeignGateway { .. } => {
+            "\nAnother program holds the port; gatewarden never signals it. Stop it, or pick another --port."
+        }
+        StartFailure::SpawnFailed { .. } => {
+            "\nCheck the gateway command (--openclaw/--node, or the command after --)."
+        }
+        _ => "",
     }
-}
-
-fn is_auth_failure(lower: &str) -> bool {
-    [
-        "auth_token",
-        "token mismatch",
-        "unauthorized",
-        "auth_password",
-        "token_missing",
-    ]
-    .iter()
-    .any(|needle| lower.contains(needle))
 }
 
 fn area_header(plan: &Plan) -> String {
@@ -512,10 +512,10 @@ impl Handler<GatewayEvent> for EventWatcher {
                     .unwrap_or_else(|| "none".into());
                 tracing::info!(pid, "gateway process exited (code {code})");
             }
-            GatewayEvent::Error { message } if self.first_start_done.get() => {
+            GatewayEvent::Error { message, .. } if self.first_start_done.get() => {
                 tracing::warn!("gateway: {message}")
             }
-            GatewayEvent::Error { message } => tracing::debug!("gateway: {message}"),
+            GatewayEvent::Error { message, .. } => tracing::debug!("gateway: {message}"),
             GatewayEvent::GatewayReady => tracing::info!("gateway ready"),
             GatewayEvent::Liveness { liveness, phase } => {
                 tracing::info!(?liveness, ?phase, "gateway liveness")
@@ -523,7 +523,7 @@ impl Handler<GatewayEvent> for EventWatcher {
             GatewayEvent::ExternalUnavailable => {
                 tracing::warn!("external gateway unavailable; reconnecting to it only")
             }
-            GatewayEvent::GaveUp { reason } => {
+            GatewayEvent::GaveUp { reason, failure } => {
                 // F8: tell the supervisors that look: the log, systemd, /healthz, the run loop.
                 // A failed first start is reported once, by `run`'s final error message.
                 if self.first_start_done.get() {
@@ -533,6 +533,7 @@ impl Handler<GatewayEvent> for EventWatcher {
                     notifier.status(&format!("gave up: {reason}"));
                 }
                 *self.instance.gave_up.borrow_mut() = Some(reason);
+                *self.instance.gave_up_failure.borrow_mut() = failure;
                 self.instance.gave_up_notice.notify_one();
             }
             GatewayEvent::Notification { method, .. } => {
@@ -557,6 +558,7 @@ impl EventWatcher {
         ) {
             // A new start (or a stop) ends the give-up.
             self.instance.gave_up.borrow_mut().take();
+            self.instance.gave_up_failure.borrow_mut().take();
         }
         if self.last.as_ref() == Some(&key) {
             return;
@@ -568,7 +570,10 @@ impl EventWatcher {
             .unwrap_or_else(|| "-".into());
         match (&status.state, &status.error) {
             (LifecycleState::Error, Some(error)) if self.first_start_done.get() => {
-                let hint = failure_hint(error, &self.gateway_config);
+                let hint = failure_hint(
+                    self.instance.gave_up_failure.borrow().as_ref(),
+                    &self.gateway_config,
+                );
                 tracing::error!(pid, "gateway error: {error}{hint}");
             }
             (state, _) => tracing::info!(
@@ -641,20 +646,36 @@ mod tests {
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
     }
 
+    fn start(failure: StartFailure) -> CommandFailure {
+        CommandFailure::Start {
+            failure,
+            reason: None,
+        }
+    }
+
+    fn token_mismatch() -> CommandFailure {
+        start(StartFailure::HandshakeRejected {
+            code: "INVALID_REQUEST".into(),
+            details_code: Some("AUTH_TOKEN_MISMATCH".into()),
+            message: "unauthorized".into(),
+        })
+    }
+
     #[test]
     fn auth_rejections_get_a_token_hint() {
         let none = std::path::Path::new("/nonexistent/openclaw.json");
-        assert!(failure_hint(
-            "Gateway rejected connect: unauthorized (AUTH_TOKEN_MISMATCH)",
-            none
-        )
-        .contains("token"));
-        assert!(failure_hint(
-            "Port 5 is held by pid 7 (python3), which is not a gateway; it was left alone",
-            none
-        )
-        .contains("another --port"));
-        assert_eq!(failure_hint("Connect handshake timeout", none), "");
+        assert!(failure_hint(Some(&token_mismatch()), none).contains("token"));
+        let held = start(StartFailure::PortHeldByOther {
+            port: 5,
+            pid: Some(7),
+            program: Some("python3".into()),
+        });
+        assert!(failure_hint(Some(&held), none).contains("another --port"));
+        assert_eq!(
+            failure_hint(Some(&start(StartFailure::HandshakeTimeout)), none),
+            ""
+        );
+        assert_eq!(failure_hint(None, none), "");
     }
 
     #[test]
@@ -662,10 +683,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("openclaw.json");
         std::fs::write(&config, r#"{gateway: {auth: {token: "pinned-value"}}}"#).unwrap();
-        let hint = failure_hint(
-            "Gateway rejected connect: unauthorized (AUTH_TOKEN_MISMATCH)",
-            &config,
-        );
+        let hint = failure_hint(Some(&token_mismatch()), &config);
         assert!(hint.contains("gateway.auth.token"), "{hint}");
         assert!(hint.contains(&config.display().to_string()), "{hint}");
         assert!(!hint.contains("pinned-value"), "never the secret: {hint}");
@@ -674,16 +692,11 @@ mod tests {
     #[test]
     fn f8_fatal_failures_get_their_hints() {
         let none = std::path::Path::new("/nonexistent/openclaw.json");
-        assert!(failure_hint(
-            "the gateway cannot run on this runtime: Node 20.20.2 (/usr/bin/node) does not \
-             satisfy openclaw's engines.node",
-            none
-        )
-        .contains("--node"));
-        assert!(failure_hint(
-            "the gateway config is still invalid after `doctor --fix` ran on it",
-            none
-        )
-        .contains("by hand"));
+        let old_node = start(StartFailure::RuntimeIncompatible {
+            message: "Node 20.20.2 does not satisfy openclaw's engines.node".into(),
+        });
+        assert!(failure_hint(Some(&old_node), none).contains("--node"));
+        let invalid = start(StartFailure::ConfigStillInvalid { line: None });
+        assert!(failure_hint(Some(&invalid), none).contains("by hand"));
     }
 }

@@ -41,8 +41,10 @@ fn s2_run_reaches_running_and_status_json_reports_the_gateway() {
     assert_eq!(status["protocol"], 4);
     assert_eq!(status["reconnectAttempts"], 0);
     assert_eq!(status["error"], Value::Null);
-    assert!(status["uptime"].is_u64());
-    assert!(status["connectedAt"].is_u64());
+    assert!(status["uptimeMs"].is_u64());
+    assert!(status["connectedAtMs"].is_u64());
+    assert!(status.get("uptime").is_none(), "the old name is gone");
+    assert!(status["supervisor"]["uptimeMs"].is_u64());
     assert_eq!(status["health"]["state"], "healthy");
     assert_eq!(status["supervisor"]["pid"], instance.pid());
 

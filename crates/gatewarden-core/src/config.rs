@@ -36,9 +36,11 @@ pub enum ForeignGatewayPolicy {
 }
 
 /// The whole supervisor configuration. `Default` gives the Unix defaults of BEHAVIOUR.md;
-/// [`SupervisorConfig::windows`] gives the Windows preset.
+/// [`SupervisorConfig::windows`] gives the Windows preset. (More fields will come: start from
+/// `Default` and change fields, never a literal.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct SupervisorConfig {
     /// Platform quirks to follow (H1, H2, N1, P3, L5 step 3).
     pub platform: Platform,

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::config::{ForeignGatewayPolicy, SupervisorConfig};
-use crate::error::StartFailure;
+use crate::error::{RepairFailure, SignalFailure, StartFailure};
 use crate::machine::lifecycle::{superstates_of, LEAF_STATES};
 use crate::machine::{
     Command, Event, ExternalShutdownOutcome, Handshake, LifecycleMachine, LifecycleState, Listener,
@@ -165,7 +165,7 @@ fn sample_events(machine: &LifecycleMachine) -> Vec<Event> {
         },
         Event::RepairFinished {
             epoch,
-            outcome: Err("doctor failed".into()),
+            outcome: Err(RepairFailure::Exited { code: Some(1) }),
         },
         Event::SocketClosed {
             epoch,
@@ -194,7 +194,7 @@ fn sample_events(machine: &LifecycleMachine) -> Vec<Event> {
         },
         Event::SignalSent {
             epoch,
-            outcome: Err("ESRCH".into()),
+            outcome: Err(SignalFailure::NoProcess),
         },
     ];
     // F-rules (issue 22).

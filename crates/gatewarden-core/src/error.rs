@@ -3,9 +3,18 @@
 use serde::{Deserialize, Serialize};
 
 /// A failed step of the start sequence (L5). `Display` gives the messages of the original, which
-/// users see in `status.error`.
+/// users see in `status.error`. Callers decide by variant, never by the text.
+///
+/// ```
+/// use gatewarden_core::error::StartFailure;
+///
+/// let failure = StartFailure::PortHeldByOther { port: 18791, pid: Some(42), program: Some("nc".into()) };
+/// assert!(!failure.is_transient());
+/// assert!(matches!(failure, StartFailure::PortHeldByOther { pid: Some(42), .. }));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[serde(tag = "kind", rename_all = "camelCase")]
+#[non_exhaustive]
 pub enum StartFailure {
     /// C1: the socket closed before the reply to `connect`.
     #[error("WebSocket closed before handshake: {reason}")]
@@ -80,10 +89,10 @@ pub enum StartFailure {
         message: String,
     },
     /// L6: the doctor repair failed.
-    #[error("doctor repair failed: {message}")]
+    #[error("doctor repair failed: {failure}")]
     RepairFailed {
         /// What went wrong.
-        message: String,
+        failure: RepairFailure,
     },
     /// D5: the external gateway we reconnect to does not answer as a gateway; we never spawn
     /// our own while it may come back (reconnecting continues with backoff).
@@ -124,6 +133,140 @@ pub enum StartFailure {
         /// The message.
         message: String,
     },
+}
+
+/// L6: why the doctor repair (`<gateway> doctor --fix`) failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+#[non_exhaustive]
+pub enum RepairFailure {
+    /// The profile has no doctor, or its program could not be started.
+    #[error("could not run: {message}")]
+    CouldNotRun {
+        /// What went wrong, naming the program.
+        message: String,
+    },
+    /// It did not finish within `start.repair_timeout_ms`.
+    #[error("timed out after {timeout_ms} ms")]
+    TimedOut {
+        /// The bound.
+        timeout_ms: u64,
+    },
+    /// It exited unsuccessfully.
+    #[error("exited with code {}", display_code(*.code))]
+    Exited {
+        /// Its exit code (128 + signal for a signal death).
+        code: Option<i32>,
+    },
+}
+
+/// P3: why the reload signal could not be sent to the owned gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+#[non_exhaustive]
+pub enum SignalFailure {
+    /// The launch profile refuses the configured signal (SIGUSR1 for OpenClaw).
+    #[error("the profile refuses this reload signal: {message}")]
+    Refused {
+        /// Why the profile refuses it.
+        message: String,
+    },
+    /// No process was there to signal.
+    #[error("no owned process to signal")]
+    NoProcess,
+    /// The kernel did not deliver it.
+    #[error("could not deliver the signal: {message}")]
+    NotDelivered {
+        /// The kernel's answer.
+        message: String,
+    },
+}
+
+/// Why a command failed, as its caller receives it in
+/// [`CommandOutcome::Failed`](crate::machine::CommandOutcome::Failed). `Display` is the text
+/// `status.error` shows; decide by the variant.
+///
+/// ```
+/// use gatewarden_core::error::{CommandFailure, StartFailure};
+///
+/// let failure = CommandFailure::Start {
+///     failure: StartFailure::RuntimeIncompatible { message: "requires Node 24.16+".into() },
+///     reason: None,
+/// };
+/// assert_eq!(failure.start_failure().map(StartFailure::is_transient), Some(false));
+/// assert!(failure.to_string().contains("24.16+"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+#[non_exhaustive]
+pub enum CommandFailure {
+    /// L8, R4: the start flow (of a start, a restart or a reload that became one) failed.
+    #[error("{}", start_message(.failure, .reason.as_deref()))]
+    Start {
+        /// The failed step.
+        failure: StartFailure,
+        /// F4/F6: the gateway's last meaningful stderr line, or what the start saw, when that
+        /// says more than the failure itself.
+        reason: Option<String>,
+    },
+    /// F5: the gateway restarted in place but does not serve; it is being replaced.
+    #[error("the gateway (pid {}) restarted in place but does not serve: {reason}", display_pid(*.pid))]
+    InPlaceRestartFailed {
+        /// The owned process, when known.
+        pid: Option<u32>,
+        /// The gateway's line that says why (or the bound that passed).
+        reason: String,
+    },
+    /// The supervisor stopped before it answered.
+    #[error("supervisor stopped")]
+    SupervisorStopped,
+}
+
+impl CommandFailure {
+    /// The failed start step, when a start flow failed.
+    pub fn start_failure(&self) -> Option<&StartFailure> {
+        match self {
+            CommandFailure::Start { failure, .. } => Some(failure),
+            _ => None,
+        }
+    }
+}
+
+/// F4: the status text of a failed start: its message and the gateway's own reason, when the
+/// message does not already carry it.
+fn start_message(failure: &StartFailure, reason: Option<&str>) -> String {
+    let message = failure.to_string();
+    match reason {
+        // Only to avoid saying the same line twice in the text; nothing decides by it.
+        Some(reason) if !message.contains(reason) => format!("{message}: {reason}"),
+        _ => message,
+    }
+}
+
+/// Why a command had nothing to do ([`CommandOutcome::Ignored`](crate::machine::CommandOutcome::Ignored)):
+/// not an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+#[non_exhaustive]
+pub enum IgnoredReason {
+    /// L1: the gateway already runs.
+    #[error("already running")]
+    AlreadyRunning,
+    /// L1: a start flow is already in progress.
+    #[error("a start is already in progress")]
+    StartInProgress,
+    /// T6: nothing owned to terminate.
+    #[error("no owned process")]
+    NoOwnedProcess,
+    /// P3: connected so recently that the gateway already read the latest config.
+    #[error("connected {connected_for_ms} ms ago; it already read the latest config")]
+    ConnectedRecently {
+        /// How long ago it connected.
+        connected_for_ms: u64,
+    },
+    /// The command does not apply in the current state.
+    #[error("not applicable in this state")]
+    NotApplicable,
 }
 
 fn display_code(code: Option<i32>) -> String {

@@ -4,7 +4,7 @@
 mod support;
 
 use gatewarden_core::config::{ForeignGatewayPolicy, SupervisorConfig};
-use gatewarden_core::error::StartFailure;
+use gatewarden_core::error::{CommandFailure, SignalFailure, StartFailure};
 use gatewarden_core::machine::{
     Command, CommandOutcome, Effect, Event, ExternalShutdownOutcome, Handshake, LifecycleState,
     Listener, LogLevel, Notice, PortProbe, ReadySource, StartObservation, TimerKind,
@@ -439,9 +439,13 @@ fn w1_exit_before_ready_fails_fast_with_the_exit_code() {
     }
     assert_eq!(harness.state(), LifecycleState::Error);
     match harness.reply_of(reply) {
-        Some(CommandOutcome::Failed { message }) => {
-            assert_eq!(message, "process exited before becoming ready (code=3)")
-        }
+        Some(CommandOutcome::Failed {
+            failure:
+                CommandFailure::Start {
+                    failure: StartFailure::ExitedBeforeReady { code: Some(3) },
+                    ..
+                },
+        }) => {}
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -1092,7 +1096,7 @@ fn p3_signal_error_falls_back_to_restart() {
     let epoch = harness.epoch();
     harness.send(Event::SignalSent {
         epoch,
-        outcome: Err("ESRCH".into()),
+        outcome: Err(SignalFailure::NoProcess),
     });
     assert!(harness.terminate_pid().is_some());
 }
@@ -1117,7 +1121,9 @@ fn p3_a_fallback_restart_suppressed_by_the_governor_answers_suppressed() {
     let epoch = harness.epoch();
     harness.send(Event::SignalSent {
         epoch,
-        outcome: Err("EPERM".into()),
+        outcome: Err(SignalFailure::NotDelivered {
+            message: "EPERM".into(),
+        }),
     });
     assert_eq!(
         harness.reply_of(reply),
@@ -1599,12 +1605,18 @@ fn o1_unrelated_listener_is_reported_and_never_signalled() {
         .iter()
         .any(|effect| matches!(effect, Effect::KillOrphans { .. })));
     match harness.reply_of(reply) {
-        Some(CommandOutcome::Failed { message }) => {
-            assert!(
-                message.contains("4242") && message.contains("python3"),
-                "{message}"
-            )
-        }
+        Some(CommandOutcome::Failed {
+            failure:
+                CommandFailure::Start {
+                    failure:
+                        StartFailure::PortHeldByOther {
+                            pid: Some(4242),
+                            program: Some(program),
+                            ..
+                        },
+                    ..
+                },
+        }) => assert_eq!(program, "python3"),
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -2052,7 +2064,13 @@ fn f3_runtime_incompatibility_fails_at_once_with_the_gateways_line() {
     harness.advance(60_000);
     assert_eq!(harness.spawns(), 1, "no retry");
     match harness.reply_of(reply) {
-        Some(CommandOutcome::Failed { message }) => assert!(message.contains("24.16+")),
+        Some(CommandOutcome::Failed {
+            failure:
+                CommandFailure::Start {
+                    failure: StartFailure::RuntimeIncompatible { message },
+                    ..
+                },
+        }) => assert!(message.contains("24.16+")),
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -2106,7 +2124,13 @@ fn f4_every_failed_start_reports_the_last_meaningful_stderr_line() {
                     listen EADDRINUSE: address already in use 127.0.0.1:18789";
     assert_eq!(error_text(&harness), expected);
     match harness.reply_of(reply) {
-        Some(CommandOutcome::Failed { message }) => assert_eq!(message, expected),
+        Some(CommandOutcome::Failed {
+            failure:
+                failure @ CommandFailure::Start {
+                    failure: StartFailure::ExitedBeforeReady { code: Some(1) },
+                    reason: Some(_),
+                },
+        }) => assert_eq!(failure.to_string(), expected),
         other => panic!("unexpected {other:?}"),
     }
     // Each failed attempt's log line carries it too.

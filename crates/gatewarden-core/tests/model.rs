@@ -297,6 +297,7 @@ fn out_of(outcome: &CommandOutcome) -> Out {
         CommandOutcome::Ignored { .. } => Out::Ignored,
         CommandOutcome::Superseded => Out::Superseded,
         CommandOutcome::Failed { .. } => Out::Failed,
+        other => panic!("an outcome the model does not know: {other:?}"),
     }
 }
 
@@ -2365,7 +2366,9 @@ impl Sut {
                     let outcome = if tr == Tr::SignalOk {
                         Ok(())
                     } else {
-                        Err("EPERM".to_string())
+                        Err(gatewarden_core::error::SignalFailure::NotDelivered {
+                            message: "EPERM".to_string(),
+                        })
                     };
                     self.send(Event::SignalSent {
                         epoch: signal_epoch,

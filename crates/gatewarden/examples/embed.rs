@@ -40,7 +40,8 @@ fn main() -> std::io::Result<()> {
         let supervisor = GatewaySupervisor::start(SupervisorOptions::new(
             LaunchProfile::sim(),
             state_dir.clone(),
-        ));
+        ))
+        .expect("the default options are valid");
         supervisor.do_send(Subscribe(Printer.start().recipient()));
 
         println!("start: {:?}", supervisor.send(Start).await);

@@ -3,30 +3,34 @@
 //! signed device proof, which must never cross a network in clear text.
 //!
 //! This build has no TLS: awc is compiled without a TLS backend (`default-features = false`), so
-//! `wss://` cannot be spoken and [`EndpointError::TlsNotBuiltIn`] refuses it. The checks run at
-//! [`GatewaySupervisor::try_start`] (a typed error before anything starts) and again before every
-//! socket is opened, so a supervisor started unchecked with [`GatewaySupervisor::start`] still
-//! never connects to a refused host.
+//! `wss://` cannot be spoken, and the scheme and the remote opt-in are not public options (they
+//! could only produce an error); only loopback hosts over `ws://` are accepted. The checks run at
+//! [`GatewaySupervisor::start`](crate::GatewaySupervisor::start) and
+//! [`GatewayHandle::spawn`](crate::GatewayHandle::spawn) (a typed error before anything starts)
+//! and again before every socket is opened (defence in depth).
 
 use std::net::IpAddr;
 
-use actix::Addr;
+use gatewarden_core::config::InvalidValue;
 
-use crate::supervisor::{GatewaySupervisor, Supervisor, SupervisorOptions};
+use crate::supervisor::SupervisorOptions;
 
 /// How the gateway's WebSocket is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum GatewayScheme {
+pub(crate) enum GatewayScheme {
     /// `ws://`: plain text. Only for loopback hosts.
     #[default]
     Ws,
     /// `wss://`: TLS. Required for any other host; not built into this version (see the module
-    /// docs), so it is refused with [`EndpointError::TlsNotBuiltIn`].
+    /// docs), so it is refused with [`EndpointError::TlsNotBuiltIn`]. Kept (and tested) for
+    /// the build that brings TLS.
+    #[cfg_attr(not(test), allow(dead_code))]
     Wss,
 }
 
 /// Why a gateway host is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum EndpointError {
     /// The host is empty.
     #[error("the gateway host is empty")]
@@ -34,7 +38,7 @@ pub enum EndpointError {
     /// A host that is not loopback, without the explicit opt-in.
     #[error(
         "gateway host `{host}` is not a loopback address; a gateway on another machine needs \
-         `allow_remote_host` and wss://"
+         wss://, which this build does not include"
     )]
     RemoteNotAllowed {
         /// The host.
@@ -77,7 +81,7 @@ pub fn is_loopback_host(host: &str) -> bool {
 
 /// May the supervisor connect to `host` over `scheme`? `allow_remote` is the explicit opt-in for
 /// a host that is not loopback.
-pub fn check_gateway_endpoint(
+pub(crate) fn check_gateway_endpoint(
     host: &str,
     scheme: GatewayScheme,
     allow_remote: bool,
@@ -97,20 +101,27 @@ pub fn check_gateway_endpoint(
     }
 }
 
-impl SupervisorOptions {
-    /// Check the options that can be checked before anything starts: the gateway endpoint.
-    pub fn validate(&self) -> Result<(), EndpointError> {
-        check_gateway_endpoint(&self.host, self.scheme, self.allow_remote_host)
-    }
+/// Why [`SupervisorOptions`] were refused before anything started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OptionsError {
+    /// The gateway host may not be reached (A3).
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    /// Q3: a config value that cannot work, naming its key.
+    #[error("invalid config value {0}")]
+    Config(#[from] InvalidValue),
 }
 
-impl GatewaySupervisor {
-    /// [`GatewaySupervisor::start`] after [`SupervisorOptions::validate`]: a refused gateway host
-    /// is a typed error here instead of failed connects later. Must be called inside an actix
-    /// system.
-    pub fn try_start(options: SupervisorOptions) -> Result<Addr<Supervisor>, EndpointError> {
-        options.validate()?;
-        Ok(GatewaySupervisor::start(options))
+impl SupervisorOptions {
+    /// Check what can be checked before anything starts: the gateway host (A3) and every config
+    /// value (Q3, [`gatewarden_core::config::SupervisorConfig::validate`]).
+    /// [`GatewaySupervisor::start`](crate::GatewaySupervisor::start) and
+    /// [`GatewayHandle::spawn`](crate::GatewayHandle::spawn) always call it.
+    pub fn validate(&self) -> Result<(), OptionsError> {
+        check_gateway_endpoint(&self.host, self.scheme, self.allow_remote_host)?;
+        self.core.validate()?;
+        Ok(())
     }
 }
 

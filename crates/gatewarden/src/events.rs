@@ -1,6 +1,7 @@
 //! What subscribers of a supervisor hear: the published events of BEHAVIOUR.md.
 
 use actix::Message;
+use gatewarden_core::error::CommandFailure;
 use gatewarden_core::liveness::{LivenessClass, RecoveryPhase};
 use gatewarden_core::machine::Status;
 use gatewarden_core::stderr::StartupPhase;
@@ -9,6 +10,10 @@ use serde_json::Value;
 
 /// One published event (status, raw message, notification, process exit, error, channel status,
 /// chat message, gateway ready).
+///
+/// Deliberately not `#[non_exhaustive]` although it will grow: the CLI's event stream (Y1) must
+/// forward every event, and its exhaustive match is what makes a new variant a compile error
+/// there instead of an event silently left out. An app that matches it should keep a `_` arm.
 #[derive(Debug, Clone, PartialEq, Serialize, Message)]
 #[rtype(result = "()")]
 #[serde(tag = "kind", rename_all = "camelCase")]
@@ -35,6 +40,9 @@ pub enum GatewayEvent {
     Error {
         /// The message (never contains a secret).
         message: String,
+        /// The typed failure, when a command failure is what went wrong (a failed start, an
+        /// in-place restart that does not serve); decide by this, not by `message`.
+        failure: Option<CommandFailure>,
     },
     /// M3/M4: a channel-status event.
     ChannelStatus(Value),
@@ -57,6 +65,9 @@ pub enum GatewayEvent {
     GaveUp {
         /// Why (the status error).
         reason: String,
+        /// The failure that ended it, when a start flow's failure did (not after N2's last
+        /// reconnect attempt or N5's intensity limit). Decide by this, not by `reason`.
+        failure: Option<CommandFailure>,
     },
     /// N3: a start reached `running`; how long each stage took.
     StartupMetric {

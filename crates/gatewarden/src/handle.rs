@@ -25,7 +25,8 @@
 //! the actor thread after `drop` returns; an app about to exit should `shutdown().await` first,
 //! because a process that exits at once leaves only the gateway's parent-death signal (X1) to end
 //! it. A handle made by [`GatewayHandle::from_addr`] does not own the supervisor: dropping it
-//! leaves the supervisor to the app that started it.
+//! leaves the supervisor to the app that started it (which stops when the app drops its last
+//! `Addr`, see [`crate::SupervisorOptions::addr_check_interval_ms`]).
 //!
 //! # Events
 //!
@@ -71,6 +72,7 @@ use actix::{Actor, Addr, MailboxError, WeakAddr};
 use actix_rt::{Arbiter, ArbiterHandle};
 use futures_util::future::LocalBoxFuture;
 use futures_util::Stream;
+use gatewarden_core::error::CommandFailure;
 use gatewarden_core::health::HealthSummary;
 use gatewarden_core::machine::{CommandOutcome, Status};
 use gatewarden_core::rpc::RpcError;
@@ -78,7 +80,7 @@ use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot, OnceCell};
 
 use crate::client::RpcClient;
-use crate::endpoint::EndpointError;
+use crate::endpoint::OptionsError;
 use crate::events::GatewayEvent;
 use crate::supervisor::{
     DiagnosticsSnapshot, ForceTerminateForQuit, GetDiagnostics, GetHealth, GetRpcClient, GetStatus,
@@ -89,28 +91,21 @@ use crate::supervisor::{
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HandleError {
-    /// The command ran and failed; the outcome says why. (It is always
-    /// [`CommandOutcome::Failed`]; carrying the whole outcome lets a typed failure reach the
-    /// app unchanged when the outcome grows one.)
-    #[error("{}", describe_failure(.0))]
-    Failed(CommandOutcome),
+    /// The command ran and failed ([`CommandOutcome::Failed`]); match the [`CommandFailure`]
+    /// (for a failed start, [`CommandFailure::Start`] with its
+    /// [`StartFailure`](gatewarden_core::error::StartFailure)), never its text.
+    #[error("gateway command failed: {0}")]
+    Failed(#[source] CommandFailure),
     /// The supervisor has shut down ([`GatewayHandle::shutdown`], or its actix system ended);
     /// every later call gets this.
     #[error("the gateway supervisor has shut down")]
     ShutDown,
     /// The options were refused before anything started ([`SupervisorOptions::validate`]).
     #[error(transparent)]
-    Options(#[from] EndpointError),
+    Options(#[from] OptionsError),
     /// The shared actor thread could not be started.
     #[error("cannot start the gatewarden actor thread: {0}")]
     Runtime(#[source] std::io::Error),
-}
-
-fn describe_failure(outcome: &CommandOutcome) -> String {
-    match outcome {
-        CommandOutcome::Failed { message } => format!("gateway command failed: {message}"),
-        other => format!("gateway command did not complete: {other:?}"),
-    }
 }
 
 /// What an [`EventStream`] yields. (Not `#[non_exhaustive]`: an event or a gap is all a lossy
@@ -228,7 +223,8 @@ impl GatewayHandle {
         options.validate()?;
         let (jobs, receiver) = mpsc::unbounded_channel();
         let setup = move || {
-            let supervisor = Supervisor::new(options).start();
+            // Validated above (the supervisor itself is not `Send`: it is built on its thread).
+            let supervisor = Supervisor::unchecked(options).start();
             actix_rt::spawn(own_supervisor(supervisor, receiver, true));
         };
         match Arbiter::try_current() {
@@ -250,7 +246,7 @@ impl GatewayHandle {
     /// # async fn f() {
     /// // Inside an actix system:
     /// let options = SupervisorOptions::new(LaunchProfile::sim(), "/tmp/state".into());
-    /// let supervisor = GatewaySupervisor::start(options);
+    /// let supervisor = GatewaySupervisor::start(options).expect("valid options");
     /// let handle = GatewayHandle::from_addr(supervisor.clone());
     /// // hand `handle` to code that is not actix code
     /// # }
@@ -332,7 +328,7 @@ impl GatewayHandle {
         Supervisor: actix::Handler<M>,
     {
         match self.ask(move |supervisor| supervisor.send(message)).await? {
-            failed @ CommandOutcome::Failed { .. } => Err(HandleError::Failed(failed)),
+            CommandOutcome::Failed { failure } => Err(HandleError::Failed(failure)),
             outcome => Ok(outcome),
         }
     }
@@ -429,7 +425,7 @@ impl GatewayHandle {
     /// [`HandleError::Failed`]; the supervisor has then still ended, killing what it owned.
     pub async fn shutdown(&self) -> Result<(), HandleError> {
         match self.ask(|supervisor| supervisor.send(Shutdown)).await {
-            Ok(failed @ CommandOutcome::Failed { .. }) => Err(HandleError::Failed(failed)),
+            Ok(CommandOutcome::Failed { failure }) => Err(HandleError::Failed(failure)),
             Ok(_) | Err(HandleError::ShutDown) => Ok(()),
             Err(other) => Err(other),
         }

@@ -13,6 +13,7 @@ use actix::prelude::*;
 use gatewarden_core::machine::{Event, TimerKind};
 
 use crate::connection::{ConnectionActor, IsOpen, Ping};
+use crate::reports::ReportTo;
 
 /// Arm (or re-arm) a heartbeat-owned timer: fire `TimerFired { timer, generation }` after `delay_ms`.
 #[derive(Debug, Clone, Copy, Message)]
@@ -52,13 +53,13 @@ pub struct HeartbeatReport(pub Event);
 /// Owns the heartbeat and health-check ticks and their I/O.
 pub struct HeartbeatActor {
     connection: Addr<ConnectionActor>,
-    reports: Recipient<HeartbeatReport>,
+    reports: ReportTo<HeartbeatReport>,
     ticks: HashMap<TimerKind, SpawnHandle>,
 }
 
 impl HeartbeatActor {
     /// Pings through `connection`; reports to `reports`.
-    pub fn new(connection: Addr<ConnectionActor>, reports: Recipient<HeartbeatReport>) -> Self {
+    pub fn new(connection: Addr<ConnectionActor>, reports: ReportTo<HeartbeatReport>) -> Self {
         HeartbeatActor {
             connection,
             reports,

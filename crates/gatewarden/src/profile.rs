@@ -24,6 +24,7 @@ pub const OPENCLAW_DEFAULT_PORT: u16 = 18789;
 
 /// Which gateway to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LaunchProfile {
     /// The bundled `gatewarden-sim`.
     Sim {
@@ -58,6 +59,7 @@ pub enum LaunchProfile {
 
 /// A profile that cannot be launched.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProfileError {
     /// The simulator binary was not found; says where we looked and how to get one.
     #[error("gatewarden-sim not found (tried: {tried}).\n{SIM_HINT}")]

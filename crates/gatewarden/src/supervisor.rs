@@ -18,6 +18,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use gatewarden_core::config::SupervisorConfig as CoreConfig;
+use gatewarden_core::error::{CommandFailure, RepairFailure, SignalFailure};
 use gatewarden_core::health::{Diagnostics, HealthSummary, RpcFailureKind};
 use gatewarden_core::liveness::{ProbeOutcome, RecoverySnapshot};
 use gatewarden_core::machine::{
@@ -30,6 +31,7 @@ use gatewarden_core::stderr::{classify_stderr_line, StderrAction, StderrDeduper,
 
 use crate::client::{RpcClient, RpcGate, RpcRefused};
 use crate::connection::{self, ConnectionActor, ConnectionConfig, ConnectionReport, TokenSource};
+use crate::endpoint::OptionsError;
 use crate::events::GatewayEvent;
 use crate::evidence;
 use crate::gateway_log::GatewayLog;
@@ -42,9 +44,23 @@ use crate::process::{
 };
 use crate::profile::LaunchProfile;
 use crate::reload::{GetConfigDigest, GetReloadPolicy, ReloadPolicyActor};
+use crate::reports::ReportTo;
 
-/// Everything a supervisor needs.
+/// Everything a supervisor needs. Made by [`SupervisorOptions::new`] (more fields may come, so it
+/// cannot be written as a literal); then change any public field.
+///
+/// ```
+/// use gatewarden::{LaunchProfile, SupervisorOptions};
+///
+/// let mut options = SupervisorOptions::new(LaunchProfile::sim(), "/tmp/my-app-gateway".into());
+/// options.core.port = 18800;
+/// options.core.stop.kill_grace_ms = 2_000;
+/// assert!(options.validate().is_ok());
+/// options.core.heartbeat.interval_ms = 0;
+/// assert!(options.validate().is_err());
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SupervisorOptions {
     /// Every number of BEHAVIOUR.md (`core.port` is the gateway port).
     pub core: CoreConfig,
@@ -58,25 +74,38 @@ pub struct SupervisorOptions {
     pub token: Option<Secret>,
     /// P1: the gateway config file holding `gateway.reload`; the profile's default when `None`.
     pub gateway_config_path: Option<PathBuf>,
-    /// Host of the gateway (always loopback for a spawned gateway). Another host is refused
-    /// unless `allow_remote_host` is set and `scheme` is `wss` (see [`crate::endpoint`]).
+    /// Host of the gateway: a loopback address (`127.0.0.1`, `::1`, `localhost`). Any other
+    /// host is refused by [`SupervisorOptions::validate`]: this build has no TLS, and `connect`
+    /// carries the token (see [`crate::endpoint`]).
     pub host: String,
     /// How many messages the supervisor's mailbox holds before `send` waits for room
     /// (default [`DEFAULT_MAILBOX_CAPACITY`]). actix's own default of 16 makes most callers park
     /// and be polled again as soon as a few dozen RPCs are in flight; the count costs no memory
     /// up front (the mailbox is a linked queue), it only bounds a caller that never awaits.
     pub mailbox_capacity: usize,
-    /// How the gateway is reached: `ws://` by default (loopback only).
-    pub scheme: crate::endpoint::GatewayScheme,
-    /// The explicit opt-in for a gateway host that is not loopback (default: false).
-    pub allow_remote_host: bool,
+    /// How the gateway is reached: always `ws://` in this build. Not a public knob: the only
+    /// other value (`wss://`) can only be refused until a TLS backend is built in.
+    pub(crate) scheme: crate::endpoint::GatewayScheme,
+    /// The opt-in for a host that is not loopback. Not a public knob for the same reason: without
+    /// TLS it can only produce an error.
+    pub(crate) allow_remote_host: bool,
     /// How many events the bounded subscriptions ([`SubscribeBounded`], the handle's
     /// `subscribe`) keep for a subscriber that has not read them yet (default
     /// [`DEFAULT_EVENT_CAPACITY`]). One ring shared by every such subscriber; a subscriber that
     /// falls further behind loses the oldest and is told how many. Clamped to
     /// 1..=[`MAX_EVENT_CAPACITY`] (the ring is allocated up front).
     pub event_capacity: usize,
+    /// How often the supervisor checks whether any `Addr` of it is left (default
+    /// [`DEFAULT_ADDR_CHECK_INTERVAL_MS`]). When the app has dropped its last one, nobody can
+    /// send it a command again: it stops its gateway as [`Stop`] does (T1–T5) and ends, so the
+    /// gateway is gone within this interval plus the stop (at most `stop.kill_grace_ms` after
+    /// SIGTERM). actix only ends an actor by itself when it has no address *and* nothing
+    /// scheduled, which a supervisor with armed timers never reaches; hence the check.
+    pub addr_check_interval_ms: u64,
 }
+
+/// Default of [`SupervisorOptions::addr_check_interval_ms`].
+pub const DEFAULT_ADDR_CHECK_INTERVAL_MS: u64 = 200;
 
 /// Default of [`SupervisorOptions::mailbox_capacity`].
 pub const DEFAULT_MAILBOX_CAPACITY: usize = 65_536;
@@ -91,10 +120,8 @@ impl SupervisorOptions {
     /// Options for `profile` with the defaults of BEHAVIOUR.md, the profile's default port and
     /// whether its reload signal restarts it in place (P4).
     pub fn new(profile: LaunchProfile, state_dir: PathBuf) -> Self {
-        let mut core = CoreConfig {
-            port: profile.default_port(),
-            ..CoreConfig::default()
-        };
+        let mut core = CoreConfig::default();
+        core.port = profile.default_port();
         core.reload.signal_restarts_in_place = profile.reload_restarts_in_place();
         SupervisorOptions {
             core,
@@ -107,6 +134,7 @@ impl SupervisorOptions {
             scheme: crate::endpoint::GatewayScheme::Ws,
             allow_remote_host: false,
             event_capacity: DEFAULT_EVENT_CAPACITY,
+            addr_check_interval_ms: DEFAULT_ADDR_CHECK_INTERVAL_MS,
         }
     }
 }
@@ -141,12 +169,13 @@ impl SupervisorOptions {
 /// actix_rt::System::new().block_on(async {
 ///     let state_dir = std::env::temp_dir().join("my-app-gateway");
 ///     let supervisor =
-///         GatewaySupervisor::start(SupervisorOptions::new(LaunchProfile::sim(), state_dir));
+///         GatewaySupervisor::start(SupervisorOptions::new(LaunchProfile::sim(), state_dir))
+///             .expect("valid options");
 ///     supervisor.do_send(Subscribe(Printer.start().recipient()));
 ///
 ///     // Answers when the start flow ends: running, or failed with the reason.
 ///     match supervisor.send(Start).await.expect("supervisor alive") {
-///         CommandOutcome::Failed { message } => eprintln!("did not start: {message}"),
+///         CommandOutcome::Failed { failure } => eprintln!("did not start: {failure}"),
 ///         _ => {
 ///             let status = supervisor.send(GetStatus).await.expect("supervisor alive");
 ///             assert_eq!(status.state, LifecycleState::Running);
@@ -163,12 +192,12 @@ impl SupervisorOptions {
 pub struct GatewaySupervisor;
 
 impl GatewaySupervisor {
-    /// Start a supervisor actor (the gateway is not started until it receives [`Start`]).
-    /// Must be called inside an actix system. The options are not checked here: use
-    /// [`GatewaySupervisor::try_start`] for a typed error about a refused gateway host (such a
-    /// host is refused again before every connect either way).
-    pub fn start(options: SupervisorOptions) -> Addr<Supervisor> {
-        Supervisor::new(options).start()
+    /// Start a supervisor actor after [`SupervisorOptions::validate`] (the gateway is not
+    /// started until it receives [`Start`]). Must be called inside an actix system. Options
+    /// that cannot work (a host that is not loopback, a zero interval, ...) are an
+    /// [`OptionsError`] here, before anything starts.
+    pub fn start(options: SupervisorOptions) -> Result<Addr<Supervisor>, OptionsError> {
+        Ok(Supervisor::new(options)?.start())
     }
 }
 
@@ -298,6 +327,7 @@ pub struct Shutdown;
 /// Diagnostics plus the supervisor's counters (for metrics).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct DiagnosticsSnapshot {
     /// H5/M6.
     #[serde(flatten)]
@@ -356,11 +386,21 @@ pub struct Supervisor {
     gateway_log: GatewayLog,
     /// S4: whether the machine is `running`, for [`RpcClient`]s (updated after every event).
     rpc_gate: Arc<RpcGate>,
+    /// Every address of ours was dropped and the stop that follows has begun.
+    unowned: bool,
 }
 
 impl Supervisor {
-    /// A supervisor (not started).
-    pub fn new(options: SupervisorOptions) -> Self {
+    /// A supervisor (not started), after [`SupervisorOptions::validate`]; for actix code that
+    /// starts it itself (`Supervisor::start_in_arbiter`). [`GatewaySupervisor::start`] is the
+    /// usual way.
+    pub fn new(options: SupervisorOptions) -> Result<Self, OptionsError> {
+        options.validate()?;
+        Ok(Supervisor::unchecked(options))
+    }
+
+    /// [`Supervisor::new`] for options the caller has validated.
+    pub(crate) fn unchecked(options: SupervisorOptions) -> Self {
         Supervisor {
             machine: LifecycleMachine::new(options.core.clone()),
             stderr: StderrDeduper::new(&options.core.stderr),
@@ -383,11 +423,30 @@ impl Supervisor {
             startup_watch: None,
             stderr_pid: None,
             rpc_gate: Arc::new(RpcGate::default()),
+            unowned: false,
         }
     }
 
     fn now_ms(&self) -> u64 {
         u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// When no address of ours is left (the app dropped its last `Addr`; our children hold
+    /// only weak ones), nobody can send us a command again: stop the gateway as `Stop` does
+    /// (T1–T5), then end, as `Shutdown` does. A handle made by `GatewayHandle::spawn` holds an
+    /// address until its own drop path has sent `Shutdown`, so the two never race for the
+    /// gateway (a second stop is answered by the first).
+    fn stop_when_unowned(&mut self, ctx: &mut Context<Self>) {
+        if self.unowned || ctx.connected() {
+            return;
+        }
+        self.unowned = true;
+        tracing::info!("the last address of the supervisor was dropped: stopping the gateway");
+        let stopped = outcome_future(self.command(Command::Stop, ctx));
+        ctx.spawn(stopped.into_actor(self).map(|outcome, _supervisor, ctx| {
+            tracing::debug!(?outcome, "stopped after the last address was dropped");
+            ctx.stop();
+        }));
     }
 
     /// Feed one event to the machine and carry out its effects.
@@ -655,13 +714,17 @@ impl Supervisor {
                 self.run(
                     async move {
                         let outcome = match (process, signal) {
-                            (_, Err(error)) => Err(error.to_string()),
-                            (None, _) => Err("no process actor".to_string()),
+                            (_, Err(error)) => Err(SignalFailure::Refused {
+                                message: error.to_string(),
+                            }),
+                            (None, _) => Err(SignalFailure::NoProcess),
                             (Some(process), Ok(signal)) => {
                                 match process.send(SendSignal(signal)).await {
                                     Ok(Ok(())) => Ok(()),
-                                    Ok(Err(error)) => Err(error.to_string()),
-                                    Err(error) => Err(error.to_string()),
+                                    Ok(Err(error)) => Err(SignalFailure::NotDelivered {
+                                        message: error.to_string(),
+                                    }),
+                                    Err(_) => Err(SignalFailure::NoProcess),
                                 }
                             }
                         };
@@ -679,7 +742,9 @@ impl Supervisor {
                         let spec = off_actor_thread(move || profile.doctor_spec(&state_dir)).await;
                         let outcome = match spec {
                             Ok(spec) => run_doctor(spec, timeout_ms).await,
-                            Err(error) => Err(error),
+                            Err(error) => Err(RepairFailure::CouldNotRun {
+                                message: error.to_string(),
+                            }),
                         };
                         Event::RepairFinished { epoch, outcome }
                     },
@@ -766,10 +831,12 @@ impl Supervisor {
         }
         let host = self.options.host.clone();
         let connect = self.options.core.connect.clone();
-        let me = ctx.address();
+        let me = ctx.address().downgrade();
         // F6: the probes report what they see; the machine decides what it means.
         let observe = move |observation| {
-            me.do_send(Feed(Event::StartObserved { epoch, observation }));
+            if let Some(me) = me.upgrade() {
+                me.do_send(Feed(Event::StartObserved { epoch, observation }));
+            }
         };
         let handle = self.run(
             async move {
@@ -886,7 +953,9 @@ impl Supervisor {
             Notice::ProcessExit { pid, code, .. } => {
                 self.publish(GatewayEvent::ProcessExit { pid, code });
             }
-            Notice::Error { message } => self.publish(GatewayEvent::Error { message }),
+            Notice::Error { message, failure } => {
+                self.publish(GatewayEvent::Error { message, failure })
+            }
             Notice::GatewayReady => self.publish(GatewayEvent::GatewayReady),
             Notice::Liveness { liveness, phase } => {
                 tracing::debug!(?liveness, ?phase, "gateway liveness changed");
@@ -965,7 +1034,9 @@ impl Supervisor {
                 suppressed_total,
                 "[metric] gateway.restart.suppressed"
             ),
-            Notice::GaveUp { reason } => self.publish(GatewayEvent::GaveUp { reason }),
+            Notice::GaveUp { reason, failure } => {
+                self.publish(GatewayEvent::GaveUp { reason, failure })
+            }
         }
     }
 
@@ -1182,7 +1253,10 @@ where
 }
 
 /// L6: run the doctor repair with a time limit, logging its output.
-async fn run_doctor(spec: crate::launch::LaunchSpec, timeout_ms: u64) -> Result<(), String> {
+async fn run_doctor(spec: crate::launch::LaunchSpec, timeout_ms: u64) -> Result<(), RepairFailure> {
+    let could_not_run = |error: &dyn std::fmt::Display| RepairFailure::CouldNotRun {
+        message: error.to_string(),
+    };
     let mut command = tokio::process::Command::new(spec.program());
     command
         .args(spec.arguments())
@@ -1205,13 +1279,13 @@ async fn run_doctor(spec: crate::launch::LaunchSpec, timeout_ms: u64) -> Result<
     // stopped or blocked before exec must not stall the actor's thread (K3, issue 23).
     let child = match tokio::task::spawn_blocking(move || command.spawn()).await {
         Ok(Ok(child)) => child,
-        Ok(Err(error)) => return Err(format!("doctor repair could not run: {error}")),
-        Err(error) => return Err(format!("doctor repair could not run: {error}")),
+        Ok(Err(error)) => return Err(could_not_run(&error)),
+        Err(error) => return Err(could_not_run(&error)),
     };
     let run = child.wait_with_output();
     match tokio::time::timeout(Duration::from_millis(timeout_ms), run).await {
-        Err(_) => Err(format!("doctor repair timed out after {timeout_ms} ms")),
-        Ok(Err(error)) => Err(format!("doctor repair could not run: {error}")),
+        Err(_) => Err(RepairFailure::TimedOut { timeout_ms }),
+        Ok(Err(error)) => Err(could_not_run(&error)),
         Ok(Ok(output)) => {
             for line in String::from_utf8_lossy(&output.stdout)
                 .lines()
@@ -1222,10 +1296,20 @@ async fn run_doctor(spec: crate::launch::LaunchSpec, timeout_ms: u64) -> Result<
             if output.status.success() {
                 Ok(())
             } else {
-                Err(format!("doctor repair exited with {}", output.status))
+                Err(RepairFailure::Exited {
+                    code: exit_code(output.status),
+                })
             }
         }
     }
+}
+
+/// The exit code, or 128 + signal number for a signal death (as a shell reports it).
+fn exit_code(status: std::process::ExitStatus) -> Option<i32> {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|signal| 128 + signal))
 }
 
 impl Actor for Supervisor {
@@ -1233,20 +1317,22 @@ impl Actor for Supervisor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.options.mailbox_capacity);
-        let me = ctx.address();
-        let process = ProcessActor::new(
+        // The children report weakly: an address of ours held by them would keep us alive after
+        // the app dropped its last one (crate::reports).
+        let me = ctx.address().downgrade();
+        let process = ProcessActor::reporting_to(
             ProcessActorConfig {
                 state_dir: Some(self.options.state_dir.clone()),
                 spawn_timeout_ms: self.options.core.start.spawn_timeout_ms,
                 ..ProcessActorConfig::default()
             },
-            me.clone().recipient(),
-            me.clone().recipient(),
+            ReportTo::weak(&me),
+            ReportTo::weak(&me),
         )
         .start();
         self.process = Some(process);
         let identity_path = self.options.state_dir.join("identity").join("device.json");
-        let connection = ConnectionActor::new(
+        let connection = ConnectionActor::reporting_to(
             ConnectionConfig {
                 port: self.options.core.port,
                 host: self.options.host.clone(),
@@ -1260,11 +1346,10 @@ impl Actor for Supervisor {
                 read_batch: self.options.core.rpc.read_batch,
                 ..ConnectionConfig::default()
             },
-            me.clone().recipient(),
+            ReportTo::weak(&me),
         )
         .start();
-        self.heartbeat =
-            Some(HeartbeatActor::new(connection.clone(), me.clone().recipient()).start());
+        self.heartbeat = Some(HeartbeatActor::new(connection.clone(), ReportTo::weak(&me)).start());
         self.connection = Some(Rc::new(connection));
         let config_path = self.options.gateway_config_path.clone().unwrap_or_else(|| {
             self.options
@@ -1273,6 +1358,8 @@ impl Actor for Supervisor {
         });
         self.reload_policy =
             Some(ReloadPolicyActor::new(config_path, self.options.core.reload.clone()).start());
+        let every = Duration::from_millis(self.options.addr_check_interval_ms.max(1));
+        ctx.run_interval(every, Supervisor::stop_when_unowned);
     }
 
     fn stopping(&mut self, _ctx: &mut Self::Context) -> Running {
@@ -1349,7 +1436,7 @@ impl Handler<ConnectionReport> for Supervisor {
 fn outcome_future(receiver: oneshot::Receiver<CommandOutcome>) -> ResponseFuture<CommandOutcome> {
     Box::pin(async move {
         receiver.await.unwrap_or(CommandOutcome::Failed {
-            message: "supervisor stopped".into(),
+            failure: CommandFailure::SupervisorStopped,
         })
     })
 }

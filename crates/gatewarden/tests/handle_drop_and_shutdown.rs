@@ -1,6 +1,7 @@
 //! T1–T5 for embedding apps: a gateway owned by a handle is stopped, never orphaned, when the
-//! last handle is dropped; `shutdown()` may be called any number of times and everything after it
-//! answers "shut down" instead of hanging.
+//! last handle is dropped, and so is the gateway of a bare supervisor when the app drops its last
+//! `Addr`; `shutdown()` may be called any number of times and everything after it answers "shut
+//! down" instead of hanging.
 
 mod handle_support;
 
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use gatewarden::handle::{GatewayHandle, HandleError};
-use gatewarden::supervisor::GetStatus;
+use gatewarden::supervisor::{GetStatus, Start};
 use gatewarden_core::rpc::RpcError;
 use handle_support::{alive, options, running, WAIT};
 
@@ -57,11 +58,54 @@ async fn t5_shutdown_twice_is_fine_and_every_later_call_answers_shut_down() {
     assert!(handle.subscribe().await.next().await.is_none());
 }
 
+/// An actix app that drops every `Addr` of its supervisor (no handle): the supervisor's children
+/// hold only weak addresses back to it, so it notices, stops its gateway gracefully (T1–T5) and
+/// ends, and its actors with it.
+#[actix_rt::test]
+async fn t4_dropping_every_addr_of_a_bare_supervisor_stops_the_gateway_and_ends_it() {
+    let state_dir = tempfile::tempdir().expect("temp dir");
+    let options = options(&state_dir, &[]);
+    let grace = Duration::from_millis(options.core.stop.kill_grace_ms);
+    let supervisor = gatewarden::GatewaySupervisor::start(options).expect("valid options");
+    let outcome = tokio::time::timeout(WAIT, supervisor.send(Start))
+        .await
+        .expect("start within the bound")
+        .expect("supervisor alive");
+    assert_eq!(outcome, gatewarden::CommandOutcome::Completed);
+    let pid = supervisor
+        .send(GetStatus)
+        .await
+        .expect("supervisor alive")
+        .pid
+        .expect("a running gateway has a pid");
+    let weak = supervisor.downgrade();
+    let dropped = Instant::now();
+    drop(supervisor);
+    while alive(pid) {
+        assert!(
+            dropped.elapsed() <= grace + Duration::from_secs(1),
+            "gateway {pid} still alive {:?} after the last Addr was dropped",
+            dropped.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The supervisor itself ends (its children went with it: nothing else held them).
+    let deadline = Instant::now() + WAIT;
+    while weak.upgrade().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the supervisor actor never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A handle on a supervisor an actix app owns does not stop it when dropped.
 #[actix_rt::test]
 async fn t1_a_handle_from_an_address_leaves_the_apps_supervisor_running_when_dropped() {
     let state_dir = tempfile::tempdir().expect("temp dir");
-    let supervisor = gatewarden::GatewaySupervisor::start(options(&state_dir, &[]));
+    let supervisor =
+        gatewarden::GatewaySupervisor::start(options(&state_dir, &[])).expect("valid options");
     let handle = GatewayHandle::from_addr(supervisor.clone());
     let outcome = tokio::time::timeout(WAIT, handle.start())
         .await

@@ -110,7 +110,7 @@ async fn m5_bad_input_is_dropped_with_a_log_and_bounded_memory() {
     let state_dir = tempfile::tempdir().unwrap();
     let mut options = options(&state_dir, &[]);
     options.core.connect.max_frame_bytes = MAX_FRAME_BYTES;
-    let supervisor = GatewaySupervisor::start(options);
+    let supervisor = GatewaySupervisor::start(options).expect("valid options");
     let flood_seen = Arc::new(AtomicU64::new(0));
     let counter = FloodCounter(flood_seen.clone()).start();
     supervisor.do_send(Subscribe(counter.recipient()));

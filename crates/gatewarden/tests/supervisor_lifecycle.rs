@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use gatewarden::process::{owned_record_path, write_owned_record, OwnedRecord};
 use gatewarden::supervisor::{GetDiagnostics, GetRpcClient, Reload, Restart, Rpc, Start, Stop};
+use gatewarden_core::error::{CommandFailure, StartFailure};
 use gatewarden_core::machine::{CommandOutcome, LifecycleState};
 use gatewarden_core::rpc::RpcError;
 use serde_json::json;
@@ -212,9 +213,10 @@ async fn w1_exit_before_ready_fails_with_the_exit_code() {
         outcome,
         CommandOutcome::Failed {
             // F4: the gateway's last meaningful stderr line is the reason.
-            message: "process exited before becoming ready (code=3): \
-                      [gateway] fault: exiting with code 3 before listening"
-                .into()
+            failure: CommandFailure::Start {
+                failure: StartFailure::ExitedBeforeReady { code: Some(3) },
+                reason: Some("[gateway] fault: exiting with code 3 before listening".into()),
+            }
         }
     );
     assert_eq!(fixture.status().await.state, LifecycleState::Error);
@@ -269,9 +271,20 @@ async fn o1_unrelated_listener_is_reported_and_left_alone() {
     let fixture = start(options, state_dir);
     let outcome = fixture.supervisor.send(Start).await.unwrap();
     match outcome {
-        CommandOutcome::Failed { message } => {
-            assert!(message.contains(&server_pid.to_string()), "{message}");
-            assert!(message.contains("python"), "{message}");
+        CommandOutcome::Failed {
+            failure:
+                CommandFailure::Start {
+                    failure:
+                        StartFailure::PortHeldByOther {
+                            pid,
+                            program: Some(program),
+                            ..
+                        },
+                    ..
+                },
+        } => {
+            assert_eq!(pid, Some(server_pid));
+            assert!(program.contains("python"), "{program}");
         }
         other => panic!("unexpected {other:?}"),
     }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use gatewarden::events::GatewayEvent;
 use gatewarden::launch::Secret;
 use gatewarden::supervisor::{GetDiagnostics, GetHealth, Start, Stop};
+use gatewarden_core::error::{CommandFailure, StartFailure};
 use gatewarden_core::health::{HealthReason, HealthState};
 use gatewarden_core::liveness::ProbeOutcome;
 use gatewarden_core::machine::{CommandOutcome, LifecycleState, Status};
@@ -193,8 +194,14 @@ async fn l7_wrong_token_reports_auth_mismatch_without_restart_storm() {
     options.core.reconnect.base_delay_ms = 50;
     let fixture = start(options, state_dir);
     match fixture.supervisor.send(Start).await.unwrap() {
-        CommandOutcome::Failed { message } => {
-            assert!(message.contains("AUTH_TOKEN_MISMATCH"), "{message}")
+        CommandOutcome::Failed {
+            failure: CommandFailure::Start { failure, .. },
+        } => {
+            assert!(failure.is_auth_rejection(), "{failure:?}");
+            assert!(
+                matches!(&failure, StartFailure::HandshakeRejected { details_code: Some(code), .. } if code == "AUTH_TOKEN_MISMATCH"),
+                "{failure:?}"
+            );
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -489,7 +496,7 @@ async fn h4_health_check_runs_while_running_and_publishes_no_error_when_healthy(
     let until = Instant::now() + Duration::from_millis(600);
     while Instant::now() < until {
         match tokio::time::timeout_at(until.into(), fixture.events.recv()).await {
-            Ok(Some(GatewayEvent::Error { message })) => {
+            Ok(Some(GatewayEvent::Error { message, .. })) => {
                 panic!("error published while healthy: {message}")
             }
             Ok(Some(_)) => {}

@@ -10,6 +10,7 @@ use gatewarden::supervisor::{
     DebouncedReload, DebouncedRestart, ForceTerminateForQuit, GetDiagnostics, GetStatus, Reload,
     Restart, Start, Stop,
 };
+use gatewarden_core::error::IgnoredReason;
 use gatewarden_core::machine::{CommandOutcome, LifecycleState};
 use serde_json::Value;
 use supervisor_rules_common::{init_tracing, rpc, wait_diagnostics, ExternalSim};
@@ -233,7 +234,10 @@ async fn p3_reload_right_after_connect_is_skipped() {
     let before = fixture.wait_state(LifecycleState::Running).await;
     let (_, boot, _) = sim_status(&fixture).await;
     match fixture.supervisor.send(Reload).await.unwrap() {
-        CommandOutcome::Ignored { reason } => assert!(!reason.is_empty()),
+        CommandOutcome::Ignored { reason } => assert!(
+            matches!(reason, IgnoredReason::ConnectedRecently { .. }),
+            "{reason:?}"
+        ),
         other => panic!("expected Ignored, got {other:?}"),
     }
     // Not signalled, not restarted.

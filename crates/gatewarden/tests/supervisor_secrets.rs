@@ -181,7 +181,7 @@ async fn a3_token_never_leaks_over_a_whole_lifecycle_at_trace() {
     options.core.reconnect.base_delay_ms = 10;
     let debug_options = format!("{options:?} {:?}", options.token);
     assert!(!debug_options.contains(TOKEN), "{debug_options}");
-    let supervisor = GatewaySupervisor::start(options.clone());
+    let supervisor = GatewaySupervisor::start(options.clone()).expect("valid options");
     let mut texts: Vec<String> = Vec::new();
 
     // Start, authenticated by the token.

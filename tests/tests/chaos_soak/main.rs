@@ -191,10 +191,8 @@ fn replay_command(options: &Options) -> String {
 /// fault costs well under a second, and the give-up limits (reconnect attempts, restart
 /// intensity) out of reach of the schedule, so every fault must end in `running` again.
 fn soak_config(port: u16) -> CoreConfig {
-    let mut config = CoreConfig {
-        port,
-        ..CoreConfig::default()
-    };
+    let mut config = CoreConfig::default();
+    config.port = port;
     config.start.retry_delay_ms = 50;
     config.connect.probe_timeout_ms = 500;
     config.connect.ready_timeout_ms = 2_000;
@@ -561,6 +559,7 @@ fn outcome_kind(outcome: &CommandOutcome) -> &'static str {
         CommandOutcome::Ignored { .. } => "ignored",
         CommandOutcome::Superseded => "superseded",
         CommandOutcome::Failed { .. } => "failed",
+        _ => "other",
     }
 }
 
@@ -601,7 +600,7 @@ async fn command(run: &Rc<Run>, pair: &Pair, call: ApiCall) -> Option<CommandOut
                 .entry(outcome_kind(&outcome))
                 .or_default() += 1;
             calls.command_max_ms = calls.command_max_ms.max(began.elapsed().as_millis() as u64);
-            if let CommandOutcome::Failed { message } = &outcome {
+            if let CommandOutcome::Failed { failure: message } = &outcome {
                 if calls.command_failures.len() < 10 {
                     calls
                         .command_failures
@@ -1278,8 +1277,9 @@ fn start_pair(index: usize, sim: &std::path::Path) -> Pair {
     let arbiter = Arbiter::new();
     let lag = std::sync::Arc::new(Lag::default());
     arbiter.spawn(watch_lag(lag.clone()));
-    let supervisor =
-        Supervisor::start_in_arbiter(&arbiter.handle(), move |_| Supervisor::new(options));
+    let supervisor = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+        Supervisor::new(options).expect("valid options")
+    });
     let outages = Rc::new(RefCell::new(Outages::default()));
     let collector = Collector(outages.clone()).start();
     supervisor.do_send(Subscribe(collector.recipient()));

@@ -21,7 +21,7 @@
 
 use statig::prelude::*;
 
-use crate::error::StartFailure;
+use crate::error::{CommandFailure, IgnoredReason, SignalFailure, StartFailure};
 use crate::liveness::{
     LivenessAction, LivenessTracker, ProbeInFlight, ProbeOutcome, ProbePurpose, RecoveryPhase,
 };
@@ -204,7 +204,7 @@ impl Lifecycle {
                     context.reply(
                         *reply,
                         CommandOutcome::Ignored {
-                            reason: "not applicable in this state".into(),
+                            reason: IgnoredReason::NotApplicable,
                         },
                     );
                     Handled
@@ -356,7 +356,7 @@ impl Lifecycle {
                     context.reply(
                         *reply,
                         CommandOutcome::Ignored {
-                            reason: "a start is already in progress".into(),
+                            reason: IgnoredReason::StartInProgress,
                         },
                     );
                     Handled
@@ -759,11 +759,11 @@ impl Lifecycle {
                     context.push(Effect::ReadConfigDigest { epoch: flow.epoch });
                     Handled
                 }
-                Err(message) => Transition(finish_start_failed(
+                Err(failure) => Transition(finish_start_failed(
                     context,
                     flow,
                     StartFailure::RepairFailed {
-                        message: message.clone(),
+                        failure: failure.clone(),
                     },
                     flow.repair_reason.clone(),
                 )),
@@ -820,7 +820,7 @@ impl Lifecycle {
                     context.reply(
                         *reply,
                         CommandOutcome::Ignored {
-                            reason: "already running".into(),
+                            reason: IgnoredReason::AlreadyRunning,
                         },
                     );
                     Handled
@@ -910,6 +910,7 @@ impl Lifecycle {
                 if !*open {
                     context.publish(Notice::Error {
                         message: "Gateway health check failed: WebSocket not connected".into(),
+                        failure: None,
                     });
                 }
                 Handled
@@ -1120,7 +1121,7 @@ impl Lifecycle {
                         None => context.reply(
                             *reply,
                             CommandOutcome::Ignored {
-                                reason: "no owned process".into(),
+                                reason: IgnoredReason::NoOwnedProcess,
                             },
                         ),
                     }
@@ -1558,16 +1559,6 @@ fn step_failed(core: &mut Core, flow: &mut StartFlow, failure: StartFailure) -> 
     }
 }
 
-/// F4: the status text of a failure: its message and the gateway's own reason, when the message
-/// does not already carry it.
-fn failure_message(failure: &StartFailure, reason: Option<&str>) -> String {
-    let message = failure.to_string();
-    match reason {
-        Some(reason) if !message.contains(reason) => format!("{message}: {reason}"),
-        _ => message,
-    }
-}
-
 fn reason_suffix(reason: Option<&str>) -> String {
     reason
         .map(|reason| format!(" ({reason})"))
@@ -1594,11 +1585,16 @@ fn finish_start_failed(
 ) -> State {
     // A liveness restart whose start failed is over; what follows is the reconnect's business.
     core.liveness_restart = None;
-    let message = failure_message(&failure, reason.as_deref());
+    let command_failure = CommandFailure::Start {
+        failure: failure.clone(),
+        reason,
+    };
+    let message = command_failure.to_string();
     core.error = Some(message.clone());
     core.flow_ended = true;
     core.publish(Notice::Error {
         message: message.clone(),
+        failure: Some(command_failure.clone()),
     });
     core.log(
         LogLevel::Error,
@@ -1611,7 +1607,7 @@ fn finish_start_failed(
     core.reply_all(
         starts,
         CommandOutcome::Failed {
-            message: message.clone(),
+            failure: command_failure.clone(),
         },
     );
     if stops_reconnecting(&failure) {
@@ -1632,11 +1628,14 @@ fn finish_start_failed(
             core.reply_all(
                 restarts,
                 CommandOutcome::Failed {
-                    message: message.clone(),
+                    failure: command_failure.clone(),
                 },
             );
         }
-        core.publish(Notice::GaveUp { reason: message });
+        core.publish(Notice::GaveUp {
+            reason: message,
+            failure: Some(command_failure),
+        });
         return State::failed();
     }
     let next = match flow.kind {
@@ -1648,7 +1647,7 @@ fn finish_start_failed(
             core.reply_all(
                 restarts,
                 CommandOutcome::Failed {
-                    message: message.clone(),
+                    failure: command_failure.clone(),
                 },
             );
             core.auto_reconnect = true;
@@ -1664,7 +1663,10 @@ fn finish_start_failed(
     if matches!(next, State::Failed {}) && !core.is_armed(TimerKind::Reconnect) {
         // F8: nothing will try again (ask_reconnect published its own give-up).
         if core.error.as_deref() == Some(message.as_str()) {
-            core.publish(Notice::GaveUp { reason: message });
+            core.publish(Notice::GaveUp {
+                reason: message,
+                failure: Some(command_failure),
+            });
         }
     }
     next
@@ -1672,7 +1674,11 @@ fn finish_start_failed(
 
 /// F2 (exit 78 while running with a config the doctor already saw): `error`, no reconnect.
 fn give_up_fatal(core: &mut Core, failure: StartFailure) -> State {
-    let message = failure.to_string();
+    let command_failure = CommandFailure::Start {
+        failure,
+        reason: None,
+    };
+    let message = command_failure.to_string();
     core.log(
         LogLevel::Error,
         format!("{message}; not reconnecting until the next start"),
@@ -1683,8 +1689,12 @@ fn give_up_fatal(core: &mut Core, failure: StartFailure) -> State {
     core.flow_ended = true;
     core.publish(Notice::Error {
         message: message.clone(),
+        failure: Some(command_failure.clone()),
     });
-    core.publish(Notice::GaveUp { reason: message });
+    core.publish(Notice::GaveUp {
+        reason: message,
+        failure: Some(command_failure),
+    });
     State::failed()
 }
 
@@ -1749,14 +1759,14 @@ fn end_in_place_bound(core: &mut Core) {
 /// has exited (doctor first when the reason is an invalid config, F1/F2).
 fn in_place_failed(core: &mut Core, reason: String) -> State {
     let pid = core.owned_pid;
-    let message = format!(
-        "the gateway (pid {}) restarted in place but does not serve: {reason}",
-        pid.map_or("?".to_string(), |pid| pid.to_string())
-    );
+    let doctor_first = is_invalid_config_signal(&reason);
+    let command_failure = CommandFailure::InPlaceRestartFailed { pid, reason };
+    let message = command_failure.to_string();
     core.log(LogLevel::Error, format!("{message}; replacing it"));
     core.error = Some(message.clone());
     core.publish(Notice::Error {
         message: message.clone(),
+        failure: Some(command_failure.clone()),
     });
     // E1: whatever flow waited for this process is superseded.
     core.bump_epoch();
@@ -1777,7 +1787,7 @@ fn in_place_failed(core: &mut Core, reason: String) -> State {
         core.reply_all(
             reload.waiters,
             CommandOutcome::Failed {
-                message: message.clone(),
+                failure: command_failure.clone(),
             },
         );
     }
@@ -1792,7 +1802,7 @@ fn in_place_failed(core: &mut Core, reason: String) -> State {
     core.flow_ended = true;
     if let Some(pid) = pid {
         core.replacement = Some(Replacement {
-            doctor_first: is_invalid_config_signal(&reason),
+            doctor_first,
             restart: core.restart_in_flight,
         });
         let grace_ms = core.config.stop.kill_grace_ms;
@@ -2327,6 +2337,7 @@ fn external_unavailable(core: &mut Core, reason: &str) -> State {
     core.publish(Notice::ExternalUnavailable);
     core.publish(Notice::Error {
         message: "External gateway unavailable: it stopped answering; reconnecting".into(),
+        failure: None,
     });
     core.clear_connection();
     ask_reconnect(core).unwrap_or_else(State::stopped)
@@ -2522,7 +2533,10 @@ fn ask_reconnect_logged(core: &mut Core, level: LogLevel) -> Option<State> {
             );
             core.error = Some(message.clone());
             // F8: nothing will try again.
-            core.publish(Notice::GaveUp { reason: message });
+            core.publish(Notice::GaveUp {
+                reason: message,
+                failure: None,
+            });
             Some(State::failed())
         }
         ReconnectDecision::Schedule { delay_ms, attempt } => {
@@ -2649,7 +2663,7 @@ fn force_terminate(core: &mut Core, reply: Option<ReplyId>) {
         None => core.reply(
             reply,
             CommandOutcome::Ignored {
-                reason: "no owned process".into(),
+                reason: IgnoredReason::NoOwnedProcess,
             },
         ),
     }
@@ -2824,9 +2838,9 @@ fn request_reload(
         core.reply(
             reply,
             CommandOutcome::Ignored {
-                reason: format!(
-                    "connected {connected_for} ms ago; it already read the latest config"
-                ),
+                reason: IgnoredReason::ConnectedRecently {
+                    connected_for_ms: connected_for,
+                },
             },
         );
         return None;
@@ -2854,7 +2868,7 @@ fn request_reload(
 }
 
 /// P3: the reload signal was sent (or not).
-fn reload_signal_sent(core: &mut Core, outcome: Result<(), String>) -> Option<State> {
+fn reload_signal_sent(core: &mut Core, outcome: Result<(), SignalFailure>) -> Option<State> {
     match outcome {
         Ok(()) => {
             if core

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::ReloadSignal;
-use crate::error::StartFailure;
+use crate::error::{CommandFailure, IgnoredReason, RepairFailure, SignalFailure, StartFailure};
 use crate::liveness::{LivenessClass, ProbeOutcome, ProcessSample, RecoveryPhase};
 use crate::reload_policy::ReloadPolicy;
 use crate::rpc::RpcError;
@@ -340,7 +340,7 @@ pub enum Event {
         /// Flow epoch (E1).
         epoch: u64,
         /// `Err` with the reason when the repair failed.
-        outcome: Result<(), String>,
+        outcome: Result<(), RepairFailure>,
     },
     /// X2: a process we spawned exited (and was reaped).
     ProcessExited {
@@ -401,7 +401,7 @@ pub enum Event {
         /// Flow epoch (E1).
         epoch: u64,
         /// `Err` with the reason when signalling failed.
-        outcome: Result<(), String>,
+        outcome: Result<(), SignalFailure>,
     },
     /// D2: result of [`Effect::SampleProcess`].
     ProcessSampled {
@@ -508,6 +508,7 @@ impl Event {
 /// The outcome of a command, sent once to its caller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "camelCase")]
+#[non_exhaustive]
 pub enum CommandOutcome {
     /// Done: started, stopped, restarted, reloaded, terminated.
     Completed,
@@ -523,14 +524,14 @@ pub enum CommandOutcome {
     /// Nothing to do (L1 start while running or starting; P3 recent connect; T6 nothing owned).
     Ignored {
         /// Why.
-        reason: String,
+        reason: IgnoredReason,
     },
     /// E1: a later start or stop took over before this one finished.
     Superseded,
     /// The command failed.
     Failed {
-        /// Why.
-        message: String,
+        /// Why, by variant.
+        failure: CommandFailure,
     },
 }
 
@@ -568,6 +569,9 @@ pub enum Notice {
     Error {
         /// The message.
         message: String,
+        /// The typed failure, when a command failure (a failed start, an in-place restart
+        /// that does not serve) is what went wrong; decide by this, not by `message`.
+        failure: Option<CommandFailure>,
     },
     /// G1/G2: the gateway became ready.
     GatewayReady,
@@ -627,6 +631,8 @@ pub enum Notice {
     GaveUp {
         /// Why (the status error).
         reason: String,
+        /// The failure that ended it, when a start flow's failure did (not for N2/N5).
+        failure: Option<CommandFailure>,
     },
 }
 

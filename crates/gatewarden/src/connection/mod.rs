@@ -63,6 +63,7 @@ use self::handshake::{HandshakeOutcome, HandshakeRequest};
 use crate::events::GatewayEvent;
 use crate::identity::{self, DeviceIdentity};
 use crate::launch::Secret;
+use crate::reports::ReportTo;
 
 /// The gateway's post-handshake `maxPayload` (25 MiB, OPENCLAW.md §3): larger inbound messages
 /// are dropped. The supervisor takes its value from `connect.max_frame_bytes`.
@@ -537,7 +538,7 @@ enum Link {
 /// The connection actor. Create with [`ConnectionActor::new`] and start it.
 pub struct ConnectionActor {
     config: ConnectionConfig,
-    reports: Recipient<ConnectionReport>,
+    reports: ReportTo<ConnectionReport>,
     /// Origin of the monotonic milliseconds of the RPC deadlines.
     clock: Instant,
     identity: Option<DeviceIdentity>,
@@ -570,8 +571,17 @@ const FRAME_BUFFER_BYTES: usize = 64 * 1024;
 const FRAME_BUFFER_LOW: usize = 1024;
 
 impl ConnectionActor {
-    /// A connection actor that reports to `reports`.
+    /// A connection actor that reports to `reports` (keeping it alive).
     pub fn new(config: ConnectionConfig, reports: Recipient<ConnectionReport>) -> Self {
+        ConnectionActor::reporting_to(config, reports.into())
+    }
+
+    /// [`ConnectionActor::new`] with a destination that may be weak (the supervisor's own child:
+    /// see `crate::reports`).
+    pub(crate) fn reporting_to(
+        config: ConnectionConfig,
+        reports: ReportTo<ConnectionReport>,
+    ) -> Self {
         ConnectionActor {
             config,
             reports,
@@ -1063,7 +1073,10 @@ impl ConnectionActor {
                 GatewayEvent::ChannelStatus(payload),
             )),
             Dispatch::Error { message } => {
-                self.report(ConnectionReport::Published(GatewayEvent::Error { message }))
+                self.report(ConnectionReport::Published(GatewayEvent::Error {
+                    message,
+                    failure: None,
+                }))
             }
             Dispatch::RawMessage(value) => {
                 self.report(ConnectionReport::Published(GatewayEvent::RawMessage(value)))

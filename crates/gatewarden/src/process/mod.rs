@@ -57,6 +57,7 @@ use tokio::sync::oneshot;
 
 use crate::launch::LaunchSpec;
 use crate::orphan::process_start_ticks;
+use crate::reports::ReportTo;
 use output::StreamCapture;
 use spawn::{ChildHandle, Launch, LaunchExtras, Launched};
 
@@ -298,8 +299,8 @@ pub struct GetPid;
 /// The actor that owns the gateway process. See the module documentation for its guarantees.
 pub struct ProcessActor {
     config: ProcessActorConfig,
-    output: Recipient<ProcessOutput>,
-    exits: Recipient<ProcessExited>,
+    output: ReportTo<ProcessOutput>,
+    exits: ReportTo<ProcessExited>,
     owned: Option<OwnedChild>,
     /// K3: a spawn whose child has not been handed over yet.
     pending: Option<PendingSpawn>,
@@ -315,11 +316,22 @@ struct PendingSpawn {
 }
 
 impl ProcessActor {
-    /// An actor that sends output lines to `output` and exits to `exits`.
+    /// An actor that sends output lines to `output` and exits to `exits` (keeping their
+    /// receivers alive).
     pub fn new(
         config: ProcessActorConfig,
         output: Recipient<ProcessOutput>,
         exits: Recipient<ProcessExited>,
+    ) -> Self {
+        ProcessActor::reporting_to(config, output.into(), exits.into())
+    }
+
+    /// [`ProcessActor::new`] with destinations that may be weak (the supervisor's own child:
+    /// see `crate::reports`).
+    pub(crate) fn reporting_to(
+        config: ProcessActorConfig,
+        output: ReportTo<ProcessOutput>,
+        exits: ReportTo<ProcessExited>,
     ) -> Self {
         ProcessActor {
             config,

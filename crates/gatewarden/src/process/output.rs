@@ -8,7 +8,7 @@
 //! recipient costs lines (counted) rather than memory, and the child never blocks on a full pipe:
 //! Node writes to pipes synchronously on Linux, so a stalled pipe would stall the whole gateway.
 
-use actix::Recipient;
+use crate::reports::ReportTo;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -35,7 +35,7 @@ pub(super) fn capture<R>(
     stream: OutputStream,
     max_line_bytes: usize,
     queue_lines: usize,
-    recipient: Recipient<ProcessOutput>,
+    recipient: ReportTo<ProcessOutput>,
 ) -> StreamCapture
 where
     R: AsyncRead + Unpin + Send + 'static,

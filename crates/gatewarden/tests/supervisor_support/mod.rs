@@ -61,7 +61,7 @@ pub fn options(state_dir: &tempfile::TempDir, extra_args: &[&str]) -> Supervisor
 
 pub fn start(options: SupervisorOptions, state_dir: tempfile::TempDir) -> Fixture {
     let port = options.core.port;
-    let supervisor = GatewaySupervisor::start(options);
+    let supervisor = GatewaySupervisor::start(options).expect("valid options");
     let (sender, events) = mpsc::unbounded_channel();
     let collector = Collector(sender).start();
     supervisor.do_send(Subscribe(collector.recipient()));
