@@ -56,8 +56,8 @@ struct Plan {
     event_queue: Option<usize>,
     /// F8: leave non-zero after a give-up.
     exit_on_failure: bool,
-    /// The gateway's own config file (for the `gateway.auth.token` hint).
-    gateway_config: PathBuf,
+    /// What the failure hints need to know.
+    hints: HintContext,
     /// The one-line "what next" hint, printed once the gateway runs (terminals only).
     next_hint: Option<String>,
     leftovers: LeftoverReport,
@@ -90,11 +90,14 @@ pub fn run(args: &RunArgs, format: LogFormat) -> anyhow::Result<ExitCode> {
         state_dir,
         http: settings.http,
         token,
+        hints: HintContext {
+            gateway_config: profile_config_path(&settings),
+            token: describe_token(&token_origin),
+        },
         token_origin,
         live_area: format == LogFormat::Text && console::enable_live_area(),
         exit_on_failure: args.exit_on_failure,
         event_queue: settings.cli.event_queue,
-        gateway_config: profile_config_path(&settings),
         next_hint: next_hint(std::io::stderr().is_terminal(), format, &args.target),
         leftovers,
         control_plane: settings.cli.control_plane.clone(),
@@ -154,7 +157,7 @@ async fn supervise(plan: Plan) -> anyhow::Result<ExitCode> {
         refresh: refresh.clone(),
         notifier: notifier.clone(),
         last: None,
-        gateway_config: plan.gateway_config.clone(),
+        hints: plan.hints.clone(),
         first_start_done: first_start_done.clone(),
     }
     .start();
@@ -211,7 +214,7 @@ async fn supervise(plan: Plan) -> anyhow::Result<ExitCode> {
         &mut signals,
         notifier.as_deref(),
         plan.exit_on_failure,
-        &plan.gateway_config,
+        &plan.hints,
         plan.next_hint.as_deref(),
         &first_start_done,
     )
@@ -234,7 +237,7 @@ async fn supervise_until_quit(
     signals: &mut Signals,
     notifier: Option<&Notifier>,
     exit_on_failure: bool,
-    gateway_config: &std::path::Path,
+    hints: &HintContext,
     next_hint: Option<&str>,
     first_start_done: &Cell<bool>,
 ) -> anyhow::Result<ExitCode> {
@@ -257,7 +260,7 @@ async fn supervise_until_quit(
             // CLI prints the reason (the event watcher holds it back until the first start is
             // done), with what to do about it.
             let _ = shutdown(supervisor, signals, notifier).await;
-            let hint = failure_hint(Some(&failure), gateway_config);
+            let hint = failure_hint(Some(&failure), hints);
             return Err(anyhow::anyhow!("{failure}{hint}")).context("the gateway did not start");
         }
         Some(Ok(_)) => {}
@@ -282,7 +285,7 @@ async fn supervise_until_quit(
         () = gave_up => {
             // F8: systemd's `Restart=` (or whatever runs us) takes over from here.
             let reason = instance.gave_up.borrow().clone().unwrap_or_default();
-            let hint = failure_hint(instance.gave_up_failure.borrow().as_ref(), gateway_config);
+            let hint = failure_hint(instance.gave_up_failure.borrow().as_ref(), hints);
             let _ = shutdown(supervisor, signals, notifier).await;
             return Err(anyhow::anyhow!("{reason}{hint}"))
                 .context("gatewarden gave up on the gateway (--exit-on-failure)");
@@ -391,28 +394,40 @@ fn profile_config_path(settings: &config::Settings) -> PathBuf {
     LaunchProfile::gateway_state_dir(&settings.state_dir()).join("openclaw.json")
 }
 
-/// What a person can do about a start failure the library reported. A rejected token names
+/// What the failure hints need: where the gateway's own config is, where our token came from.
+#[derive(Debug, Clone)]
+struct HintContext {
+    /// The gateway's own config file (for the `gateway.auth.token` hint).
+    gateway_config: PathBuf,
+    /// Where the token came from, in words (never the token).
+    token: String,
+}
+
+/// What a person can do about a start failure the library reported, chosen by its variant
+/// (never by its text). A rejected token says where ours came from, and names
 /// `gateway.auth.token` when the gateway's own config pins one (it wins over the environment).
-/// What to do about a failure, chosen by its variant (never by its text).
-fn failure_hint(failure: Option<&CommandFailure>, gateway_config: &std::path::Path) -> String {
+fn failure_hint(failure: Option<&CommandFailure>, hints: &HintContext) -> String {
     let Some(failure) = failure.and_then(CommandFailure::start_failure) else {
         return String::new();
     };
     if failure.is_auth_rejection() {
-        let pinned = std::fs::read_to_string(gateway_config)
+        let pinned = std::fs::read_to_string(&hints.gateway_config)
             .map(|text| gatewarden_core::reload_policy::config_pins_token(&text))
             .unwrap_or(false);
         if pinned {
             return format!(
-                "\nThe gateway rejected the token. Its own config {} pins gateway.auth.token, \
+                "\nThe gateway rejected our token ({}). Its own config {} pins gateway.auth.token, \
                  which wins over $OPENCLAW_GATEWAY_TOKEN and --token-file: remove that key or put \
                  the same token in --token-file FILE (gatewarden does not retry a rejected token).",
-                gateway_config.display()
+                hints.token,
+                hints.gateway_config.display()
             );
         }
-        return "\nThe gateway rejected the token: pass the gateway's token with --token-file FILE \
-                or $OPENCLAW_GATEWAY_TOKEN (gatewarden does not retry a rejected token)."
-            .to_string();
+        return format!(
+            "\nThe gateway rejected our token ({}): pass the gateway's token with --token-file \
+             FILE or $OPENCLAW_GATEWAY_TOKEN (gatewarden does not retry a rejected token).",
+            hints.token
+        );
     }
     static_hint(failure).to_string()
 }
@@ -487,7 +502,7 @@ struct EventWatcher {
     refresh: Rc<Notify>,
     notifier: Option<Rc<Notifier>>,
     last: Option<(LifecycleState, Option<u32>, Option<String>)>,
-    gateway_config: PathBuf,
+    hints: HintContext,
     /// Until the first start has succeeded, a failure's reason is left to `run`'s final error
     /// message (printed once, with what to do), so the watcher does not repeat it.
     first_start_done: Rc<Cell<bool>>,
@@ -570,10 +585,8 @@ impl EventWatcher {
             .unwrap_or_else(|| "-".into());
         match (&status.state, &status.error) {
             (LifecycleState::Error, Some(error)) if self.first_start_done.get() => {
-                let hint = failure_hint(
-                    self.instance.gave_up_failure.borrow().as_ref(),
-                    &self.gateway_config,
-                );
+                let hint =
+                    failure_hint(self.instance.gave_up_failure.borrow().as_ref(), &self.hints);
                 tracing::error!(pid, "gateway error: {error}{hint}");
             }
             (state, _) => tracing::info!(
@@ -661,10 +674,21 @@ mod tests {
         })
     }
 
+    fn hints(gateway_config: &std::path::Path) -> HintContext {
+        HintContext {
+            gateway_config: gateway_config.to_owned(),
+            token: describe_token(&TokenOrigin::Environment("OPENCLAW_GATEWAY_TOKEN")),
+        }
+    }
+
     #[test]
-    fn auth_rejections_get_a_token_hint() {
-        let none = std::path::Path::new("/nonexistent/openclaw.json");
-        assert!(failure_hint(Some(&token_mismatch()), none).contains("token"));
+    fn auth_rejections_get_a_token_hint_saying_where_ours_came_from() {
+        let none = &hints(std::path::Path::new("/nonexistent/openclaw.json"));
+        let hint = failure_hint(Some(&token_mismatch()), none);
+        assert!(
+            hint.contains("rejected our token (from $OPENCLAW_GATEWAY_TOKEN)"),
+            "{hint}"
+        );
         let held = start(StartFailure::PortHeldByOther {
             port: 5,
             pid: Some(7),
@@ -683,7 +707,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("openclaw.json");
         std::fs::write(&config, r#"{gateway: {auth: {token: "pinned-value"}}}"#).unwrap();
-        let hint = failure_hint(Some(&token_mismatch()), &config);
+        let hint = failure_hint(Some(&token_mismatch()), &hints(&config));
         assert!(hint.contains("gateway.auth.token"), "{hint}");
         assert!(hint.contains(&config.display().to_string()), "{hint}");
         assert!(!hint.contains("pinned-value"), "never the secret: {hint}");
@@ -691,7 +715,7 @@ mod tests {
 
     #[test]
     fn f8_fatal_failures_get_their_hints() {
-        let none = std::path::Path::new("/nonexistent/openclaw.json");
+        let none = &hints(std::path::Path::new("/nonexistent/openclaw.json"));
         let old_node = start(StartFailure::RuntimeIncompatible {
             message: "Node 20.20.2 does not satisfy openclaw's engines.node".into(),
         });
