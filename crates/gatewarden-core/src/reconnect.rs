@@ -497,7 +497,9 @@ mod tests {
             schedule.decide(true, false, 1, false, 1),
             ReconnectDecision::GiveUp { .. }
         ));
+        assert_eq!(schedule.recent_restarts().collect::<Vec<_>>(), vec![0]);
         schedule.reset_intensity();
+        assert_eq!(schedule.recent_restarts().count(), 0);
         assert!(matches!(
             schedule.decide(true, false, 1, false, 2),
             ReconnectDecision::Schedule { .. }
