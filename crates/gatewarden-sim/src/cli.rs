@@ -96,6 +96,11 @@ pub struct Settings {
     pub spawn_grandchild: bool,
     /// Accept WebSockets but never send `connect.challenge`.
     pub no_challenge: bool,
+    /// Send the challenge but never answer `connect` (a gateway stuck mid-handshake).
+    pub connect_no_reply: bool,
+    /// Send the challenge, then drop the socket without a close code on `connect` (a gateway
+    /// that fails mid-handshake).
+    pub connect_close: bool,
     /// Treat every presented token as a mismatch.
     pub reject_token: bool,
     /// Exit with `crash_code` this many ms after listening.
@@ -150,6 +155,8 @@ impl Default for Settings {
             ignore_sigterm: false,
             spawn_grandchild: false,
             no_challenge: false,
+            connect_no_reply: false,
+            connect_close: false,
             reject_token: false,
             crash_after_ms: None,
             crash_code: 1,
@@ -203,6 +210,8 @@ FAULT FLAGS:
   --ignore-sigterm         log and ignore SIGTERM
   --spawn-grandchild       spawn `sleep 3600` in our process group
   --no-challenge           never send connect.challenge
+  --connect-no-reply       send the challenge, never answer connect
+  --connect-close          send the challenge, close without a code on connect
   --reject-token           every token is a mismatch
   --crash-after-ms N       exit with --crash-code (default 1) N ms after listening
   --crash-code N
@@ -286,6 +295,8 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<In
             "--ignore-sigterm" => settings.ignore_sigterm = true,
             "--spawn-grandchild" => settings.spawn_grandchild = true,
             "--no-challenge" => settings.no_challenge = true,
+            "--connect-no-reply" => settings.connect_no_reply = true,
+            "--connect-close" => settings.connect_close = true,
             "--reject-token" => settings.reject_token = true,
             "--crash-after-ms" => settings.crash_after_ms = Some(flags.number("--crash-after-ms")?),
             "--crash-code" => settings.crash_code = flags.number("--crash-code")?,

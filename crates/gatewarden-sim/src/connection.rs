@@ -430,6 +430,21 @@ impl Connection {
                 .await;
         }
 
+        if self.shared.settings.connect_no_reply {
+            // Fault: stuck mid-handshake; only the pre-auth budget ends this connection.
+            crate::log!(
+                "{}: connect left unanswered (--connect-no-reply)",
+                self.connection_id
+            );
+            return None;
+        }
+        if self.shared.settings.connect_close {
+            crate::log!(
+                "{}: connect answered by a dropped socket (--connect-close)",
+                self.connection_id
+            );
+            return Some(Ending::CloseWithoutCode);
+        }
         let now = std::time::Instant::now();
         let boot = self.shared.boot();
         let policy = ServerPolicy {

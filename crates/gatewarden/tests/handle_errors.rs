@@ -19,7 +19,8 @@
 //! | `SpawnFailed` | a gateway program that does not exist | `x1_a_missing_program_is_spawn_failed` (here) |
 //! | `ReadyTimeout` | sim `--slow-start-ms` beyond `connect.ready_timeout_ms` | `w1_a_gateway_that_never_listens_is_ready_timeout` (here) |
 //! | `ChallengeTimeout`, `ConnectionRefused`, `HandshakeRejected`, `ReadyTimeout` | the connection actor against a real sim / a bare listener / a closed port | `connection_handshake.rs` (`c1_no_challenge_times_out`, `c1_connection_refused_names_the_port`, `c1_rejected_token_reports_auth_token_mismatch`, `w1_bare_listener_is_not_ready`) |
-//! | `SocketClosedBeforeHandshake`, `HandshakeTimeout` | **not produced here.** Both are transient (retried), and no sim fault closes the socket or stalls exactly between the challenge and the `connect` reply; only core rule tests feed them (`crates/gatewarden-core/tests/lifecycle_rules.rs`, `HandshakeTimeout`) | none end to end |
+//! | `HandshakeTimeout` | sim `--connect-no-reply` (the challenge comes, the `connect` reply never) | `c1_a_gateway_that_never_answers_connect_is_handshake_timeout` (here) |
+//! | `SocketClosedBeforeHandshake` | sim `--connect-close` (the socket drops on `connect`) | `c1_a_socket_dropped_on_connect_is_socket_closed_before_handshake` (here) |
 //! | `PortStillOccupied` | **not produced here.** Only when the port is busy but no visible process holds it (another network namespace, a process we may not inspect) | none end to end |
 //! | `ExternalUnavailable` | **not asserted by variant.** It is the failure of D5's transport-only reconnects to an external gateway, which no command waits on; `supervisor_liveness.rs` (`d5_...`) asserts the health state and `RpcError::ExternalUnavailable` instead | none by variant |
 //! | `Other` | a malformed challenge or `connect` reply: no sim fault sends one (a fallback) | none |
@@ -151,6 +152,25 @@ async fn f6_a_port_without_a_challenge_is_no_challenge() {
         }
         other => panic!("expected NoChallenge, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c1_a_gateway_that_never_answers_connect_is_handshake_timeout() {
+    let state_dir = tempfile::tempdir().expect("temp dir");
+    let mut options = one_attempt(&state_dir, &["--connect-no-reply"]);
+    options.core.connect.handshake_timeout_ms = 1_000;
+    let (failure, _) = failed_start(options).await;
+    assert_eq!(failure, StartFailure::HandshakeTimeout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c1_a_socket_dropped_on_connect_is_socket_closed_before_handshake() {
+    let state_dir = tempfile::tempdir().expect("temp dir");
+    let (failure, _) = failed_start(one_attempt(&state_dir, &["--connect-close"])).await;
+    assert!(
+        matches!(failure, StartFailure::SocketClosedBeforeHandshake { .. }),
+        "{failure:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
