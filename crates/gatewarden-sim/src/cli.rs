@@ -101,6 +101,8 @@ pub struct Settings {
     /// Send the challenge, then drop the socket without a close code on `connect` (a gateway
     /// that fails mid-handshake).
     pub connect_close: bool,
+    /// Answer `connect` with a `hello-ok` that has no `protocol` (a broken or foreign server).
+    pub connect_bad_hello: bool,
     /// Treat every presented token as a mismatch.
     pub reject_token: bool,
     /// Exit with `crash_code` this many ms after listening.
@@ -157,6 +159,7 @@ impl Default for Settings {
             no_challenge: false,
             connect_no_reply: false,
             connect_close: false,
+            connect_bad_hello: false,
             reject_token: false,
             crash_after_ms: None,
             crash_code: 1,
@@ -212,6 +215,7 @@ FAULT FLAGS:
   --no-challenge           never send connect.challenge
   --connect-no-reply       send the challenge, never answer connect
   --connect-close          send the challenge, close without a code on connect
+  --connect-bad-hello      answer connect with a hello-ok that has no protocol
   --reject-token           every token is a mismatch
   --crash-after-ms N       exit with --crash-code (default 1) N ms after listening
   --crash-code N
@@ -297,6 +301,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<In
             "--no-challenge" => settings.no_challenge = true,
             "--connect-no-reply" => settings.connect_no_reply = true,
             "--connect-close" => settings.connect_close = true,
+            "--connect-bad-hello" => settings.connect_bad_hello = true,
             "--reject-token" => settings.reject_token = true,
             "--crash-after-ms" => settings.crash_after_ms = Some(flags.number("--crash-after-ms")?),
             "--crash-code" => settings.crash_code = flags.number("--crash-code")?,

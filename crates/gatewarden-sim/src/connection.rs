@@ -445,6 +445,14 @@ impl Connection {
             );
             return Some(Ending::CloseWithoutCode);
         }
+        if self.shared.settings.connect_bad_hello {
+            crate::log!(
+                "{}: connect answered without a protocol (--connect-bad-hello)",
+                self.connection_id
+            );
+            let reply = protocol::response_ok(&id, &serde_json::json!({"type": "hello-ok"}));
+            return feed(socket, Message::text(reply)).await;
+        }
         let now = std::time::Instant::now();
         let boot = self.shared.boot();
         let policy = ServerPolicy {

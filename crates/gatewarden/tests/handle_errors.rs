@@ -23,7 +23,7 @@
 //! | `SocketClosedBeforeHandshake` | sim `--connect-close` (the socket drops on `connect`) | `c1_a_socket_dropped_on_connect_is_socket_closed_before_handshake` (here) |
 //! | `PortStillOccupied` | **not produced here.** Only when the port is busy but no visible process holds it (another network namespace, a process we may not inspect) | none end to end |
 //! | `ExternalUnavailable` | **not asserted by variant.** It is the failure of D5's transport-only reconnects to an external gateway, which no command waits on; `supervisor_liveness.rs` (`d5_...`) asserts the health state and `RpcError::ExternalUnavailable` instead | none by variant |
-//! | `Other` | a malformed challenge or `connect` reply: no sim fault sends one (a fallback) | none |
+//! | `Other` | sim `--connect-bad-hello` (a `hello-ok` without `protocol`); also a malformed challenge | `c1_an_invalid_connect_reply_is_other_naming_it` (here) |
 
 mod handle_support;
 
@@ -171,6 +171,18 @@ async fn c1_a_socket_dropped_on_connect_is_socket_closed_before_handshake() {
         matches!(failure, StartFailure::SocketClosedBeforeHandshake { .. }),
         "{failure:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c1_an_invalid_connect_reply_is_other_naming_it() {
+    let state_dir = tempfile::tempdir().expect("temp dir");
+    let (failure, _) = failed_start(one_attempt(&state_dir, &["--connect-bad-hello"])).await;
+    match failure {
+        StartFailure::Other { message } => {
+            assert!(message.starts_with("invalid connect reply"), "{message}")
+        }
+        other => panic!("expected Other, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
