@@ -2089,7 +2089,13 @@ fn f3_runtime_refused_before_spawn_is_not_retried() {
         },
     });
     assert_eq!(harness.state(), LifecycleState::Error);
-    assert!(error_text(&harness).contains("engines.node"));
+    let error = error_text(&harness);
+    assert!(error.contains("engines.node"));
+    assert_eq!(
+        error.matches("cannot run on this runtime").count(),
+        1,
+        "the refusal keeps its own words, not wrapped again: {error}"
+    );
     assert!(!harness.machine.auto_reconnect());
     assert!(harness.machine.gave_up());
 }
@@ -2669,5 +2675,37 @@ fn q2_an_unannounced_close_is_a_warning() {
     assert_eq!(
         level_of(&harness, "scheduling gateway reconnect"),
         Some(LogLevel::Warn)
+    );
+}
+
+#[test]
+fn q2_a_retried_start_attempt_warns_and_the_one_that_ends_the_start_is_a_detail() {
+    let mut harness = Harness::quiet();
+    harness.command(Command::Start);
+    for _ in 0..3 {
+        harness.probe_free();
+        let pid = harness.spawned();
+        harness.exit(pid, 3);
+        harness.advance(1_000);
+    }
+    assert_eq!(harness.state(), LifecycleState::Error);
+    let attempts: Vec<(LogLevel, &str)> = harness
+        .all
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::Log { level, message } if message.starts_with("gateway start attempt") => {
+                Some((*level, message.as_str()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(attempts.len(), 3, "{attempts:?}");
+    for (level, message) in &attempts[..2] {
+        assert_eq!(*level, LogLevel::Warn, "{message}");
+    }
+    assert_eq!(attempts[2].0, LogLevel::Debug, "{}", attempts[2].1);
+    assert_eq!(
+        level_of(&harness, "gateway start failed"),
+        Some(LogLevel::Error)
     );
 }

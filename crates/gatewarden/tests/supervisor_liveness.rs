@@ -16,9 +16,11 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use actix::Addr;
+use gatewarden::events::GatewayEvent;
 use gatewarden::supervisor::{
     DiagnosticsSnapshot, GetDiagnostics, GetHealth, Rpc, Start, Stop, Supervisor,
 };
+use gatewarden_core::error::StartFailure;
 use gatewarden_core::health::{HealthReason, HealthState};
 use gatewarden_core::liveness::{LivenessClass, RecoveryPhase};
 use gatewarden_core::machine::{CommandOutcome, LifecycleState};
@@ -322,6 +324,33 @@ async fn d5_an_external_gateway_that_stops_answering_is_only_reconnected() -> Re
         ),
         || format!("a call while unavailable: {refused:?}"),
     )?;
+    // While it stays silent, the transport-only reconnect fails typed (never a spawn): the
+    // published error carries StartFailure::ExternalUnavailable.
+    let typed = async {
+        let limit = Instant::now() + Duration::from_secs(90);
+        loop {
+            let next =
+                actix_rt::time::timeout(Duration::from_millis(500), fixture.events.recv()).await;
+            match next {
+                Ok(Some(GatewayEvent::Error {
+                    failure: Some(failure),
+                    ..
+                })) if matches!(
+                    failure.start_failure(),
+                    Some(StartFailure::ExternalUnavailable { .. })
+                ) =>
+                {
+                    return Ok(())
+                }
+                Ok(None) => return Err("the event channel closed".to_string()),
+                _ => {}
+            }
+            if Instant::now() > limit {
+                return Err("no start failure ExternalUnavailable was published".to_string());
+            }
+        }
+    };
+    typed.await?;
     // SAFETY: as above.
     unsafe {
         libc::kill(external.pid as i32, libc::SIGCONT);
