@@ -2664,6 +2664,17 @@ fn q2_an_announced_close_and_its_reconnect_are_info() {
 }
 
 #[test]
+fn q2_a_1012_close_is_announced_by_its_code_alone() {
+    let mut harness = Harness::quiet();
+    harness.start_to_running();
+    harness.socket_closed(1012);
+    assert_eq!(
+        level_of(&harness, "gateway socket closed"),
+        Some(LogLevel::Info)
+    );
+}
+
+#[test]
 fn q2_an_unannounced_close_is_a_warning() {
     let mut harness = Harness::quiet();
     harness.start_to_running();

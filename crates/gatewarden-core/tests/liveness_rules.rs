@@ -307,6 +307,14 @@ fn d4_a_busy_gateway_whose_probe_fails_is_restarted_at_deadline_plus_probe_timeo
     assert_eq!(terminates(&harness), 1, "exactly one restart");
     let liveness_probes = harness.all_count(|effect| matches!(effect, Effect::SendProbe { .. }));
     assert_eq!(liveness_probes, 2, "the ready probe and one liveness probe");
+    assert!(
+        harness.all.iter().any(|effect| matches!(
+            effect,
+            Effect::Log { message, .. }
+                if message.contains("failed (RPC timeout: system-presence)")
+        )),
+        "the restart's log line names why the probe failed"
+    );
 }
 
 #[test]

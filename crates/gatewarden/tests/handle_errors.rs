@@ -22,7 +22,7 @@
 //! | `HandshakeTimeout` | sim `--connect-no-reply` (the challenge comes, the `connect` reply never) | `c1_a_gateway_that_never_answers_connect_is_handshake_timeout` (here) |
 //! | `SocketClosedBeforeHandshake` | sim `--connect-close` (the socket drops on `connect`) | `c1_a_socket_dropped_on_connect_is_socket_closed_before_handshake` (here) |
 //! | `PortStillOccupied` | **not produced here.** Only when the port is busy but no visible process holds it (another network namespace, a process we may not inspect) | none end to end |
-//! | `ExternalUnavailable` | **not asserted by variant.** It is the failure of D5's transport-only reconnects to an external gateway, which no command waits on; `supervisor_liveness.rs` (`d5_...`) asserts the health state and `RpcError::ExternalUnavailable` instead | none by variant |
+//! | `ExternalUnavailable` | an attached external sim SIGSTOPped: D5's transport-only reconnects fail, which no command waits on, so the published error event carries it | `supervisor_liveness.rs` (`d5_an_external_gateway_that_stops_answering_is_only_reconnected`) |
 //! | `Other` | sim `--connect-bad-hello` (a `hello-ok` without `protocol`); also a malformed challenge | `c1_an_invalid_connect_reply_is_other_naming_it` (here) |
 
 mod handle_support;
