@@ -2643,49 +2643,43 @@ fn level_of(harness: &Harness, needle: &str) -> Option<LogLevel> {
     })
 }
 
-#[test]
-fn q2_an_announced_close_and_its_reconnect_are_info() {
+/// The levels of the "socket closed" and "scheduling reconnect" lines after a running gateway's
+/// socket closes with `code`, announced first by a `shutdown` event or not.
+fn close_levels(announced: bool, code: u16) -> (Option<LogLevel>, Option<LogLevel>) {
     let mut harness = Harness::quiet();
     harness.start_to_running();
-    let epoch = harness.epoch();
-    harness.send(Event::ShutdownAnnounced {
-        epoch,
-        restart_expected_ms: Some(1_500),
-    });
-    harness.socket_closed(1012);
-    assert_eq!(
+    if announced {
+        let epoch = harness.epoch();
+        harness.send(Event::ShutdownAnnounced {
+            epoch,
+            restart_expected_ms: Some(1_500),
+        });
+    }
+    harness.socket_closed(code);
+    (
         level_of(&harness, "gateway socket closed"),
-        Some(LogLevel::Info)
-    );
-    assert_eq!(
         level_of(&harness, "scheduling gateway reconnect"),
-        Some(LogLevel::Info)
+    )
+}
+
+#[test]
+fn q2_an_announced_close_and_its_reconnect_are_info() {
+    assert_eq!(
+        close_levels(true, 1012),
+        (Some(LogLevel::Info), Some(LogLevel::Info))
     );
 }
 
 #[test]
 fn q2_a_1012_close_is_announced_by_its_code_alone() {
-    let mut harness = Harness::quiet();
-    harness.start_to_running();
-    harness.socket_closed(1012);
-    assert_eq!(
-        level_of(&harness, "gateway socket closed"),
-        Some(LogLevel::Info)
-    );
+    assert_eq!(close_levels(false, 1012).0, Some(LogLevel::Info));
 }
 
 #[test]
 fn q2_an_unannounced_close_is_a_warning() {
-    let mut harness = Harness::quiet();
-    harness.start_to_running();
-    harness.socket_closed(1006);
     assert_eq!(
-        level_of(&harness, "gateway socket closed"),
-        Some(LogLevel::Warn)
-    );
-    assert_eq!(
-        level_of(&harness, "scheduling gateway reconnect"),
-        Some(LogLevel::Warn)
+        close_levels(false, 1006),
+        (Some(LogLevel::Warn), Some(LogLevel::Warn))
     );
 }
 

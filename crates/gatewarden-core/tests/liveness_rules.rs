@@ -514,15 +514,22 @@ fn d6_a_supervisor_stall_is_decided_by_a_probe_not_a_restart() {
     assert_eq!(harness.state(), LifecycleState::Running);
 }
 
-#[test]
-fn d6_a_stall_whose_probe_fails_restarts_a_gateway_that_did_not_run_across_it() {
+/// A running gateway whose CPU follows `cpu`; the supervisor is then paused 90 s and the stall
+/// probe that follows will fail (the late tick fires on the next `advance`).
+fn paused_with_a_failing_stall_probe(cpu: support::CpuModel) -> Harness {
     let mut harness = Harness::quiet();
-    harness.cpu = Some(frozen());
+    harness.cpu = Some(cpu);
     harness.probes = ProbeMode::Answer(15);
     harness.start_to_running();
     harness.advance(INTERVAL + 10);
     harness.probes = ProbeMode::Fail;
     harness.pause(90_000);
+    harness
+}
+
+#[test]
+fn d6_a_stall_whose_probe_fails_restarts_a_gateway_that_did_not_run_across_it() {
+    let mut harness = paused_with_a_failing_stall_probe(frozen());
     harness.advance(1);
     assert_eq!(
         terminates(&harness),
@@ -535,13 +542,7 @@ fn d6_a_stall_whose_probe_fails_restarts_a_gateway_that_did_not_run_across_it() 
 
 #[test]
 fn d6_a_stall_whose_probe_fails_spares_a_gateway_that_ran_across_it() {
-    let mut harness = Harness::quiet();
-    harness.cpu = Some(busy());
-    harness.probes = ProbeMode::Answer(15);
-    harness.start_to_running();
-    harness.advance(INTERVAL + 10);
-    harness.probes = ProbeMode::Fail;
-    harness.pause(90_000);
+    let mut harness = paused_with_a_failing_stall_probe(busy());
     harness.advance(5_001);
     assert_eq!(
         terminates(&harness),
@@ -555,18 +556,13 @@ fn d6_a_stall_whose_probe_fails_spares_a_gateway_that_ran_across_it() {
     assert_eq!(terminates(&harness), 1);
 }
 
-/// Found while teaching the model test D6: the stall verdict is one comparison, not a mode. After a stall
-/// whose probe failed on a gateway that ran across it (busy), the gateway answering again and
-/// then idling between answers must be judged as usual, not as "no progress since the pause".
+/// Found while teaching the model test D6: the stall verdict is one comparison, not a mode.
+/// After a stall whose probe failed on a gateway that ran across it (busy), the gateway answering
+/// again and then idling between answers must be judged as usual, not as "no progress since the
+/// pause".
 #[test]
 fn d6_the_stall_verdict_is_one_sample_and_later_evidence_is_judged_as_usual() {
-    let mut harness = Harness::quiet();
-    harness.cpu = Some(busy());
-    harness.probes = ProbeMode::Answer(15);
-    harness.start_to_running();
-    harness.advance(INTERVAL + 10);
-    harness.probes = ProbeMode::Fail;
-    harness.pause(90_000);
+    let mut harness = paused_with_a_failing_stall_probe(busy());
     harness.advance(5_001);
     assert_eq!(terminates(&harness), 0, "busy across the pause");
     // It answers again and from now on idles (no CPU) between its answers: alive, not frozen.
