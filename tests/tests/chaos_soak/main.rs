@@ -898,7 +898,7 @@ async fn inject(run: &Rc<Run>, pair: &Rc<Pair>, fault: &Fault, rng: &mut Rng) ->
             Injected::Applied
         }
         Fault::Busy { ms } => {
-            let Some(before) = liveness_baseline(pair).await else {
+            let Some(before) = settled_liveness_baseline(run, pair).await else {
                 return Injected::NotApplicable;
             };
             if sim_fault(run, pair, json!({"kind": "busy", "ms": ms}))
@@ -922,7 +922,7 @@ async fn inject(run: &Rc<Run>, pair: &Rc<Pair>, fault: &Fault, rng: &mut Rng) ->
             Injected::Applied
         }
         Fault::SupervisorPause { ms } => {
-            let Some(before) = liveness_baseline(pair).await else {
+            let Some(before) = settled_liveness_baseline(run, pair).await else {
                 return Injected::NotApplicable;
             };
             let Some(arbiter) = pair.arbiter.as_ref() else {
@@ -969,6 +969,19 @@ async fn inject(run: &Rc<Run>, pair: &Rc<Pair>, fault: &Fault, rng: &mut Rng) ->
 fn recent_faults(pair: &Pair) -> String {
     let history = pair.history.borrow();
     history[history.len().saturating_sub(4)..].join(", ")
+}
+
+/// Longer than any delayed effect a fault asks for (a crash after up to 100 ms, a debounced call
+/// or a kill after a reload up to 150 ms).
+const DELAYED_EFFECTS_MS: u64 = 300;
+
+/// [`liveness_baseline`] once what the previous fault set in motion has happened: seen in a
+/// clean-clone CI run, a `Crash { after_ms: 100 }` fired during the next fault's busy window and
+/// its (correct) replacement was taken for a liveness restart.
+async fn settled_liveness_baseline(run: &Rc<Run>, pair: &Pair) -> Option<(u32, u64, u64)> {
+    tokio::time::sleep(Duration::from_millis(DELAYED_EFFECTS_MS)).await;
+    converge(run, pair, "before a liveness check").await?;
+    liveness_baseline(pair).await
 }
 
 /// The gateway's pid and the restart and spawn counts, while it runs: what a false liveness
