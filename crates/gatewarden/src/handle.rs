@@ -26,7 +26,7 @@
 //! because a process that exits at once leaves only the gateway's parent-death signal (X1) to end
 //! it. A handle made by [`GatewayHandle::from_addr`] does not own the supervisor: dropping it
 //! leaves the supervisor to the app that started it (which stops when the app drops its last
-//! `Addr`, see [`crate::SupervisorOptions::addr_check_interval_ms`]).
+//! `Addr`: docs/runtime-semantics.md, "Shutdown and drop").
 //!
 //! # Events
 //!

@@ -93,19 +93,33 @@ pub struct SupervisorOptions {
     /// `subscribe`) keep for a subscriber that has not read them yet (default
     /// [`DEFAULT_EVENT_CAPACITY`]). One ring shared by every such subscriber; a subscriber that
     /// falls further behind loses the oldest and is told how many. Clamped to
-    /// 1..=[`MAX_EVENT_CAPACITY`] (the ring is allocated up front).
+    /// 1..=[`MAX_EVENT_CAPACITY`] (the ring is allocated whole by the first such subscription).
     pub event_capacity: usize,
-    /// How often the supervisor checks whether any `Addr` of it is left (default
-    /// [`DEFAULT_ADDR_CHECK_INTERVAL_MS`]). When the app has dropped its last one, nobody can
-    /// send it a command again: it stops its gateway as [`Stop`] does (T1–T5) and ends, so the
-    /// gateway is gone within this interval plus the stop (at most `stop.kill_grace_ms` after
-    /// SIGTERM). actix only ends an actor by itself when it has no address *and* nothing
-    /// scheduled, which a supervisor with armed timers never reaches; hence the check.
-    pub addr_check_interval_ms: u64,
 }
 
-/// Default of [`SupervisorOptions::addr_check_interval_ms`].
-pub const DEFAULT_ADDR_CHECK_INTERVAL_MS: u64 = 200;
+/// Notices that the last address of the supervisor is gone, without a timer: actix wakes an
+/// actor's context when its last address is dropped, and the context polls every future spawned
+/// on it at each wake-up, so this one is polled right then (an idle supervisor is never woken to
+/// look; a poll for any other reason costs one atomic load). It then has the supervisor stop as
+/// [`Supervisor::stop_when_unowned`] says, and ends.
+struct OwnerWatch;
+
+impl ActorFuture<Supervisor> for OwnerWatch {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        supervisor: &mut Supervisor,
+        ctx: &mut Context<Supervisor>,
+        _task: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if ctx.connected() {
+            return std::task::Poll::Pending;
+        }
+        supervisor.stop_when_unowned(ctx);
+        std::task::Poll::Ready(())
+    }
+}
 
 /// Default of [`SupervisorOptions::mailbox_capacity`].
 pub const DEFAULT_MAILBOX_CAPACITY: usize = 65_536;
@@ -134,7 +148,6 @@ impl SupervisorOptions {
             scheme: crate::endpoint::GatewayScheme::Ws,
             allow_remote_host: false,
             event_capacity: DEFAULT_EVENT_CAPACITY,
-            addr_check_interval_ms: DEFAULT_ADDR_CHECK_INTERVAL_MS,
         }
     }
 }
@@ -371,8 +384,10 @@ pub struct Supervisor {
     heartbeat: Option<Addr<HeartbeatActor>>,
     reload_policy: Option<Addr<ReloadPolicyActor>>,
     subscribers: Vec<Recipient<GatewayEvent>>,
-    /// The bounded subscriptions ([`SubscribeBounded`]).
-    bounded_events: tokio::sync::broadcast::Sender<GatewayEvent>,
+    /// The bounded subscriptions ([`SubscribeBounded`]): the ring is made by the first of them
+    /// (tokio allocates all of its slots up front, about 200 KiB at the default capacity, which a
+    /// supervisor nobody subscribes to should not pay).
+    bounded_events: Option<tokio::sync::broadcast::Sender<GatewayEvent>>,
     timers: HashMap<TimerKind, SpawnHandle>,
     replies: HashMap<ReplyId, oneshot::Sender<CommandOutcome>>,
     next_reply: ReplyId,
@@ -404,10 +419,7 @@ impl Supervisor {
         Supervisor {
             machine: LifecycleMachine::new(options.core.clone()),
             stderr: StderrDeduper::new(&options.core.stderr),
-            // tokio's broadcast panics on 0 or on more than half the address space.
-            bounded_events: tokio::sync::broadcast::Sender::new(
-                options.event_capacity.clamp(1, MAX_EVENT_CAPACITY),
-            ),
+            bounded_events: None,
             gateway_log: GatewayLog::new(&options.core.stderr),
             options,
             origin: Instant::now(),
@@ -488,8 +500,10 @@ impl Supervisor {
             subscriber.do_send(event.clone());
         }
         // Never waits: a full ring overwrites its oldest event. No receiver, no clone.
-        if self.bounded_events.receiver_count() > 0 {
-            let _ = self.bounded_events.send(event);
+        if let Some(bounded) = &self.bounded_events {
+            if bounded.receiver_count() > 0 {
+                let _ = bounded.send(event);
+            }
         }
     }
 
@@ -1358,8 +1372,7 @@ impl Actor for Supervisor {
         });
         self.reload_policy =
             Some(ReloadPolicyActor::new(config_path, self.options.core.reload.clone()).start());
-        let every = Duration::from_millis(self.options.addr_check_interval_ms.max(1));
-        ctx.run_interval(every, Supervisor::stop_when_unowned);
+        ctx.spawn(OwnerWatch);
     }
 
     fn stopping(&mut self, _ctx: &mut Self::Context) -> Running {
@@ -1693,7 +1706,12 @@ impl Handler<SubscribeBounded> for Supervisor {
     type Result = MessageResult<SubscribeBounded>;
 
     fn handle(&mut self, _message: SubscribeBounded, _ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(self.bounded_events.subscribe())
+        let capacity = self.options.event_capacity;
+        let ring = self.bounded_events.get_or_insert_with(|| {
+            // tokio's broadcast panics on 0 or on more than half the address space.
+            tokio::sync::broadcast::Sender::new(capacity.clamp(1, MAX_EVENT_CAPACITY))
+        });
+        MessageResult(ring.subscribe())
     }
 }
 
