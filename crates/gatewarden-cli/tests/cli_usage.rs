@@ -324,6 +324,15 @@ fn q3_values_that_cannot_work_exit_2_naming_the_key() {
         assert!(message.contains(key), "{text}: {message}");
         assert!(message.contains(&config), "names the file: {message}");
     }
+    // Port 0 would have the gateway pick a port nobody tells the supervisor: it used to probe
+    // port 0 until the start timed out.
+    let output = run_in(home.path(), &["run", "--port", "0"], &[]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(
+        message.contains("port: must be a fixed port") && message.contains("--port"),
+        "{message}"
+    );
     let output = run_in(
         home.path(),
         &["run"],

@@ -179,6 +179,16 @@ impl SupervisorConfig {
                 self.connect.in_place_ready_timeout_ms,
             ),
         ];
+        if self.port == 0 {
+            // The gateway would listen on a port of its own choosing, which nothing tells the
+            // supervisor: it would probe port 0 until the start timed out.
+            return Err(InvalidValue {
+                key: "port",
+                message: "must be a fixed port: with 0 the gateway picks one the supervisor \
+                          cannot know"
+                    .into(),
+            });
+        }
         for (key, value) in positive {
             if value == 0 {
                 return Err(InvalidValue {
@@ -744,6 +754,9 @@ mod tests {
         let mut config = SupervisorConfig::default();
         config.liveness.probe_method = " ".into();
         assert_eq!(key_of(config), "liveness.probe_method");
+        let mut config = SupervisorConfig::default();
+        config.port = 0;
+        assert_eq!(key_of(config), "port");
     }
 
     #[test]
