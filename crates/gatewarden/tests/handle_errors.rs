@@ -21,7 +21,7 @@
 //! | `ChallengeTimeout`, `ConnectionRefused`, `HandshakeRejected`, `ReadyTimeout` | the connection actor against a real sim / a bare listener / a closed port | `connection_handshake.rs` (`c1_no_challenge_times_out`, `c1_connection_refused_names_the_port`, `c1_rejected_token_reports_auth_token_mismatch`, `w1_bare_listener_is_not_ready`) |
 //! | `HandshakeTimeout` | sim `--connect-no-reply` (the challenge comes, the `connect` reply never) | `c1_a_gateway_that_never_answers_connect_is_handshake_timeout` (here) |
 //! | `SocketClosedBeforeHandshake` | sim `--connect-close` (the socket drops on `connect`) | `c1_a_socket_dropped_on_connect_is_socket_closed_before_handshake` (here) |
-//! | `PortStillOccupied` | **not produced here.** Only when the port is busy but no visible process holds it (another network namespace, a process we may not inspect) | none end to end |
+//! | `PortStillOccupied` | a listener no process holds: its only reference is an `SCM_RIGHTS` message in flight on a socket pair, so no `/proc/*/fd` names it (as for a process in its last moments or one we may not inspect) | `o1_a_listener_no_process_holds_is_port_still_occupied` (here) |
 //! | `ExternalUnavailable` | an attached external sim SIGSTOPped: D5's transport-only reconnects fail, which no command waits on, so the published error event carries it | `supervisor_liveness.rs` (`d5_an_external_gateway_that_stops_answering_is_only_reconnected`) |
 //! | `Other` | sim `--connect-bad-hello` (a `hello-ok` without `protocol`); also a malformed challenge | `c1_an_invalid_connect_reply_is_other_naming_it` (here) |
 
@@ -220,6 +220,63 @@ async fn o1_a_port_held_by_another_program_names_its_pid() {
         }
     );
     drop(listener);
+}
+
+/// Park `listener` where no process's file table shows it: sent as `SCM_RIGHTS` over a Unix
+/// socket pair and never received, then closed here. The kernel keeps the socket open (and
+/// listening) for as long as the message waits, i.e. while the returned pair lives.
+fn park_unowned(
+    listener: std::net::TcpListener,
+) -> (
+    std::os::unix::net::UnixStream,
+    std::os::unix::net::UnixStream,
+) {
+    use std::os::fd::{AsRawFd, IntoRawFd};
+    let (sender, receiver) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+    let fd = listener.into_raw_fd();
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) } as usize;
+    let mut control = vec![0u8; space];
+    // SAFETY: an all-zero msghdr is valid; every pointer set below outlives the sendmsg call.
+    let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+    header.msg_iov = &mut iov;
+    header.msg_iovlen = 1;
+    header.msg_control = control.as_mut_ptr().cast();
+    header.msg_controllen = space as _;
+    // SAFETY: `control` has room for one cmsg carrying one fd (CMSG_SPACE above).
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&header);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), fd);
+    }
+    // SAFETY: `header` is fully initialised and `sender` is an open socket.
+    let sent = unsafe { libc::sendmsg(sender.as_raw_fd(), &header, 0) };
+    assert_eq!(sent, 1, "sendmsg: {}", std::io::Error::last_os_error());
+    // SAFETY: `fd` is ours (taken from the listener above) and closed once.
+    unsafe { libc::close(fd) };
+    (sender, receiver)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn o1_a_listener_no_process_holds_is_port_still_occupied() {
+    let state_dir = tempfile::tempdir().expect("temp dir");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let port = listener.local_addr().expect("address").port();
+    let parked = park_unowned(listener);
+    // Still listening, though nobody holds it: a connection is accepted into its backlog.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let mut options = one_attempt(&state_dir, &[]);
+    options.core.port = port;
+    let (failure, _) = failed_start(options).await;
+    assert_eq!(failure, StartFailure::PortStillOccupied { port });
+    drop(parked);
 }
 
 fn failure_program(failure: &StartFailure) -> Option<String> {
