@@ -235,6 +235,7 @@ impl SupervisorConfig {
 /// L5–L7: the start sequence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct StartConfig {
     /// L5: how many times the start sequence is attempted.
     pub max_attempts: u32,
@@ -279,6 +280,7 @@ impl Default for StartConfig {
 /// W1, C1, C2: readiness, handshake and protocol.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ConnectConfig {
     /// W1 (beyond): first readiness probe interval; it doubles up to `probe_interval_max_ms`.
     pub probe_interval_initial_ms: u64,
@@ -340,6 +342,7 @@ impl Default for ConnectConfig {
 /// M1: RPC defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RpcConfig {
     /// M1: default time limit of one call.
     pub default_timeout_ms: u64,
@@ -370,6 +373,7 @@ impl Default for RpcConfig {
 /// H1–H6: heartbeat and health.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct HeartbeatConfig {
     /// H1: ping interval.
     pub interval_ms: u64,
@@ -415,6 +419,7 @@ impl HeartbeatConfig {
 /// G1–G2: gateway readiness of subsystems.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ReadyConfig {
     /// G2: after the handshake, the core probe is tried at these offsets (ms after the
     /// handshake) until one succeeds; never a timer alone.
@@ -456,6 +461,7 @@ pub enum CpuThreads {
 /// unclean boots, suppresses channel auto-start), so silence alone never restarts a gateway.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct LivenessConfig {
     /// D4: a `busy` (or silent, unclassifiable) gateway is probed only after this long without
     /// evidence of life.
@@ -531,6 +537,7 @@ impl LivenessConfig {
 /// T2, T4: stopping.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct StopConfig {
     /// T2: time limit of the `shutdown` request to an external gateway.
     pub external_shutdown_timeout_ms: u64,
@@ -550,6 +557,7 @@ impl Default for StopConfig {
 /// R3, R7: restart governor and debounce.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RestartConfig {
     /// R3: executed restarts are at least this far apart.
     pub cooldown_ms: u64,
@@ -582,6 +590,7 @@ pub enum ReloadSignal {
 /// P1–P5: reload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ReloadConfig {
     /// P2: the reload policy read from the gateway config is cached this long.
     pub policy_cache_ms: u64,
@@ -631,6 +640,7 @@ impl Default for ReloadConfig {
 /// N1–N5: auto-reconnect.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ReconnectConfig {
     /// N2: attempts before giving up with `error`.
     pub max_attempts: u32,
@@ -669,6 +679,7 @@ impl Default for ReconnectConfig {
 /// X3: stderr handling.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct StderrConfig {
     /// X3: a repeated line is summarised at every this-many-th repeat.
     pub repeat_summary_every: u64,
@@ -696,6 +707,7 @@ impl Default for StderrConfig {
 /// O1: orphans and foreign listeners.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct OrphanConfig {
     /// O1: wait after SIGTERM to orphans.
     pub term_wait_ms: u64,
@@ -754,8 +766,10 @@ mod tests {
         let mut config = SupervisorConfig::default();
         config.liveness.probe_method = " ".into();
         assert_eq!(key_of(config), "liveness.probe_method");
-        let mut config = SupervisorConfig::default();
-        config.port = 0;
+        let config = SupervisorConfig {
+            port: 0,
+            ..SupervisorConfig::default()
+        };
         assert_eq!(key_of(config), "port");
     }
 

@@ -279,11 +279,9 @@ async fn w1_bare_listener_is_not_ready() {
     assert!(!probe_gateway("127.0.0.1", port, 400).await);
     assert!(started.elapsed() < Duration::from_secs(10));
 
-    let config = ConnectConfig {
-        ready_timeout_ms: 900,
-        probe_timeout_ms: 300,
-        ..ConnectConfig::default()
-    };
+    let mut config = ConnectConfig::default();
+    config.ready_timeout_ms = 900;
+    config.probe_timeout_ms = 300;
     match await_readiness("127.0.0.1", port, &config).await {
         Err(StartFailure::ReadyTimeout { waited_ms }) => assert!(waited_ms >= 900),
         other => panic!("{other:?}"),
@@ -312,10 +310,8 @@ async fn w1_readiness_detected_fast_after_slow_start() {
         "300",
     ]);
     let started = Instant::now();
-    let config = ConnectConfig {
-        ready_timeout_ms: 20_000,
-        ..ConnectConfig::default()
-    };
+    let mut config = ConnectConfig::default();
+    config.ready_timeout_ms = 20_000;
     await_readiness("127.0.0.1", port, &config).await.unwrap();
     let ready_unix_ms = unix_ms();
     let waited = started.elapsed();

@@ -261,14 +261,13 @@ impl Reports {
 
 /// A connection config for a simulator on `port` with the shared token and test-sized timeouts.
 pub fn config_for(port: u16) -> ConnectionConfig {
+    let mut connect = ConnectConfig::default();
+    connect.challenge_timeout_ms = 10_000;
+    connect.handshake_timeout_ms = 10_000;
     ConnectionConfig {
         port,
         token: TokenSource::Value(Secret::new(TOKEN)),
-        connect: ConnectConfig {
-            challenge_timeout_ms: 10_000,
-            handshake_timeout_ms: 10_000,
-            ..ConnectConfig::default()
-        },
+        connect,
         ..ConnectionConfig::default()
     }
 }
