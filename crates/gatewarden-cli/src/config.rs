@@ -126,6 +126,9 @@ pub struct ControlPlaneConfig {
     pub snapshot_refresh_ms: u64,
     /// `/healthz` is 503 once the snapshot is older than this: the supervisor stopped answering.
     pub snapshot_stale_ms: u64,
+    /// Y1: how long an exiting instance waits for its event subscribers to take their last lines
+    /// and the `end` line (a subscriber that stopped reading is not waited for longer).
+    pub stream_end_grace_ms: u64,
 }
 
 impl Default for ControlPlaneConfig {
@@ -140,6 +143,7 @@ impl Default for ControlPlaneConfig {
             http_max_connections: 256,
             snapshot_refresh_ms: 1_000,
             snapshot_stale_ms: 10_000,
+            stream_end_grace_ms: 2_000,
         }
     }
 }

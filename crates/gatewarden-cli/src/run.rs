@@ -220,16 +220,17 @@ async fn supervise(plan: Plan) -> anyhow::Result<ExitCode> {
     )
     .await;
     // Y1: every subscriber reads the last events and an `end` line before the process exits.
-    instance.streams.close(STREAM_END_GRACE).await;
+    instance
+        .streams
+        .close(Duration::from_millis(
+            plan.control_plane.stream_end_grace_ms,
+        ))
+        .await;
     for task in tasks {
         task.abort();
     }
     code
 }
-
-/// How long an exiting instance waits for its event streams to deliver their last lines (a
-/// subscriber that stopped reading is not waited for longer).
-const STREAM_END_GRACE: Duration = Duration::from_secs(2);
 
 /// Start the gateway, wait for a quit request, stop it.
 async fn supervise_until_quit(

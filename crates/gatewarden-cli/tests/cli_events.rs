@@ -205,6 +205,51 @@ fn y1_the_stream_ends_cleanly_when_the_instance_stops() {
     assert!(instance.wait_exit().success());
 }
 
+/// Y1: a subscriber that stopped reading holds up the exit for `control_plane.stream_end_grace_ms`
+/// and no longer: its stream is blocked on a full socket, so the instance waits out the grace
+/// and then exits anyway.
+#[test]
+fn y1_a_subscriber_that_stopped_reading_holds_up_the_exit_for_the_grace_only() {
+    // Far from the 2 s default, so a grace that ignored the key would fail the lower bound.
+    const GRACE: Duration = Duration::from_millis(4_000);
+    let mut instance = Instance::start(Options {
+        env: vec![
+            ("GATEWARDEN_EVENT_QUEUE".into(), "16".into()),
+            (
+                "GATEWARDEN_CONTROL_PLANE__STREAM_END_GRACE_MS".into(),
+                GRACE.as_millis().to_string(),
+            ),
+        ],
+        ..Options::default()
+    });
+    instance.wait_running();
+    let mut stalled = Subscriber::connect(&instance.control);
+    assert_eq!(stalled.next().unwrap()["kind"], "snapshot");
+    let mut reader = Subscriber::connect(&instance.control);
+    assert_eq!(reader.next().unwrap()["kind"], "snapshot");
+    // Megabytes of events: far more than the stalled subscriber's socket buffers hold, so its
+    // stream's writer is blocked. The reader's last event says they have all been published.
+    const COUNT: u64 = 20_000;
+    flood(&instance, COUNT, 512);
+    reader.until("the last flood event", |line| {
+        flood_n(line) == Some(COUNT - 1)
+    });
+    assert!(instance.cli(&["stop", "--exit"]).status.success());
+    let stopped = Instant::now();
+    assert!(instance.wait_exit().success());
+    let waited = stopped.elapsed();
+    // The reader's stream ends at once; the stalled one is waited for, up to the grace.
+    assert!(
+        waited >= GRACE - Duration::from_millis(100),
+        "exited after {waited:?}: the grace of {GRACE:?} was not waited out"
+    );
+    assert!(
+        waited < GRACE + Duration::from_secs(10),
+        "exited after {waited:?}: the grace did not bound the wait"
+    );
+    drop(stalled);
+}
+
 #[test]
 fn y1_hello_names_the_protocol_version_and_features() {
     let instance = Instance::start(Options::default());
