@@ -1,6 +1,8 @@
 // TypeScript declarations of gatewarden's Node client. The stream types mirror the Rust serde
 // type `StreamLine` (crates/gatewarden-cli/src/events_stream.rs); test/schema.test.js checks
 // every kind in the sample the Rust tests write is declared in `StreamEventKind` below.
+// tests/tests/node_client_types.rs type-checks an app against these declarations with `tsc
+// --strict` (and a misuse, which must fail).
 
 import { EventEmitter } from 'node:events';
 
@@ -85,7 +87,10 @@ export interface StreamEventLine {
   [field: string]: unknown;
 }
 
-/** One line of the event stream. */
+/**
+ * One line of the event stream. Tell the three apart with `'kind' in line` first: an event line
+ * may carry any field, so `'lagged' in line` alone does not rule it out.
+ */
 export type StreamLine =
   | StreamEventLine
   | { lagged: number }
