@@ -131,11 +131,21 @@ fn y1_several_subscribers_each_get_every_event() {
     }
 }
 
-#[test]
-fn y1_a_stalled_subscriber_gets_a_lagged_line_and_blocks_nobody() {
-    // A small queue so a few thousand events overrun it whatever the socket buffers hold.
+/// Events in the flood past a stalled subscriber.
+const STALL_FLOOD: u64 = 20_000;
+
+/// An instance with a small event queue (`extra_env` added) and two subscribers, one that reads
+/// nothing after its snapshot and one that reads on, then a flood of [`STALL_FLOOD`] 512-byte
+/// events: megabytes, far more than the stalled subscriber's socket buffers hold (its stream's
+/// writer is blocked) and than a queue of 16 holds. Returns once the reader has seen the last
+/// one (so all were published), with the lines it read.
+fn flood_past_a_stalled_subscriber(
+    extra_env: Vec<(String, String)>,
+) -> (Instance, Subscriber, Vec<Value>) {
+    let mut env = vec![("GATEWARDEN_EVENT_QUEUE".to_string(), "16".to_string())];
+    env.extend(extra_env);
     let instance = Instance::start(Options {
-        env: vec![("GATEWARDEN_EVENT_QUEUE".into(), "16".into())],
+        env,
         ..Options::default()
     });
     instance.wait_running();
@@ -143,13 +153,17 @@ fn y1_a_stalled_subscriber_gets_a_lagged_line_and_blocks_nobody() {
     assert_eq!(stalled.next().unwrap()["kind"], "snapshot");
     let mut reader = Subscriber::connect(&instance.control);
     assert_eq!(reader.next().unwrap()["kind"], "snapshot");
-
-    const COUNT: u64 = 20_000;
-    flood(&instance, COUNT, 512);
-    // The supervisor keeps serving while one subscriber reads nothing.
+    flood(&instance, STALL_FLOOD, 512);
     let lines = reader.until("the last flood event", |line| {
-        flood_n(line) == Some(COUNT - 1)
+        flood_n(line) == Some(STALL_FLOOD - 1)
     });
+    (instance, stalled, lines)
+}
+
+#[test]
+fn y1_a_stalled_subscriber_gets_a_lagged_line_and_blocks_nobody() {
+    let (instance, mut stalled, lines) = flood_past_a_stalled_subscriber(Vec::new());
+    // The supervisor kept serving while one subscriber read nothing.
     assert!(!lines.is_empty());
     let started = Instant::now();
     let status = instance
@@ -163,7 +177,7 @@ fn y1_a_stalled_subscriber_gets_a_lagged_line_and_blocks_nobody() {
     // Lagged lines may come back to back (the ring overran again before the next event).
     let mut lost = 0;
     let lines = stalled.until("the last flood event", |line| {
-        flood_n(line) == Some(COUNT - 1)
+        flood_n(line) == Some(STALL_FLOOD - 1)
     });
     for line in &lines {
         if let Some(n) = line["lagged"].as_u64() {
@@ -178,7 +192,7 @@ fn y1_a_stalled_subscriber_gets_a_lagged_line_and_blocks_nobody() {
     }
     assert!(
         lines.iter().any(|line| line.get("lagged").is_some()),
-        "no lagged line after {COUNT} events into a queue of 16"
+        "no lagged line after {STALL_FLOOD} events into a queue of 16"
     );
 }
 
@@ -212,28 +226,10 @@ fn y1_the_stream_ends_cleanly_when_the_instance_stops() {
 fn y1_a_subscriber_that_stopped_reading_holds_up_the_exit_for_the_grace_only() {
     // Far from the 2 s default, so a grace that ignored the key would fail the lower bound.
     const GRACE: Duration = Duration::from_millis(4_000);
-    let mut instance = Instance::start(Options {
-        env: vec![
-            ("GATEWARDEN_EVENT_QUEUE".into(), "16".into()),
-            (
-                "GATEWARDEN_CONTROL_PLANE__STREAM_END_GRACE_MS".into(),
-                GRACE.as_millis().to_string(),
-            ),
-        ],
-        ..Options::default()
-    });
-    instance.wait_running();
-    let mut stalled = Subscriber::connect(&instance.control);
-    assert_eq!(stalled.next().unwrap()["kind"], "snapshot");
-    let mut reader = Subscriber::connect(&instance.control);
-    assert_eq!(reader.next().unwrap()["kind"], "snapshot");
-    // Megabytes of events: far more than the stalled subscriber's socket buffers hold, so its
-    // stream's writer is blocked. The reader's last event says they have all been published.
-    const COUNT: u64 = 20_000;
-    flood(&instance, COUNT, 512);
-    reader.until("the last flood event", |line| {
-        flood_n(line) == Some(COUNT - 1)
-    });
+    let (mut instance, stalled, _) = flood_past_a_stalled_subscriber(vec![(
+        "GATEWARDEN_CONTROL_PLANE__STREAM_END_GRACE_MS".into(),
+        GRACE.as_millis().to_string(),
+    )]);
     assert!(instance.cli(&["stop", "--exit"]).status.success());
     let stopped = Instant::now();
     assert!(instance.wait_exit().success());
