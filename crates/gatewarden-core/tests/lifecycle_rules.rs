@@ -427,16 +427,21 @@ fn l8_failed_start_still_flushes_the_deferred_restart() {
 // W1 / C1 / G: readiness, handshake, ready signal
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn w1_exit_before_ready_fails_fast_with_the_exit_code() {
-    let mut harness = Harness::quiet();
-    let reply = harness.command(Command::Start);
+/// Each of the start's three attempts spawns a gateway that exits with code 3 before it is ready.
+fn every_attempt_exits_before_ready(harness: &mut Harness) {
     for _ in 0..3 {
         harness.probe_free();
         let pid = harness.spawned();
         harness.exit(pid, 3);
         harness.advance(1_000);
     }
+}
+
+#[test]
+fn w1_exit_before_ready_fails_fast_with_the_exit_code() {
+    let mut harness = Harness::quiet();
+    let reply = harness.command(Command::Start);
+    every_attempt_exits_before_ready(&mut harness);
     assert_eq!(harness.state(), LifecycleState::Error);
     match harness.reply_of(reply) {
         Some(CommandOutcome::Failed {
@@ -2687,12 +2692,7 @@ fn q2_an_unannounced_close_is_a_warning() {
 fn q2_a_retried_start_attempt_warns_and_the_one_that_ends_the_start_is_a_detail() {
     let mut harness = Harness::quiet();
     harness.command(Command::Start);
-    for _ in 0..3 {
-        harness.probe_free();
-        let pid = harness.spawned();
-        harness.exit(pid, 3);
-        harness.advance(1_000);
-    }
+    every_attempt_exits_before_ready(&mut harness);
     assert_eq!(harness.state(), LifecycleState::Error);
     let attempts: Vec<(LogLevel, &str)> = harness
         .all
